@@ -1,0 +1,129 @@
+# cmkcert - per-tenant mTLS client certificates from OpenBao PKI.
+#
+#   make            build libcmkcert.a, cmkcert and cmkcertfs
+#   make check      install what is missing, build, run every test
+#   make demo       install what is missing, build, show a tenant's certificate at work
+#   make bench      performance table
+#   make install    install under $(DESTDIR)$(PREFIX)
+
+PREFIX ?= /usr/local
+CC ?= cc
+BUILD ?= build
+PYTHON ?= /usr/bin/python3
+
+PKGS := libcurl inih jansson
+FUSE_PKG := fuse3
+# Debian's mbedTLS 2.28 ships no pkg-config files; use them when present.
+MBED_CFLAGS := $(shell pkg-config --cflags mbedtls mbedx509 mbedcrypto 2>/dev/null)
+MBED_LIBS := $(shell pkg-config --libs mbedtls mbedx509 mbedcrypto 2>/dev/null || echo -lmbedtls -lmbedx509 -lmbedcrypto)
+DB_LIBS := -ldb
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 $(WARN) -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
+	-Iinclude -Icore $(shell pkg-config --cflags $(PKGS)) $(MBED_CFLAGS)
+LDLIBS := $(shell pkg-config --libs $(PKGS)) $(MBED_LIBS) $(DB_LIBS) -lpthread
+FUSE_CFLAGS := $(shell pkg-config --cflags $(FUSE_PKG))
+FUSE_LIBS := $(shell pkg-config --libs $(FUSE_PKG))
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+
+ifeq ($(SAN),1)
+BUILD := build/asan
+CFLAGS := $(filter-out -D_FORTIFY_SOURCE=2 -O2,$(CFLAGS)) -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+# Library modules, in dependency order.
+CORE := error log util crypto_mbedtls names config json http_curl openbao seal store_bdb audit \
+	probe_tls kmip lifecycle
+CORE_OBJS := $(CORE:%=$(BUILD)/core/%.o)
+LIB := $(BUILD)/libcmkcert.a
+
+CLI_OBJS := $(BUILD)/cli/main.o $(BUILD)/cli/output.o $(BUILD)/cli/commands.o
+FUSE_OBJS := $(BUILD)/fusefs/main.o $(BUILD)/fusefs/tree.o $(BUILD)/fusefs/ops.o $(BUILD)/fusefs/watch.o
+
+# Unit tests: tests/unit/test_<name>.c, linked with the objects they exercise.
+BASE := error log util crypto_mbedtls
+UNIT := error util names config json crypto seal store audit http openbao probe kmip lifecycle
+T_error := $(BASE)
+T_util := $(BASE)
+T_names := $(BASE) names
+T_config := $(BASE) names config
+T_json := $(BASE) json
+T_crypto := $(BASE)
+T_seal := $(BASE) names config seal
+T_store := $(BASE) names config store_bdb
+T_audit := $(BASE) json audit
+T_http := $(BASE) http_curl
+T_openbao := $(BASE) names config json http_curl openbao
+T_probe := $(BASE) kmip probe_tls
+T_kmip := $(BASE) kmip
+T_lifecycle := $(CORE)
+UNIT_BINS := $(UNIT:%=$(BUILD)/tests/test_%)
+
+.PHONY: all deps check unit unit-asan integration demo bench install clean
+all: $(LIB) $(BUILD)/cmkcert $(BUILD)/cmkcertfs
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/fusefs/%.o: fusefs/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(FUSE_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(LIB): $(CORE_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/cmkcert: $(CLI_OBJS) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/cmkcertfs: $(FUSE_OBJS) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(FUSE_LIBS) $(LDLIBS)
+
+.SECONDEXPANSION:
+$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $$(patsubst %,$(BUILD)/core/%.o,$$(T_$$*))
+	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS)
+
+deps:
+	@packaging/install-deps.sh
+
+unit: $(UNIT_BINS)
+	@tests/unit/run.sh $(BUILD) $(UNIT)
+
+unit-asan:
+	@$(MAKE) --no-print-directory SAN=1 unit
+
+integration: all
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/baosim tests/integration
+
+check: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory integration
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@tests/demo.sh $(BUILD)
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@bench/run.sh $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/cmkcert \
+		$(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)/etc/cmkcert
+	install -m 0755 $(BUILD)/cmkcert $(BUILD)/cmkcertfs $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 include/cmkcert/*.h $(DESTDIR)$(PREFIX)/include/cmkcert/
+	install -m 0644 docs/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 docs/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	test -e $(DESTDIR)/etc/cmkcert/cmkcert.conf || install -m 0640 conf/cmkcert.conf $(DESTDIR)/etc/cmkcert/
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

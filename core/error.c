@@ -1,0 +1,61 @@
+/*
+ * error.c - result code texts and the per-thread failure detail.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "cmkcert/error.h"
+
+static _Thread_local char detail[1024];
+
+const char *cmk_strerror(int code)
+{
+	switch (code) {
+	case CMK_OK: return "success";
+	case CMK_ERR_NOMEM: return "out of memory";
+	case CMK_ERR_INVALID: return "invalid input";
+	case CMK_ERR_CONFIG: return "configuration error";
+	case CMK_ERR_IO: return "I/O error";
+	case CMK_ERR_PERM: return "permission problem";
+	case CMK_ERR_CRYPTO: return "cryptographic operation failed";
+	case CMK_ERR_VERIFY: return "verification failed";
+	case CMK_ERR_STORE: return "store error";
+	case CMK_ERR_NOTFOUND: return "not found";
+	case CMK_ERR_EXISTS: return "already exists";
+	case CMK_ERR_STATE: return "not allowed in the current state";
+	case CMK_ERR_BUSY: return "busy, try again";
+	case CMK_ERR_UNREACHABLE: return "unreachable";
+	case CMK_ERR_TLS: return "TLS failure";
+	case CMK_ERR_TIMEOUT: return "timed out";
+	case CMK_ERR_SEALED: return "OpenBao is sealed or unavailable";
+	case CMK_ERR_DENIED: return "permission denied by OpenBao";
+	case CMK_ERR_REJECTED: return "request rejected by OpenBao";
+	case CMK_ERR_RATELIMIT: return "rate limited by OpenBao";
+	case CMK_ERR_SERVER: return "OpenBao server error";
+	case CMK_ERR_PROTOCOL: return "unexpected answer";
+	case CMK_ERR_AUDIT: return "audit trail error";
+	case CMK_ERR_KEYSTORE: return "keystore refused the client certificate";
+	case CMK_ERR_INTERNAL: return "internal error";
+	default: return "unknown error";
+	}
+}
+
+int cmk_fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+const char *cmk_errdetail(void)
+{
+	return detail;
+}
+
+void cmk_errclear(void)
+{
+	detail[0] = '\0';
+}

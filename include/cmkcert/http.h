@@ -1,0 +1,47 @@
+/*
+ * http.h - the libcurl boundary: one HTTPS request at a time on a reused
+ * handle, TLS always verified against the given CA file.
+ */
+#ifndef CMKCERT_HTTP_H
+#define CMKCERT_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct cmk_http;
+
+struct cmk_http_response {
+	long status;
+	char *body;            /* NUL-terminated, may be empty; wiped by clear */
+	size_t body_len;
+	int64_t retry_after;   /* seconds from a Retry-After header, -1 when absent */
+	char *location;        /* Location header (307), NULL when absent */
+	char *content_type;    /* NULL when absent */
+};
+
+/*
+ * `ca_cert` is the PEM file to verify servers against (required: there is
+ * no insecure mode).  `timeout_s` bounds each whole request.
+ */
+int cmk_http_new(const char *ca_cert, long timeout_s, struct cmk_http **out);
+void cmk_http_free(struct cmk_http *h);
+
+/*
+ * Perform `method` on `url` with `headers` (NULL-terminated "Name: value"
+ * strings, may be NULL) and an optional body.  Any HTTP status is a
+ * success of this function; transport failures return
+ * CMK_ERR_UNREACHABLE (resolve/connect/refused/reset before an answer),
+ * CMK_ERR_TLS (certificate verification or handshake), CMK_ERR_TIMEOUT,
+ * or CMK_ERR_IO, with curl's message in the detail.
+ */
+int cmk_http_request(struct cmk_http *h, const char *method, const char *url, const char *const *headers,
+		     const char *body, size_t body_len, struct cmk_http_response *resp);
+
+/* Wipe and free the response fields; safe on a zeroed struct. */
+void cmk_http_response_clear(struct cmk_http_response *resp);
+
+/* Library-wide init/cleanup (curl_global_*); call once from main(). */
+int cmk_http_global_init(void);
+void cmk_http_global_cleanup(void);
+
+#endif

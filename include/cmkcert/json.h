@@ -1,0 +1,48 @@
+/*
+ * json.h - the jansson boundary: strict parsing with errors that name the
+ * field, typed getters and canonical output.  Modules that need JSON use
+ * these helpers and the json_t type; jansson's own error struct and
+ * reference-counting rules are handled here.
+ */
+#ifndef CMKCERT_JSON_H
+#define CMKCERT_JSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+/*
+ * Parse `len` bytes of strict UTF-8 JSON (rejecting duplicate keys).  `what`
+ * names the input in error detail ("keystore request", "OpenBao answer").
+ * On success *out holds a new reference (json_decref it).
+ */
+int cmk_json_parse(const char *what, const char *text, size_t len, json_t **out);
+
+/* Parse a file (at most 1 MiB). */
+int cmk_json_load_file(const char *path, json_t **out);
+
+/*
+ * Typed field access.  `obj` must be an object.  Each returns 0, or
+ * CMK_ERR_NOTFOUND when the key is absent or null (only for the _opt forms:
+ * the plain forms return CMK_ERR_INVALID naming the field), or
+ * CMK_ERR_INVALID naming the field when the type is wrong.
+ * Strings returned are borrowed from `obj`.
+ */
+int cmk_json_str(const json_t *obj, const char *key, const char **out);
+int cmk_json_str_opt(const json_t *obj, const char *key, const char **out);
+int cmk_json_int(const json_t *obj, const char *key, int64_t *out);
+int cmk_json_int_opt(const json_t *obj, const char *key, int64_t *out);
+int cmk_json_bool(const json_t *obj, const char *key, bool *out);
+int cmk_json_bool_opt(const json_t *obj, const char *key, bool *out);
+
+/* Compact JSON with keys in insertion order, malloc'd, no trailing newline; NULL on OOM. */
+char *cmk_json_dump(const json_t *v);
+
+/* Same with sorted keys (for hashing). */
+char *cmk_json_dump_sorted(const json_t *v);
+
+/* Pretty (indent 2) for people, malloc'd, ending in "\n". */
+char *cmk_json_dump_pretty(const json_t *v);
+
+#endif

@@ -1,0 +1,137 @@
+/*
+ * openbao.h - the OpenBao client (DESIGN §10, reference/openbao-api.md).
+ *
+ * Rules: 200 and 204 are success; errors are {"errors":[...]} (possibly
+ * empty) and are classified by status code, never by text; warnings are
+ * returned to the caller as real outcomes; serials are kept verbatim;
+ * alt_names go as a comma string; X-Vault-Namespace is never sent to
+ * sys/health; 429, 5xx and 503 are retried with capped exponential backoff
+ * and jitter honouring Retry-After (at most cfg->openbao.max_retries times);
+ * a 403 after the token expired triggers one re-login; the token is renewed
+ * before it expires; a 307 is followed once with the same method and body.
+ *
+ * Outcomes map to codes (detail = the server's error text):
+ *   400 -> CMK_ERR_REJECTED   403 -> CMK_ERR_DENIED     404 -> CMK_ERR_NOTFOUND
+ *   429 -> CMK_ERR_RATELIMIT  503 -> CMK_ERR_SEALED     5xx -> CMK_ERR_SERVER
+ *   transport -> CMK_ERR_UNREACHABLE / CMK_ERR_TLS / CMK_ERR_TIMEOUT
+ *   unparsable answer -> CMK_ERR_PROTOCOL
+ */
+#ifndef CMKCERT_OPENBAO_H
+#define CMKCERT_OPENBAO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "cmkcert/config.h"
+
+struct cmk_bao;
+
+/* Warnings from one answer; owned by the struct that holds them. */
+struct cmk_bao_warnings {
+	char **items;
+	size_t count;
+};
+void cmk_bao_warnings_clear(struct cmk_bao_warnings *w);
+
+struct cmk_bao_stats {
+	uint64_t requests;     /* HTTP requests sent, retries included */
+	uint64_t retries;
+	uint64_t logins;
+};
+
+/* A client for cfg (copied what it needs; cfg may be freed after). */
+int cmk_bao_new(const struct cmk_config *cfg, struct cmk_bao **out);
+/* Wipes the token and frees. NULL is a no-op. */
+void cmk_bao_free(struct cmk_bao *b);
+
+void cmk_bao_get_stats(const struct cmk_bao *b, struct cmk_bao_stats *out);
+
+struct cmk_bao_health {
+	long status;           /* HTTP status of sys/health */
+	bool initialized, sealed, standby;
+	char version[64];
+};
+/* 0 whenever a health answer was received (even 503/501/429: see status/sealed). */
+int cmk_bao_health(struct cmk_bao *b, struct cmk_bao_health *out);
+
+/* Log in with the configured method (reads the JWT / role_id / secret_id / token file now). */
+int cmk_bao_login(struct cmk_bao *b);
+
+/*
+ * Make sure a usable token is held: log in when none, renew-self when less
+ * than a third of its TTL remains (renewable tokens), log in again when it
+ * expired or renewal failed.
+ */
+int cmk_bao_ensure_token(struct cmk_bao *b);
+
+struct cmk_bao_token_info {
+	int64_t ttl;           /* remaining seconds, 0 = never expires */
+	bool renewable;
+	char policies[256];    /* comma-joined */
+	char accessor[128];
+};
+int cmk_bao_token_lookup(struct cmk_bao *b, struct cmk_bao_token_info *out);
+int cmk_bao_token_renew(struct cmk_bao *b, int64_t increment, struct cmk_bao_warnings *warnings);
+
+/* Check the PKI mount exists and has a CA: GET <mount>/cert/ca_chain.  *chain_pem optional (malloc'd). */
+int cmk_bao_check_mount(struct cmk_bao *b, const char *mount, char **chain_pem);
+
+struct cmk_bao_role {
+	char key_type[16];     /* "rsa", "ec", "any", "ed25519" */
+	int key_bits;
+	int64_t ttl, max_ttl;  /* seconds, 0 = mount default */
+	bool client_flag;
+	bool no_store;
+	bool use_csr_common_name, use_csr_sans;
+	bool allow_any_name, allow_glob_domains, allow_subdomains, allow_bare_domains;
+	char **allowed_domains;
+	size_t n_allowed_domains;
+};
+void cmk_bao_role_clear(struct cmk_bao_role *r);
+int cmk_bao_read_role(struct cmk_bao *b, const char *mount, const char *role, struct cmk_bao_role *out);
+
+struct cmk_bao_cert_request {
+	const char *mount;
+	const char *role;
+	const char *common_name;   /* issue mode; omitted in sign mode (it comes from the CSR) */
+	const char *alt_names;     /* comma-separated; issue mode only */
+	int64_t ttl;               /* seconds, 0 = role default */
+	const char *key_type;      /* issue mode: "rsa" | "ec" */
+	int key_bits;              /* issue mode */
+	const char *csr;           /* sign mode: PEM CSR */
+};
+
+struct cmk_bao_cert {
+	char *certificate;         /* leaf PEM, no trailing newline (as returned) */
+	char *issuing_ca;
+	char *ca_chain;            /* ca_chain array joined with "\n" (issuing CA first) */
+	char *private_key;         /* issue mode only: PEM; wiped by clear */
+	char *private_key_type;
+	char *serial_number;       /* verbatim */
+	int64_t not_before, expiration;
+	struct cmk_bao_warnings warnings;
+};
+void cmk_bao_cert_clear(struct cmk_bao_cert *c);
+
+/* POST <mount>/issue/<role> with format=pem. */
+int cmk_bao_issue(struct cmk_bao *b, const struct cmk_bao_cert_request *req, struct cmk_bao_cert *out);
+/* POST <mount>/sign/<role> with the CSR. */
+int cmk_bao_sign(struct cmk_bao *b, const struct cmk_bao_cert_request *req, struct cmk_bao_cert *out);
+
+struct cmk_bao_revocation {
+	bool revoked;              /* false: 200 with data null (e.g. already expired): see warnings */
+	int64_t revocation_time;
+	char state[32];
+	struct cmk_bao_warnings warnings;
+};
+void cmk_bao_revocation_clear(struct cmk_bao_revocation *r);
+/* POST <mount>/revoke by serial (serial != NULL) or by certificate PEM. */
+int cmk_bao_revoke(struct cmk_bao *b, const char *mount, const char *serial, const char *cert_pem,
+		   struct cmk_bao_revocation *out);
+
+/* GET <mount>/crl/pem (raw PEM, unauthenticated). *pem malloc'd. */
+int cmk_bao_read_crl(struct cmk_bao *b, const char *mount, char **pem);
+/* GET <mount>/cert/<serial>: PEM and revocation time (0 when not revoked). */
+int cmk_bao_read_cert(struct cmk_bao *b, const char *mount, const char *serial, char **pem, int64_t *revocation_time);
+
+#endif

@@ -21,7 +21,9 @@ struct cmk_http_response {
 
 /*
  * `ca_cert` is the PEM file to verify servers against (required: there is
- * no insecure mode).  `timeout_s` bounds each whole request.
+ * no insecure mode; the system trust store is not used).  `timeout_s`
+ * bounds each whole request.  CMK_ERR_NOTFOUND when the CA file cannot be
+ * read, CMK_ERR_INVALID for a missing file name or a timeout <= 0.
  */
 int cmk_http_new(const char *ca_cert, long timeout_s, struct cmk_http **out);
 void cmk_http_free(struct cmk_http *h);
@@ -32,7 +34,11 @@ void cmk_http_free(struct cmk_http *h);
  * success of this function; transport failures return
  * CMK_ERR_UNREACHABLE (resolve/connect/refused/reset before an answer),
  * CMK_ERR_TLS (certificate verification or handshake), CMK_ERR_TIMEOUT,
- * or CMK_ERR_IO, with curl's message in the detail.
+ * or CMK_ERR_IO, with curl's message in the detail; an URL that is not
+ * https:// gives CMK_ERR_INVALID and an answer larger than 8 MiB
+ * CMK_ERR_PROTOCOL.  Redirects are never followed (the caller sees the
+ * 3xx and its Location).  *resp is overwritten, so clear an earlier
+ * answer first; on failure it holds nothing.  A handle serves one thread.
  */
 int cmk_http_request(struct cmk_http *h, const char *method, const char *url, const char *const *headers,
 		     const char *body, size_t body_len, struct cmk_http_response *resp);

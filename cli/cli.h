@@ -1,0 +1,47 @@
+/*
+ * cli.h - shared pieces of the cmkcert command-line front end.
+ */
+#ifndef CMKCERT_CLI_H
+#define CMKCERT_CLI_H
+
+#include <stdbool.h>
+#include <jansson.h>
+
+/* Exit codes (documented in README.md and cmkcert(1)). */
+enum {
+	EXIT_OK = 0,
+	EXIT_FAILED = 1,      /* the operation ran and failed (keystore refused, verification failed, ...) */
+	EXIT_USAGE = 2,       /* usage error or bad input (names, JSON, configuration) */
+	EXIT_OPENBAO = 3,     /* OpenBao unreachable, sealed, or its TLS certificate not trusted */
+};
+
+struct cli {
+	const char *config;   /* -c FILE, NULL = default */
+	bool json;            /* --json: machine-readable output on stdout */
+	int verbose;
+	const char *prog;
+};
+
+/* Exit code for a library result code. */
+int cli_exit_code(int rc);
+
+/* Print "cmkcert: <what>: <detail>" for a failure (text mode) or a JSON error object (json mode). */
+int cli_fail(const struct cli *cli, int rc, const char *what);
+
+/* Print a usage error and return EXIT_USAGE. */
+int cli_usage_error(const struct cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Print a JSON value on stdout (pretty) and release it. */
+void cli_print_json(json_t *v);
+
+/* Commands. Each returns an exit code. */
+int cmd_check(struct cli *cli, int argc, char **argv);
+int cmd_keystore(struct cli *cli, int argc, char **argv);
+int cmd_list(struct cli *cli, int argc, char **argv);
+int cmd_show(struct cli *cli, int argc, char **argv);
+int cmd_audit(struct cli *cli, int argc, char **argv);
+
+/* Actor name for the audit trail: "cli:uid=N". */
+const char *cli_actor(void);
+
+#endif

@@ -1,0 +1,543 @@
+/*
+ * commands.c - the cmkcert commands: check, keystore add, list, show,
+ * audit verify.  Each parses its own options, calls the library and
+ * reports in text or JSON.  Key bytes are never printed.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmkcert/audit.h"
+#include "cmkcert/error.h"
+#include "cmkcert/json.h"
+#include "cmkcert/lifecycle.h"
+#include "cmkcert/names.h"
+#include "cmkcert/util.h"
+#include "cli.h"
+
+#define REQUEST_MAX (1024 * 1024)
+
+/* ---- shared ----------------------------------------------------------- */
+
+/* Steps collected for --json output, or printed as they finish. */
+struct steps {
+	const struct cli *cli;
+	json_t *list;
+	char failed[64];      /* name of the first failed step */
+};
+
+static void on_step(const char *step, int rc, int64_t ms, const char *detail, void *arg)
+{
+	struct steps *s = arg;
+
+	if (rc != 0 && s->failed[0] == '\0')
+		snprintf(s->failed, sizeof(s->failed), "%s", step);
+	if (s->cli->json) {
+		json_array_append_new(s->list, json_pack("{s:s, s:s, s:I, s:s}", "step", step, "result",
+							 rc ? "failed" : "ok", "ms", (json_int_t)ms, "detail",
+							 detail ? detail : ""));
+		return;
+	}
+	printf("%-22s %-6s %6" PRId64 " ms  %s\n", step, rc ? "FAILED" : "ok", ms, detail ? detail : "");
+	fflush(stdout);
+}
+
+static int open_ctx(const struct cli *cli, struct cmk_ctx **ctx)
+{
+	int rc = cmk_ctx_open(cli->config, cli_actor(), ctx);
+
+	if (rc != 0)
+		return cli_fail(cli, rc, "configuration");
+	return 0;
+}
+
+static void fmt_time(int64_t t, char *buf, size_t len)
+{
+	if (t <= 0)
+		snprintf(buf, len, "-");
+	else
+		cmk_format_time(t, buf, len);
+}
+
+static json_t *time_json(int64_t t)
+{
+	char buf[32];
+
+	if (t <= 0)
+		return json_null();
+	cmk_format_time(t, buf, sizeof(buf));
+	return json_string(buf);
+}
+
+static json_t *record_json(const struct cmk_cert_record *r, bool pem)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "id", json_integer((json_int_t)r->id));
+	json_object_set_new(o, "tenant_id", json_string(r->tenant));
+	json_object_set_new(o, "type", json_string(r->type));
+	json_object_set_new(o, "status", json_string(cmk_status_name(r->status)));
+	json_object_set_new(o, "serial_number", json_string(r->serial));
+	json_object_set_new(o, "fingerprint_sha256", json_string(r->fingerprint));
+	json_object_set_new(o, "subject", json_string(r->subject ? r->subject : ""));
+	json_object_set_new(o, "not_before", time_json(r->not_before));
+	json_object_set_new(o, "not_after", time_json(r->not_after));
+	json_object_set_new(o, "renew_at", time_json(r->renew_at));
+	json_object_set_new(o, "created_at", time_json(r->created_at));
+	json_object_set_new(o, "activated_at", time_json(r->activated_at));
+	json_object_set_new(o, "revoked_at", time_json(r->revoked_at));
+	json_object_set_new(o, "supersedes", r->supersedes ? json_integer((json_int_t)r->supersedes) : json_null());
+	json_object_set_new(o, "key_sealed", json_boolean(r->sealed_key != NULL));
+	json_object_set_new(o, "last_error", r->last_error ? json_string(r->last_error) : json_null());
+	{
+		char *p = cmk_asprintf("/certs/%s-%s.crt", r->tenant, r->type);
+		char *k = cmk_asprintf("/private/%s-%s.key", r->tenant, r->type);
+		char *c = cmk_asprintf("/ca/%s-ca-chain.pem", r->type);
+		json_object_set_new(o, "certificate_path", json_string(p ? p : ""));
+		json_object_set_new(o, "private_key_path", json_string(k ? k : ""));
+		json_object_set_new(o, "ca_chain_path", json_string(c ? c : ""));
+		free(p);
+		free(k);
+		free(c);
+	}
+	if (pem) {
+		json_object_set_new(o, "certificate", json_string(r->cert_pem ? r->cert_pem : ""));
+		json_object_set_new(o, "ca_chain", json_string(r->chain_pem ? r->chain_pem : ""));
+	}
+	return o;
+}
+
+/* ---- check ------------------------------------------------------------ */
+
+int cmd_check(struct cli *cli, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct steps s = { .cli = cli };
+	struct cmk_ctx *ctx = NULL;
+	int64_t t0 = cmk_monotonic_ms();
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c != 'j')
+			return cli_usage_error(cli, "check: unknown option");
+		cli->json = true;
+	}
+	if (optind != argc)
+		return cli_usage_error(cli, "check: unexpected argument \"%s\"", argv[optind]);
+	s.list = json_array();
+	rc = cmk_ctx_open(cli->config, cli_actor(), &ctx);
+	on_step("config", rc, cmk_monotonic_ms() - t0, rc ? cmk_errdetail() : "configuration, store, master key, "
+		"audit trail", &s);
+	if (rc == 0)
+		rc = cmk_check(ctx, on_step, &s);
+	if (cli->json) {
+		cli_print_json(json_pack("{s:b, s:I, s:o}", "ok", rc == 0, "ms",
+					 (json_int_t)(cmk_monotonic_ms() - t0), "steps", s.list));
+	} else {
+		json_decref(s.list);
+		printf("%s in %" PRId64 " ms\n", rc == 0 ? "check passed" : "check FAILED", cmk_monotonic_ms() - t0);
+		if (rc != 0)
+			fprintf(stderr, "%s: check: %s: %s\n", cli->prog, s.failed, cmk_errdetail());
+	}
+	cmk_ctx_free(ctx);
+	return cli_exit_code(rc);
+}
+
+/* ---- keystore add ------------------------------------------------------ */
+
+static int read_request_file(const char *path, char **text, size_t *len)
+{
+	if (strcmp(path, "-") == 0) {
+		size_t cap = 4096, n = 0, r;
+		char *buf = malloc(cap);
+
+		if (buf == NULL)
+			return CMK_ERR_NOMEM;
+		while ((r = fread(buf + n, 1, cap - n - 1, stdin)) > 0) {
+			n += r;
+			if (n + 1 == cap) {
+				char *nb;
+				if (cap >= REQUEST_MAX) {
+					free(buf);
+					return cmk_fail(CMK_ERR_INVALID, "keystore request on stdin: larger than %d bytes",
+							REQUEST_MAX);
+				}
+				if ((nb = realloc(buf, cap * 2)) == NULL) {
+					free(buf);
+					return CMK_ERR_NOMEM;
+				}
+				buf = nb;
+				cap *= 2;
+			}
+		}
+		buf[n] = '\0';
+		*text = buf;
+		*len = n;
+		return 0;
+	}
+	return cmk_read_file(path, REQUEST_MAX, text, len);
+}
+
+static int parse_verify(const char *s)
+{
+	if (strcmp(s, "tls") == 0)
+		return CMK_VERIFY_TLS;
+	if (strcmp(s, "kmip") == 0)
+		return CMK_VERIFY_KMIP;
+	if (strcmp(s, "none") == 0)
+		return CMK_VERIFY_NONE;
+	return -1;
+}
+
+static int add_endpoint(struct cmk_keystore_request *req, const char *ep)
+{
+	char **n = realloc(req->endpoints, (req->n_endpoints + 2) * sizeof(char *));
+
+	if (n == NULL)
+		return CMK_ERR_NOMEM;
+	req->endpoints = n;
+	if ((n[req->n_endpoints] = strdup(ep)) == NULL)
+		return CMK_ERR_NOMEM;
+	n[++req->n_endpoints] = NULL;
+	return 0;
+}
+
+static void print_add_result(const struct cli *cli, const struct cmk_op_result *res, struct steps *s, int rc)
+{
+	char na[32], ra[32];
+
+	if (cli->json) {
+		json_t *w = json_array();
+		for (size_t i = 0; i < res->warnings.count; i++)
+			json_array_append_new(w, json_string(res->warnings.items[i]));
+		cli_print_json(json_pack("{s:b, s:o, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "ok", rc == 0, "id",
+					 res->id ? json_integer((json_int_t)res->id) : json_null(), "status",
+					 res->id ? cmk_status_name(res->status) : "none", "type", res->type,
+					 "serial_number", res->serial, "fingerprint_sha256", res->fingerprint,
+					 "not_after", time_json(res->not_after), "renew_at", time_json(res->renew_at),
+					 "warnings", w, "steps", s->list));
+		s->list = NULL;
+		return;
+	}
+	for (size_t i = 0; i < res->warnings.count; i++)
+		printf("warning: %s\n", res->warnings.items[i]);
+	if (res->id == 0)
+		return;
+	fmt_time(res->not_after, na, sizeof(na));
+	fmt_time(res->renew_at, ra, sizeof(ra));
+	printf("certificate %" PRIu64 " %s: serial %s, expires %s, renew at %s\n", res->id,
+	       cmk_status_name(res->status), res->serial, na, ra);
+}
+
+static int keystore_add(struct cli *cli, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "tenant", required_argument, NULL, 't' },
+		{ "type", required_argument, NULL, 'k' },
+		{ "endpoint", required_argument, NULL, 'e' },
+		{ "server-ca", required_argument, NULL, 's' },
+		{ "verify", required_argument, NULL, 'V' },
+		{ "json", required_argument, NULL, 'j' },
+		{ "request", required_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cmk_keystore_request req = { .verify = -1 };
+	struct cmk_op_result res = { 0 };
+	struct steps s = { .cli = cli };
+	struct cmk_ctx *ctx = NULL;
+	const char *tenant = NULL, *type = NULL, *server_ca = NULL, *json_path = NULL;
+	char *text = NULL;
+	size_t len = 0;
+	int c, rc = 0, ret;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 't': tenant = optarg; break;
+		case 'k': type = optarg; break;
+		case 'e':
+			if (add_endpoint(&req, optarg) != 0) {
+				ret = cli_fail(cli, CMK_ERR_NOMEM, "keystore add");
+				goto out;
+			}
+			break;
+		case 's': server_ca = optarg; break;
+		case 'V':
+			if ((req.verify = parse_verify(optarg)) < 0) {
+				ret = cli_usage_error(cli, "--verify \"%s\": use tls, kmip or none", optarg);
+				goto out;
+			}
+			break;
+		case 'j': json_path = optarg; break;
+		default:
+			ret = cli_usage_error(cli, "keystore add: unknown option");
+			goto out;
+		}
+	}
+	if (optind != argc) {
+		ret = cli_usage_error(cli, "keystore add: unexpected argument \"%s\"", argv[optind]);
+		goto out;
+	}
+	if (json_path != NULL) {
+		int verify = req.verify;
+		if (tenant || type || req.n_endpoints) {
+			ret = cli_usage_error(cli, "keystore add: give either --json FILE or --tenant/--type/--endpoint");
+			goto out;
+		}
+		if ((rc = read_request_file(json_path, &text, &len)) != 0 ||
+		    (rc = cmk_keystore_request_from_json(text, len, &req)) != 0) {
+			ret = cli_fail(cli, rc, "keystore add");
+			goto out;
+		}
+		req.verify = verify;
+	} else {
+		if (tenant == NULL || type == NULL) {
+			ret = cli_usage_error(cli, "keystore add: --tenant and --type are required (or --json FILE)");
+			goto out;
+		}
+		if (strlen(tenant) > CMK_TENANT_MAX) {
+			rc = cmk_fail(CMK_ERR_INVALID, "tenant_id: %zu characters, at most %d", strlen(tenant),
+				      CMK_TENANT_MAX);
+			ret = cli_fail(cli, rc, "keystore add");
+			goto out;
+		}
+		if (strlen(type) > CMK_TYPE_MAX) {
+			rc = cmk_fail(CMK_ERR_INVALID, "type: %zu characters, at most %d", strlen(type), CMK_TYPE_MAX);
+			ret = cli_fail(cli, rc, "keystore add");
+			goto out;
+		}
+		snprintf(req.tenant, sizeof(req.tenant), "%s", tenant);
+		snprintf(req.type, sizeof(req.type), "%s", type);
+	}
+	if (server_ca != NULL) {
+		if ((rc = cmk_read_file(server_ca, 256 * 1024, &req.server_ca_pem, NULL)) != 0) {
+			cmk_fail(rc, "--server-ca: %s", cmk_errdetail());
+			ret = cli_fail(cli, rc == CMK_ERR_NOTFOUND ? CMK_ERR_INVALID : rc, "keystore add");
+			goto out;
+		}
+	}
+	if ((ret = open_ctx(cli, &ctx)) != 0)
+		goto out;
+	s.list = json_array();
+	rc = cmk_keystore_add(ctx, &req, &res, on_step, &s);
+	print_add_result(cli, &res, &s, rc);
+	if (rc != 0) {
+		fprintf(stderr, "%s: keystore add: %s%s%s\n", cli->prog, s.failed, s.failed[0] ? ": " : "",
+			cmk_errdetail());
+		/* The keystore refusing the pair is a failed operation, not an OpenBao outage. */
+		ret = strcmp(s.failed, "test") == 0 ? EXIT_FAILED : cli_exit_code(rc);
+	} else {
+		ret = EXIT_OK;
+	}
+out:
+	json_decref(s.list);
+	cmk_op_result_clear(&res);
+	cmk_keystore_request_clear(&req);
+	free(text);
+	cmk_ctx_free(ctx);
+	return ret;
+}
+
+int cmd_keystore(struct cli *cli, int argc, char **argv)
+{
+	if (argc < 2)
+		return cli_usage_error(cli, "keystore: expected a subcommand: add");
+	if (strcmp(argv[1], "add") == 0)
+		return keystore_add(cli, argc - 1, argv + 1);
+	return cli_usage_error(cli, "keystore: unknown subcommand \"%s\"", argv[1]);
+}
+
+/* ---- list / show ------------------------------------------------------ */
+
+struct list_arg {
+	const struct cli *cli;
+	json_t *arr;
+	size_t n;
+};
+
+static int list_one(const struct cmk_cert_record *r, void *arg)
+{
+	struct list_arg *a = arg;
+	char na[32];
+
+	a->n++;
+	if (a->cli->json) {
+		json_array_append_new(a->arr, record_json(r, false));
+		return 0;
+	}
+	fmt_time(r->not_after, na, sizeof(na));
+	printf("%-6" PRIu64 " %-24s %-14s %-10s %-22s %s\n", r->id, r->tenant, r->type, cmk_status_name(r->status),
+	       na, r->serial);
+	return 0;
+}
+
+int cmd_list(struct cli *cli, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "tenant", required_argument, NULL, 't' },
+		{ "type", required_argument, NULL, 'k' },
+		{ "status", required_argument, NULL, 's' },
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cmk_cert_filter f = { .status = -1 };
+	struct list_arg a = { .cli = cli };
+	struct cmk_ctx *ctx = NULL;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 't': f.tenant = optarg; break;
+		case 'k': f.type = optarg; break;
+		case 's':
+			if ((f.status = cmk_status_parse(optarg)) < 0)
+				return cli_usage_error(cli, "--status \"%s\": use pending, active, rotating, failed, "
+						       "revoked, cleaned_up or expired", optarg);
+			break;
+		case 'j': cli->json = true; break;
+		default: return cli_usage_error(cli, "list: unknown option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage_error(cli, "list: unexpected argument \"%s\"", argv[optind]);
+	if (f.tenant != NULL && (rc = cmk_check_tenant("--tenant", f.tenant)) != 0)
+		return cli_fail(cli, rc, "list");
+	if (f.type != NULL && (rc = cmk_check_type("--type", f.type)) != 0)
+		return cli_fail(cli, rc, "list");
+	if ((rc = open_ctx(cli, &ctx)) != 0)
+		return rc;
+	if (f.type != NULL) {
+		const struct cmk_template *tpl = cmk_config_template(ctx->cfg, f.type);
+		if (tpl != NULL)
+			f.type = tpl->type;
+	}
+	a.arr = json_array();
+	if (!cli->json)
+		printf("%-6s %-24s %-14s %-10s %-22s %s\n", "ID", "TENANT", "TYPE", "STATUS", "NOT AFTER", "SERIAL");
+	rc = cmk_store_cert_each(ctx->store, NULL, &f, list_one, &a);
+	if (rc != 0) {
+		json_decref(a.arr);
+		rc = cli_fail(cli, rc, "list");
+	} else if (cli->json) {
+		cli_print_json(a.arr);
+	} else {
+		json_decref(a.arr);
+	}
+	cmk_ctx_free(ctx);
+	return rc;
+}
+
+int cmd_show(struct cli *cli, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "tenant", required_argument, NULL, 't' },
+		{ "type", required_argument, NULL, 'k' },
+		{ "pem", no_argument, NULL, 'p' },
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *tenant = NULL, *type = NULL;
+	struct cmk_cert_record r = { 0 };
+	struct cmk_ctx *ctx = NULL;
+	const struct cmk_template *tpl;
+	bool pem = false;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 't': tenant = optarg; break;
+		case 'k': type = optarg; break;
+		case 'p': pem = true; break;
+		case 'j': cli->json = true; break;
+		default: return cli_usage_error(cli, "show: unknown option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage_error(cli, "show: unexpected argument \"%s\"", argv[optind]);
+	if (tenant == NULL || type == NULL)
+		return cli_usage_error(cli, "show: --tenant and --type are required");
+	if ((rc = cmk_check_tenant("--tenant", tenant)) != 0 || (rc = cmk_check_type("--type", type)) != 0)
+		return cli_fail(cli, rc, "show");
+	if ((rc = open_ctx(cli, &ctx)) != 0)
+		return rc;
+	if ((tpl = cmk_config_template(ctx->cfg, type)) != NULL)
+		type = tpl->type;
+	/* The active certificate, else the newest record of any status. */
+	rc = cmk_store_cert_find(ctx->store, NULL, tenant, type, CMK_ST_ACTIVE, &r);
+	for (int st = 0; rc == CMK_ERR_NOTFOUND && st < CMK_ST_COUNT; st++)
+		rc = cmk_store_cert_find(ctx->store, NULL, tenant, type, (enum cmk_status)st, &r);
+	if (rc == CMK_ERR_NOTFOUND)
+		cmk_fail(rc, "tenant %s has no %s certificate", tenant, type);
+	if (rc != 0) {
+		rc = cli_fail(cli, rc, "show");
+		goto out;
+	}
+	if (cli->json) {
+		cli_print_json(record_json(&r, pem));
+	} else {
+		char a[32], b[32], ra[32], act[32];
+		fmt_time(r.not_before, a, sizeof(a));
+		fmt_time(r.not_after, b, sizeof(b));
+		fmt_time(r.renew_at, ra, sizeof(ra));
+		fmt_time(r.activated_at, act, sizeof(act));
+		printf("id:           %" PRIu64 "\ntenant:       %s\ntype:         %s\nstatus:       %s\n"
+		       "serial:       %s\nfingerprint:  %s\nsubject:      %s\nnot before:   %s\nnot after:    %s\n"
+		       "activated:    %s\nrenew at:     %s\nkey:          %s\n",
+		       r.id, r.tenant, r.type, cmk_status_name(r.status), r.serial, r.fingerprint,
+		       r.subject ? r.subject : "", a, b, act, ra, r.sealed_key ? "sealed" : "destroyed");
+		if (r.last_error)
+			printf("last error:   %s\n", r.last_error);
+		printf("files:        /certs/%s-%s.crt /private/%s-%s.key /ca/%s-ca-chain.pem\n", r.tenant, r.type,
+		       r.tenant, r.type, r.type);
+		if (pem)
+			printf("%s\n%s\n", r.cert_pem ? r.cert_pem : "", r.chain_pem ? r.chain_pem : "");
+	}
+	rc = EXIT_OK;
+out:
+	cmk_cert_record_clear(&r);
+	cmk_ctx_free(ctx);
+	return rc;
+}
+
+/* ---- audit verify ----------------------------------------------------- */
+
+int cmd_audit(struct cli *cli, int argc, char **argv)
+{
+	struct cmk_config *cfg = NULL;
+	const char *path;
+	uint64_t n = 0, bad = 0;
+	int rc;
+
+	if (argc < 2 || strcmp(argv[1], "verify") != 0)
+		return cli_usage_error(cli, "audit: expected \"audit verify [FILE]\"");
+	if (argc > 3)
+		return cli_usage_error(cli, "audit verify: too many arguments");
+	if (argc == 3) {
+		path = argv[2];
+	} else {
+		if ((rc = cmk_config_load(cli->config, &cfg)) != 0)
+			return cli_fail(cli, rc, "configuration");
+		path = cfg->audit.path;
+	}
+	rc = cmk_audit_verify(path, &n, &bad);
+	if (cli->json) {
+		json_t *o = json_pack("{s:b, s:s, s:I}", "ok", rc == 0, "file", path, "lines", (json_int_t)n);
+		if (rc != 0) {
+			json_object_set_new(o, "first_bad_line", json_integer((json_int_t)bad));
+			json_object_set_new(o, "detail", json_string(cmk_errdetail()));
+		}
+		cli_print_json(o);
+	} else if (rc == 0) {
+		printf("%s: %" PRIu64 " lines, hash chain intact\n", path, n);
+	}
+	if (rc != 0) {
+		fprintf(stderr, "%s: audit verify: %s: %s\n", cli->prog, path, cmk_errdetail());
+		rc = rc == CMK_ERR_AUDIT ? EXIT_FAILED : cli_exit_code(rc);
+	}
+	cmk_config_free(cfg);
+	return rc;
+}

@@ -1,0 +1,117 @@
+/*
+ * store_int.h - what the store's two files share: the binary encoding of
+ * records and index keys (store_codec.c, which knows nothing of Berkeley DB)
+ * used by the Berkeley DB boundary (store_bdb.c).  Tests include it to check
+ * the decoder against damaged bytes.
+ *
+ * Every record value starts with a format byte (CMK_REC_V1), followed by
+ * fields, each a 4-byte big-endian length and that many bytes; the length
+ * CMK_FIELD_ABSENT marks a NULL pointer, so NULL and "" stay distinct.
+ * Integers are fixed-width big-endian.  The fields of version 1 are all
+ * required; fields added later are appended after them, optional, and
+ * ignored by older code, so a record written by newer code still decodes
+ * here as long as its format byte is known.  Every length is checked against
+ * the buffer: damaged bytes fail with CMK_ERR_STORE "corrupt ... record",
+ * never a read out of bounds.
+ */
+#ifndef CMKCERT_STORE_INT_H
+#define CMKCERT_STORE_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cmkcert/store.h"
+
+/* Layout of the store as a whole (meta "version"); a newer one is refused. */
+#define CMK_STORE_FORMAT 1u
+/* Leading byte of every record value. */
+#define CMK_REC_V1 1u
+#define CMK_FIELD_ABSENT 0xffffffffu
+
+/* tenant '\0' type '\0' status */
+#define CMK_TTS_KEY_MAX (CMK_TENANT_MAX + 1 + CMK_TYPE_MAX + 1 + 1)
+/* tenant '\0' type */
+#define CMK_KS_KEY_MAX (CMK_TENANT_MAX + 1 + CMK_TYPE_MAX)
+
+static inline void cmk_be64_put(uint8_t out[8], uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		out[i] = (uint8_t)v;
+}
+
+static inline uint64_t cmk_be64_get(const uint8_t in[8])
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | in[i];
+	return v;
+}
+
+static inline void cmk_be32_put(uint8_t out[4], uint32_t v)
+{
+	for (int i = 3; i >= 0; i--, v >>= 8)
+		out[i] = (uint8_t)v;
+}
+
+static inline uint32_t cmk_be32_get(const uint8_t in[4])
+{
+	return (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3];
+}
+
+/*
+ * Encode a certificate record (rec->id is the database key, not part of the
+ * value).  *buf is malloc'd and holds the sealed key: release it with
+ * cmk_freezero(*buf, *len).  CMK_ERR_INVALID when a fixed-size field is not
+ * NUL-terminated or the status is out of range.
+ */
+int cmk_codec_cert_encode(const struct cmk_cert_record *rec, uint8_t **buf, size_t *len);
+
+/*
+ * Decode into *out (overwritten, not freed first; release with
+ * cmk_cert_record_clear()), setting out->id = id.  On failure *out is
+ * cleared and the result is CMK_ERR_STORE "corrupt certificate record <id>"
+ * or CMK_ERR_NOMEM.
+ */
+int cmk_codec_cert_decode(uint64_t id, const void *buf, size_t len, struct cmk_cert_record *out);
+
+/* The indexed fields of an encoded certificate record, pointing into the buffer. */
+struct cmk_cert_keys {
+	const char *tenant;
+	size_t tenant_len;
+	const char *type;
+	size_t type_len;
+	enum cmk_status status;
+	const char *serial;
+	size_t serial_len;
+	int64_t renew_at;
+};
+
+/* Read only the indexed fields (no allocation).  CMK_ERR_STORE when damaged. */
+int cmk_codec_cert_keys(const void *buf, size_t len, struct cmk_cert_keys *k);
+
+/* Keystore records: same conventions as the certificate functions. */
+int cmk_codec_keystore_encode(const struct cmk_keystore_record *rec, uint8_t **buf, size_t *len);
+int cmk_codec_keystore_decode(const void *buf, size_t len, struct cmk_keystore_record *out);
+
+/* Change log entries (ch->seq is the key).  *buf is malloc'd; free() it. */
+int cmk_codec_change_encode(const struct cmk_change *ch, uint8_t **buf, size_t *len);
+int cmk_codec_change_decode(uint64_t seq, const void *buf, size_t len, struct cmk_change *out);
+
+/*
+ * Index and table keys.  Names are taken with explicit lengths so the same
+ * builder serves C strings and fields inside an encoded record.  Each returns
+ * the key length, or 0 when a name is empty, too long or holds a NUL.
+ */
+size_t cmk_codec_tts_key(const char *tenant, size_t tenant_len, const char *type, size_t type_len,
+			 enum cmk_status status, uint8_t out[CMK_TTS_KEY_MAX]);
+size_t cmk_codec_ks_key(const char *tenant, size_t tenant_len, const char *type, size_t type_len,
+			uint8_t out[CMK_KS_KEY_MAX]);
+
+/*
+ * Write the store format version into meta inside `txn`.  For future
+ * migrations, and for tests that check a newer store is refused.
+ */
+int cmk_store_set_format(struct cmk_txn *txn, uint32_t version);
+
+#endif

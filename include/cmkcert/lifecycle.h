@@ -1,0 +1,94 @@
+/*
+ * lifecycle.h - the certificate lifecycle (DESIGN §8): one context that ties
+ * configuration, store, sealing, audit and the OpenBao client together, and
+ * the operations the CLI and the daemon perform with it.
+ *
+ * The state machine itself (which status may follow which, and what is
+ * reset after a crash) is described and enforced in core/lifecycle.c.
+ */
+#ifndef CMKCERT_LIFECYCLE_H
+#define CMKCERT_LIFECYCLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "cmkcert/audit.h"
+#include "cmkcert/config.h"
+#include "cmkcert/openbao.h"
+#include "cmkcert/seal.h"
+#include "cmkcert/store.h"
+
+struct cmk_ctx {
+	struct cmk_config *cfg;
+	struct cmk_store *store;
+	struct cmk_sealer *sealer;
+	struct cmk_audit *audit;
+	struct cmk_bao *bao;        /* created on first use */
+	char actor[64];             /* audit actor: "cli:uid=0", "cmkcertfs" */
+};
+
+/*
+ * Load the configuration and open store, sealer and audit trail.
+ * `actor` names who acts in the audit trail.  Release with cmk_ctx_free().
+ */
+int cmk_ctx_open(const char *config_path, const char *actor, struct cmk_ctx **out);
+void cmk_ctx_free(struct cmk_ctx *ctx);
+
+/* The OpenBao client, created on first call. */
+int cmk_ctx_bao(struct cmk_ctx *ctx, struct cmk_bao **out);
+
+/* Progress of a multi-step operation: called once per finished step. */
+typedef void (*cmk_step_fn)(const char *step, int rc, int64_t elapsed_ms, const char *detail, void *arg);
+
+/*
+ * Story 1: reach OpenBao, authenticate, verify the PKI mount and every
+ * template's role; report each step.  Returns 0 when all hold, else the
+ * code of the first failed step (later steps that depend on it are skipped).
+ */
+int cmk_check(struct cmk_ctx *ctx, cmk_step_fn step, void *arg);
+
+/* A keystore connection request (story 2). */
+struct cmk_keystore_request {
+	char tenant[CMK_TENANT_MAX + 1];
+	char type[CMK_TYPE_MAX + 1];     /* as given: a type or an alias */
+	char **endpoints;                /* "host:port" */
+	size_t n_endpoints;
+	char *server_ca_pem;             /* NULL = none */
+	int verify;                      /* enum cmk_verify, or -1 = the template's */
+};
+void cmk_keystore_request_clear(struct cmk_keystore_request *req);
+
+/*
+ * Parse the use case's keystore request JSON:
+ *   {"tenant_id": "...", "keystore_config": {"type": "...",
+ *    "connection_endpoints": ["host:port", ...],
+ *    "authentication_method": "client_certificate", "certificate_required": true}}
+ * Unknown keys are refused; detail names the bad field.  Validation of the
+ * values themselves happens in cmk_keystore_add().
+ */
+int cmk_keystore_request_from_json(const char *text, size_t len, struct cmk_keystore_request *out);
+
+struct cmk_op_result {
+	uint64_t id;                     /* certificate record, 0 when none was stored */
+	enum cmk_status status;
+	char serial[CMK_SERIAL_MAX];
+	char fingerprint[CMK_FPR_LEN + 1];
+	char type[CMK_TYPE_MAX + 1];     /* canonical type */
+	int64_t not_after, renew_at;
+	struct cmk_bao_warnings warnings;
+};
+void cmk_op_result_clear(struct cmk_op_result *res);
+
+/*
+ * Story 2: validate, issue or sign from the template, check, seal and store
+ * as pending, test the connection, then activate.  A refused test leaves
+ * the record failed and returns CMK_ERR_KEYSTORE.  Bad input returns
+ * CMK_ERR_INVALID before anything is stored or audited.
+ */
+int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req, struct cmk_op_result *res,
+		     cmk_step_fn step, void *arg);
+
+/* renew_at for a certificate valid [not_before, not_after] under cfg (without jitter when jitter_rand < 0). */
+int64_t cmk_renew_at(const struct cmk_config *cfg, int64_t not_before, int64_t not_after, double jitter_rand);
+
+#endif

@@ -281,7 +281,7 @@ static int check_items(const uint8_t *base, const uint8_t *p, const uint8_t *end
 		if ((rc = check_value(&it, off)) != 0)
 			return rc;
 		if (it.type == CMK_KMIP_STRUCTURE) {
-			if (depth + 1 >= CMK_KMIP_DEPTH_MAX)
+			if (depth + 1 > CMK_KMIP_DEPTH_MAX)
 				return bad(off, "structures nested deeper than %d levels", CMK_KMIP_DEPTH_MAX);
 			if ((rc = check_items(base, it.value, it.value + it.len, depth + 1)) != 0)
 				return rc;

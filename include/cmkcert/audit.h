@@ -50,7 +50,14 @@ struct cmk_audit_event {
 int cmk_audit_open(const char *path, struct cmk_audit **out);
 void cmk_audit_close(struct cmk_audit *a);
 
-/* Append one line durably (write + fsync). CMK_ERR_AUDIT on failure. */
+/*
+ * Append one line durably (write + fsync). CMK_ERR_AUDIT on failure, also
+ * when the trail's last line is incomplete or not a record (the chain is
+ * not continued over a damaged end: a person must look);
+ * CMK_ERR_INVALID when event or outcome is missing.  String fields are
+ * JSON-escaped (a newline cannot start a second line); bytes that are not
+ * UTF-8 are replaced by U+FFFD.  Safe from several threads and processes.
+ */
 int cmk_audit_append(struct cmk_audit *a, const struct cmk_audit_event *ev);
 
 /*
@@ -58,6 +65,11 @@ int cmk_audit_append(struct cmk_audit *a, const struct cmk_audit_event *ev);
  * numbers count up from 1 without gaps and each prev matches the SHA-256 of
  * the line before; otherwise CMK_ERR_AUDIT with *bad_line = the first bad
  * line (1-based) and detail saying why.  *n_lines receives the line count.
+ * *n_lines counts every line of the file, also after a bad one; either
+ * pointer may be NULL.  An empty file verifies with 0 lines; a missing file
+ * is CMK_ERR_NOTFOUND.  Lines appended while verifying are not read.
+ * A hash chain cannot tell that lines were cut from the end of the file
+ * (or the last line rewritten): compare the line count with an earlier one.
  */
 int cmk_audit_verify(const char *path, uint64_t *n_lines, uint64_t *bad_line);
 

@@ -15,11 +15,14 @@
 /*
  * Parse `len` bytes of strict UTF-8 JSON (rejecting duplicate keys).  `what`
  * names the input in error detail ("keystore request", "OpenBao answer").
- * On success *out holds a new reference (json_decref it).
+ * On success *out holds a new reference (json_decref it).  Errors are
+ * CMK_ERR_INVALID with "<what>: line L column C: <reason>"; the detail never
+ * quotes the input (it may be an answer carrying a key or token), only a
+ * duplicate key's name.  The top level must be an object or an array.
  */
 int cmk_json_parse(const char *what, const char *text, size_t len, json_t **out);
 
-/* Parse a file (at most 1 MiB). */
+/* Parse a file (at most 1 MiB); `what` in errors is the path. */
 int cmk_json_load_file(const char *path, json_t **out);
 
 /*
@@ -36,7 +39,10 @@ int cmk_json_int_opt(const json_t *obj, const char *key, int64_t *out);
 int cmk_json_bool(const json_t *obj, const char *key, bool *out);
 int cmk_json_bool_opt(const json_t *obj, const char *key, bool *out);
 
-/* Compact JSON with keys in insertion order, malloc'd, no trailing newline; NULL on OOM. */
+/*
+ * Compact JSON with keys in insertion order, malloc'd (free() it), no
+ * trailing newline; NULL on OOM.  Any value dumps, not only objects/arrays.
+ */
 char *cmk_json_dump(const json_t *v);
 
 /* Same with sorted keys (for hashing). */

@@ -88,6 +88,13 @@ void cmk_op_result_clear(struct cmk_op_result *res);
 int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req, struct cmk_op_result *res,
 		     cmk_step_fn step, void *arg);
 
+/*
+ * Start-up recovery: every pending record whose (tenant, type) no running
+ * operation holds was left by a process that died mid-operation; it becomes
+ * failed ("interrupted"), audited.  *n_reset receives how many.
+ */
+int cmk_recover(struct cmk_ctx *ctx, unsigned *n_reset);
+
 /* renew_at for a certificate valid [not_before, not_after] under cfg (without jitter when jitter_rand < 0). */
 int64_t cmk_renew_at(const struct cmk_config *cfg, int64_t not_before, int64_t not_after, double jitter_rand);
 

@@ -35,4 +35,35 @@ int cmk_parse_endpoint(const char *endpoint, char host[CMK_HOST_MAX + 1], uint16
 bool cmk_split_tenant_type(const char *name, size_t len, char tenant[CMK_TENANT_MAX + 1],
 			   char type[CMK_TYPE_MAX + 1]);
 
+#define CMK_BAO_NAME_MAX 128
+
+/*
+ * An OpenBao role name as it goes into a request path:
+ * ^[A-Za-z0-9._-]{1,128}$ and not "." or "..".  CMK_ERR_INVALID with
+ * detail naming `field` otherwise.
+ */
+int cmk_check_role_name(const char *field, const char *role);
+
+/*
+ * An OpenBao mount or namespace path ("pki_client_certs", "team/pki"):
+ * segments of [A-Za-z0-9._-] joined by single '/', no leading or trailing
+ * '/', no "." or ".." segment, at most 128 characters.  CMK_ERR_INVALID
+ * with detail naming `field` otherwise.
+ */
+int cmk_check_mount_path(const char *field, const char *path);
+
+/* How many bytes of a value cmk_quote() shows before it writes "...". */
+#define CMK_QUOTE_SHOWN 64
+/* Room for the worst case: every shown byte as \xNN, then "..." and the NUL. */
+#define CMK_QUOTE_SIZE (CMK_QUOTE_SHOWN * 4 + 4)
+
+/*
+ * Render untrusted text for a message, without the surrounding quotes:
+ * printable ASCII as is, '"' and '\\' escaped with a backslash, every other
+ * byte (control characters, non-ASCII) as \xNN, and at most
+ * CMK_QUOTE_SHOWN bytes of `s` followed by "..." when it is longer.
+ * NULL renders as "".  Only for values that are not secret.
+ */
+void cmk_quote(const char *s, char out[CMK_QUOTE_SIZE]);
+
 #endif

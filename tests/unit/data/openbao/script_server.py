@@ -9,7 +9,8 @@ on 127.0.0.1 on a free port and prints "READY <port>" once it accepts.
 
 Each request takes the first entry of DIR/queue.json (a JSON list the test
 writes) and is logged as one JSON line in DIR/requests.jsonl:
-{"method", "path", "headers" (names lower-cased), "body"}.
+{"method", "path", "headers" (names lower-cased), "body", "peer" (the
+client's port, to see connection reuse)}.
 
 Entry keys: status (default 200), headers {name: value}, body (text) or
 json (any value, serialised), size (a body of that many "x"), delay (seconds
@@ -108,7 +109,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
         request = {"method": self.command, "path": self.path,
-                   "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                   "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
+                   "peer": self.client_address[1]}
         entry = self._next_entry(request)
         time.sleep(entry.get("delay", 0))
         if entry.get("drop"):

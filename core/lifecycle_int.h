@@ -1,0 +1,66 @@
+/*
+ * lifecycle_int.h - internals shared by the lifecycle operations
+ * (op_check.c, op_add.c, ...) and the state machine in lifecycle.c.
+ */
+#ifndef CMKCERT_LIFECYCLE_INT_H
+#define CMKCERT_LIFECYCLE_INT_H
+
+#include <stdbool.h>
+#include "cmkcert/crypto.h"
+#include "cmkcert/lifecycle.h"
+
+/* Report a finished step to the caller's callback (if any). */
+void cmk_lc_report(cmk_step_fn step, void *arg, const char *name, int rc, int64_t t0, const char *detail);
+
+/* Audit one event about a record (rec may be NULL); failures are logged and returned. */
+int cmk_lc_audit(struct cmk_ctx *ctx, const char *event, const char *outcome, const char *step,
+		 const struct cmk_cert_record *rec, const char *detail);
+/* Audit a failed step that has no record yet. */
+int cmk_lc_audit_failure(struct cmk_ctx *ctx, const char *tenant, const char *type, const char *step,
+			 const char *detail);
+
+/* Uniform random number in [0, 1). */
+double cmk_lc_random_unit(void);
+
+/* The client holds a usable token; logins (and failed logins) are audited. */
+int cmk_lc_ensure_token(struct cmk_ctx *ctx, struct cmk_bao *bao);
+
+/* Run fn inside a store transaction, retrying the whole transaction on CMK_ERR_BUSY. */
+typedef int (*cmk_lc_txn_fn)(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg);
+int cmk_lc_with_txn(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg);
+
+/* May a record go from `from` to `to`?  (The transition table of lifecycle.c.) */
+bool cmk_lc_transition_allowed(enum cmk_status from, enum cmk_status to);
+
+/*
+ * Apply a transition to `rec` (already read in `txn`) and write it: refuses
+ * transitions the state machine does not allow, sets the timestamps that go
+ * with the new state, destroys the sealed key on revoked / cleaned_up, and
+ * records `error` (NULL clears it).
+ */
+int cmk_lc_transition(struct cmk_txn *txn, struct cmk_cert_record *rec, enum cmk_status to, const char *error);
+
+/* Move record `id` from `from` to `to` in its own transaction. */
+struct cmk_lc_set {
+	uint64_t id;
+	enum cmk_status from, to;
+	int64_t renew_at;      /* for to == active */
+	const char *error;
+};
+int cmk_lc_set_status(struct cmk_ctx *ctx, const struct cmk_lc_set *s);
+
+/*
+ * One operation per (tenant, type) at a time, across processes: an flock on
+ * <store>/locks/<tenant>-<type>.lock.  The kernel drops it when a process
+ * dies, so a crash never leaves a stale lock.  `wait` false: CMK_ERR_BUSY
+ * when another operation holds it.
+ */
+struct cmk_lc_lock;
+int cmk_lc_lock(struct cmk_ctx *ctx, const char *tenant, const char *type, bool wait, struct cmk_lc_lock **out);
+void cmk_lc_unlock(struct cmk_lc_lock *lock);
+
+/* Test the pair against every endpoint of the keystore; all must accept it. */
+int cmk_lc_test_connection(const struct cmk_keystore_record *ks, const char *cert_pem, const char *chain_pem,
+			   const struct cmk_key *key);
+
+#endif

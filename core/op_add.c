@@ -1,0 +1,481 @@
+/*
+ * op_add.c - story 2: a tenant configures a keystore.  Validate the
+ * request, issue (or sign) the certificate from the template, check the
+ * answer, seal the key and store the certificate as pending, test the mTLS
+ * connection with the new pair, and only then activate it.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmkcert/crypto.h"
+#include "cmkcert/error.h"
+#include "cmkcert/json.h"
+#include "cmkcert/log.h"
+#include "cmkcert/names.h"
+#include "cmkcert/util.h"
+#include "lifecycle_int.h"
+
+/* ---- keystore requests ------------------------------------------------ */
+
+void cmk_keystore_request_clear(struct cmk_keystore_request *req)
+{
+	if (req == NULL)
+		return;
+	for (size_t i = 0; i < req->n_endpoints; i++)
+		free(req->endpoints[i]);
+	free(req->endpoints);
+	free(req->server_ca_pem);
+	memset(req, 0, sizeof(*req));
+	req->verify = -1;
+}
+
+static int copy_name(char *dst, size_t cap, const char *field, const char *src)
+{
+	if (strlen(src) >= cap)
+		return cmk_fail(CMK_ERR_INVALID, "%s: %zu characters, at most %zu", field, strlen(src), cap - 1);
+	memcpy(dst, src, strlen(src) + 1);
+	return 0;
+}
+
+static int check_only_keys(const json_t *obj, const char *where, const char *const *allowed)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach((json_t *)obj, key, v) {
+		bool ok = false;
+		(void)v;
+		for (size_t i = 0; allowed[i] != NULL; i++)
+			ok = ok || strcmp(key, allowed[i]) == 0;
+		if (!ok)
+			return cmk_fail(CMK_ERR_INVALID, "%s: unknown field \"%s\"", where, key);
+	}
+	return 0;
+}
+
+int cmk_keystore_request_from_json(const char *text, size_t len, struct cmk_keystore_request *out)
+{
+	static const char *const top_keys[] = { "tenant_id", "keystore_config", NULL };
+	static const char *const cfg_keys[] = { "type", "connection_endpoints", "authentication_method",
+						"certificate_required", NULL };
+	json_t *root = NULL, *kc, *eps;
+	const char *tenant, *type, *method = NULL;
+	bool required = true;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	out->verify = -1;
+	if ((rc = cmk_json_parse("keystore request", text, len, &root)) != 0)
+		return rc;
+	rc = CMK_ERR_INVALID;
+	if (!json_is_object(root)) {
+		cmk_fail(rc, "keystore request: must be a JSON object");
+		goto out;
+	}
+	if ((rc = check_only_keys(root, "keystore request", top_keys)) != 0 ||
+	    (rc = cmk_json_str(root, "tenant_id", &tenant)) != 0)
+		goto out;
+	kc = json_object_get(root, "keystore_config");
+	if (!json_is_object(kc)) {
+		rc = cmk_fail(CMK_ERR_INVALID, kc ? "field \"keystore_config\" must be an object"
+					      : "missing field \"keystore_config\"");
+		goto out;
+	}
+	if ((rc = check_only_keys(kc, "keystore_config", cfg_keys)) != 0 ||
+	    (rc = cmk_json_str(kc, "type", &type)) != 0)
+		goto out;
+	rc = cmk_json_str_opt(kc, "authentication_method", &method);
+	if (rc == 0 && strcmp(method, "client_certificate") != 0) {
+		rc = cmk_fail(CMK_ERR_INVALID, "keystore_config.authentication_method \"%s\": only "
+			      "\"client_certificate\" is supported", method);
+		goto out;
+	} else if (rc != 0 && rc != CMK_ERR_NOTFOUND) {
+		goto out;
+	}
+	rc = cmk_json_bool_opt(kc, "certificate_required", &required);
+	if (rc == 0 && !required) {
+		rc = cmk_fail(CMK_ERR_INVALID, "keystore_config.certificate_required is false: nothing to issue");
+		goto out;
+	} else if (rc != 0 && rc != CMK_ERR_NOTFOUND) {
+		goto out;
+	}
+	eps = json_object_get(kc, "connection_endpoints");
+	if (!json_is_array(eps)) {
+		rc = cmk_fail(CMK_ERR_INVALID, eps ? "field \"connection_endpoints\" must be an array of strings"
+					       : "missing field \"connection_endpoints\"");
+		goto out;
+	}
+	if ((rc = copy_name(out->tenant, sizeof(out->tenant), "tenant_id", tenant)) != 0 ||
+	    (rc = copy_name(out->type, sizeof(out->type), "keystore_config.type", type)) != 0)
+		goto out;
+	if ((out->endpoints = calloc(json_array_size(eps) + 1, sizeof(char *))) == NULL) {
+		rc = CMK_ERR_NOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < json_array_size(eps); i++) {
+		json_t *e = json_array_get(eps, i);
+		if (!json_is_string(e)) {
+			rc = cmk_fail(CMK_ERR_INVALID, "connection_endpoints[%zu] must be a string", i);
+			goto out;
+		}
+		if ((out->endpoints[out->n_endpoints++] = strdup(json_string_value(e))) == NULL) {
+			rc = CMK_ERR_NOMEM;
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	if (rc != 0)
+		cmk_keystore_request_clear(out);
+	json_decref(root);
+	return rc;
+}
+
+void cmk_op_result_clear(struct cmk_op_result *res)
+{
+	if (res == NULL)
+		return;
+	cmk_bao_warnings_clear(&res->warnings);
+	memset(res, 0, sizeof(*res));
+}
+
+/* ---- keystore add (story 2) ------------------------------------------- */
+
+/* Everything one add needs, validated before any state changes. */
+struct add_plan {
+	const struct cmk_template *tpl;
+	enum cmk_verify verify;
+	char *cn;
+	char **sans;           /* expanded alt names */
+	size_t n_sans;
+	char *alt_csv;         /* the same, comma-joined for OpenBao */
+};
+
+static void plan_clear(struct add_plan *p)
+{
+	free(p->cn);
+	for (size_t i = 0; i < p->n_sans; i++)
+		free(p->sans[i]);
+	free(p->sans);
+	free(p->alt_csv);
+	memset(p, 0, sizeof(*p));
+}
+
+static int validate_request(struct cmk_ctx *ctx, const struct cmk_keystore_request *req, struct add_plan *p)
+{
+	char host[CMK_HOST_MAX + 1];
+	uint16_t port;
+	size_t csv_len = 1;
+	int rc;
+
+	if ((rc = cmk_check_tenant("tenant_id", req->tenant)) != 0 ||
+	    (rc = cmk_check_type("type", req->type)) != 0)
+		return rc;
+	if ((p->tpl = cmk_config_template(ctx->cfg, req->type)) == NULL)
+		return cmk_fail(CMK_ERR_INVALID, "type \"%s\": no [template:%s] in %s (known types and aliases are "
+				"configured there)", req->type, req->type, ctx->cfg->path);
+	p->verify = req->verify >= 0 ? (enum cmk_verify)req->verify : p->tpl->verify;
+	for (size_t i = 0; i < req->n_endpoints; i++)
+		if ((rc = cmk_parse_endpoint(req->endpoints[i], host, &port)) != 0)
+			return rc;
+	if (p->verify != CMK_VERIFY_NONE && req->n_endpoints == 0)
+		return cmk_fail(CMK_ERR_INVALID, "endpoint: at least one keystore endpoint HOST:PORT is needed to "
+				"test the connection (verify %s)", cmk_verify_name(p->verify));
+	if (req->server_ca_pem != NULL && cmk_pem_cert_count(req->server_ca_pem) <= 0)
+		return cmk_fail(CMK_ERR_INVALID, "server CA: no PEM certificate found");
+
+	if ((p->cn = cmk_template_expand(p->tpl->common_name, req->tenant)) == NULL ||
+	    (p->sans = calloc(p->tpl->n_alt_names + 1, sizeof(char *))) == NULL)
+		return CMK_ERR_NOMEM;
+	for (size_t i = 0; i < p->tpl->n_alt_names; i++) {
+		if ((p->sans[i] = cmk_template_expand(p->tpl->alt_names[i], req->tenant)) == NULL)
+			return CMK_ERR_NOMEM;
+		p->n_sans++;
+		csv_len += strlen(p->sans[i]) + 1;
+	}
+	if ((p->alt_csv = calloc(1, csv_len)) == NULL)
+		return CMK_ERR_NOMEM;
+	for (size_t i = 0; i < p->n_sans; i++) {
+		if (i > 0)
+			strcat(p->alt_csv, ",");
+		strcat(p->alt_csv, p->sans[i]);
+	}
+	return 0;
+}
+
+/* The tenant must not already have a live certificate of this type. */
+static int check_not_present(struct cmk_ctx *ctx, const char *tenant, const char *type)
+{
+	static const enum cmk_status live[] = { CMK_ST_ACTIVE, CMK_ST_PENDING };
+	struct cmk_cert_record rec = { 0 };
+
+	for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
+		int rc = cmk_store_cert_find(ctx->store, NULL, tenant, type, live[i], &rec);
+		if (rc == 0) {
+			cmk_cert_record_clear(&rec);
+			return cmk_fail(CMK_ERR_EXISTS, "tenant %s already has a%s %s certificate for %s "
+					"(remove the keystore or renew instead)", tenant,
+					live[i] == CMK_ST_ACTIVE ? "n" : "", cmk_status_name(live[i]), type);
+		}
+		if (rc != CMK_ERR_NOTFOUND)
+			return rc;
+	}
+	return 0;
+}
+
+/*
+ * Obtain a certificate and its key: in sign mode the key is generated here
+ * and only the CSR leaves the host; in issue mode OpenBao makes the key.
+ */
+static int obtain(struct cmk_ctx *ctx, const struct add_plan *p, struct cmk_bao_cert *cert, struct cmk_key **key)
+{
+	struct cmk_bao_cert_request r = { 0 };
+	struct cmk_bao *bao;
+	char *csr = NULL;
+	int rc;
+
+	if ((rc = cmk_ctx_bao(ctx, &bao)) != 0 || (rc = cmk_lc_ensure_token(ctx, bao)) != 0)
+		return rc;
+	r.mount = ctx->cfg->openbao.pki_mount;
+	r.role = cmk_config_role(ctx->cfg, p->tpl);
+	r.ttl = p->tpl->ttl;
+	if (ctx->cfg->openbao.mode == CMK_MODE_SIGN) {
+		if ((rc = cmk_key_generate(p->tpl->key_type, p->tpl->key_bits, key)) != 0 ||
+		    (rc = cmk_csr_create(*key, p->cn, (const char *const *)p->sans, p->n_sans, &csr)) != 0)
+			goto out;
+		r.csr = csr;
+		rc = cmk_bao_sign(bao, &r, cert);
+	} else {
+		r.common_name = p->cn;
+		r.alt_names = p->alt_csv;
+		r.key_type = cmk_key_type_name(p->tpl->key_type);
+		r.key_bits = p->tpl->key_bits;
+		rc = cmk_bao_issue(bao, &r, cert);
+		if (rc == 0 && cert->private_key == NULL)
+			rc = cmk_fail(CMK_ERR_PROTOCOL, "issue answer has no private_key");
+		if (rc == 0)
+			rc = cmk_key_parse_pem(cert->private_key, strlen(cert->private_key), key);
+	}
+out:
+	free(csr);
+	return rc;
+}
+
+/* Is the issued certificate what we asked for, for the key we hold, under its chain? */
+static int check_issued(const struct add_plan *p, const struct cmk_bao_cert *cert, const struct cmk_key *key,
+			struct cmk_cert_info *info)
+{
+	char want[CMK_HOST_MAX + 8];
+	int rc;
+
+	if ((rc = cmk_cert_parse(cert->certificate, info)) != 0)
+		return rc;
+	snprintf(want, sizeof(want), "CN=%s", p->cn);
+	if (strstr(info->subject, want) == NULL)
+		return cmk_fail(CMK_ERR_VERIFY, "issued certificate subject \"%s\" lacks %s", info->subject, want);
+	for (size_t i = 0; i < p->n_sans; i++) {
+		bool found = false;
+		for (size_t j = 0; j < info->n_dns_names; j++)
+			found = found || strcmp(info->dns_names[j], p->sans[i]) == 0;
+		if (!found)
+			return cmk_fail(CMK_ERR_VERIFY, "issued certificate lacks the alt name %s", p->sans[i]);
+	}
+	if (strcmp(info->serial, cert->serial_number) != 0)
+		return cmk_fail(CMK_ERR_VERIFY, "serial in the answer (%s) differs from the certificate's (%s)",
+				cert->serial_number, info->serial);
+	if (info->key_type != p->tpl->key_type || info->key_bits != p->tpl->key_bits)
+		return cmk_fail(CMK_ERR_VERIFY, "issued key is %s-%d, template %s wants %s-%d",
+				cmk_key_type_name(info->key_type), info->key_bits, p->tpl->type,
+				cmk_key_type_name(p->tpl->key_type), p->tpl->key_bits);
+	if (!info->client_auth)
+		return cmk_fail(CMK_ERR_VERIFY, "issued certificate is not valid for TLS client authentication");
+	if ((rc = cmk_cert_matches_key(cert->certificate, key)) != 0)
+		return cmk_fail(rc, "issued certificate does not match the private key");
+	if ((rc = cmk_cert_verify_chain(cert->certificate, cert->ca_chain)) != 0)
+		return rc;
+	return 0;
+}
+
+struct store_new_arg {
+	struct cmk_cert_record *rec;
+	const struct cmk_keystore_record *ks;
+	const uint8_t *key_pem;
+	size_t key_len;
+};
+
+/* Allocate the id, seal the key bound to it, store the pending record and the keystore config. */
+static int store_new(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
+{
+	struct store_new_arg *a = arg;
+	struct cmk_cert_record *rec = a->rec;
+	struct cmk_seal_aad aad;
+	struct cmk_cert_record other = { 0 };
+	int rc;
+
+	/* Re-check inside the transaction: a concurrent add of the same (tenant, type) must not win twice. */
+	rc = cmk_store_cert_find(ctx->store, txn, rec->tenant, rec->type, CMK_ST_ACTIVE, &other);
+	if (rc == 0)
+		rc = cmk_store_cert_find(ctx->store, txn, rec->tenant, rec->type, CMK_ST_PENDING, &other);
+	if (rc == 0) {
+		cmk_cert_record_clear(&other);
+		return cmk_fail(CMK_ERR_EXISTS, "tenant %s got a %s certificate meanwhile", rec->tenant, rec->type);
+	}
+	if (rc != CMK_ERR_NOTFOUND)
+		return rc;
+	if ((rc = cmk_store_cert_next_id(txn, &rec->id)) != 0)
+		return rc;
+	free(rec->sealed_key);
+	rec->sealed_key = NULL;
+	aad = (struct cmk_seal_aad){ rec->tenant, rec->type, rec->id, rec->serial };
+	if ((rc = cmk_seal(ctx->sealer, &aad, a->key_pem, a->key_len, &rec->sealed_key, &rec->sealed_key_len)) != 0)
+		return rc;
+	if ((rc = cmk_store_cert_put(txn, rec)) != 0)
+		return rc;
+	return cmk_store_keystore_put(txn, a->ks);
+}
+
+static int fill_records(const struct cmk_keystore_request *req, const struct add_plan *p,
+			const struct cmk_bao_cert *cert, const struct cmk_cert_info *info,
+			struct cmk_cert_record *rec, struct cmk_keystore_record *ks)
+{
+	int64_t now = cmk_now();
+
+	snprintf(rec->tenant, sizeof(rec->tenant), "%s", req->tenant);
+	snprintf(rec->type, sizeof(rec->type), "%s", p->tpl->type);
+	rec->status = CMK_ST_PENDING;
+	snprintf(rec->serial, sizeof(rec->serial), "%s", cert->serial_number);
+	memcpy(rec->fingerprint, info->fingerprint, sizeof(rec->fingerprint));
+	rec->not_before = info->not_before;
+	rec->not_after = info->not_after;
+	rec->created_at = rec->updated_at = now;
+	if ((rec->subject = strdup(info->subject)) == NULL || (rec->cert_pem = strdup(cert->certificate)) == NULL ||
+	    (rec->chain_pem = strdup(cert->ca_chain)) == NULL)
+		return CMK_ERR_NOMEM;
+
+	memcpy(ks->tenant, rec->tenant, sizeof(ks->tenant));
+	memcpy(ks->type, rec->type, sizeof(ks->type));
+	ks->endpoints = req->endpoints;
+	ks->n_endpoints = req->n_endpoints;
+	ks->server_ca_pem = req->server_ca_pem;
+	ks->verify = p->verify;
+	ks->created_at = now;
+	return 0;
+}
+
+int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req, struct cmk_op_result *res,
+		     cmk_step_fn step, void *arg)
+{
+	struct add_plan plan = { 0 };
+	struct cmk_bao_cert cert = { 0 };
+	struct cmk_cert_info info = { 0 };
+	struct cmk_cert_record rec = { 0 };
+	struct cmk_keystore_record ks = { 0 };
+	struct cmk_lc_lock *lock = NULL;
+	struct cmk_key *key = NULL;
+	char *key_pem = NULL;
+	size_t key_len = 0;
+	int64_t t0 = cmk_monotonic_ms();
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+
+	/* 1. Everything that can be checked locally, before any state changes. */
+	rc = validate_request(ctx, req, &plan);
+	if (rc == 0)
+		rc = cmk_lc_lock(ctx, req->tenant, plan.tpl->type, false, &lock);
+	if (rc == 0)
+		rc = check_not_present(ctx, req->tenant, plan.tpl->type);
+	cmk_lc_report(step, arg, "validate", rc, t0, rc ? cmk_errdetail() : plan.cn);
+	if (rc != 0)
+		goto out;
+	snprintf(res->type, sizeof(res->type), "%s", plan.tpl->type);
+
+	/* 2. Issue (or sign) and check the answer. */
+	t0 = cmk_monotonic_ms();
+	rc = obtain(ctx, &plan, &cert, &key);
+	if (rc == 0)
+		rc = check_issued(&plan, &cert, key, &info);
+	cmk_lc_report(step, arg, ctx->cfg->openbao.mode == CMK_MODE_SIGN ? "sign" : "issue", rc, t0,
+	       rc ? cmk_errdetail() : cert.serial_number);
+	if (rc != 0) {
+		char detail[512];
+		snprintf(detail, sizeof(detail), "%s", cmk_errdetail());
+		cmk_lc_audit_failure(ctx, req->tenant, plan.tpl->type,
+			      ctx->cfg->openbao.mode == CMK_MODE_SIGN ? "sign" : "issue", detail);
+		cmk_fail(rc, "%s", detail);
+		goto out;
+	}
+	res->warnings = cert.warnings;
+	memset(&cert.warnings, 0, sizeof(cert.warnings));
+	for (size_t i = 0; i < res->warnings.count; i++)
+		cmk_log(CMK_LOG_WARN, "keystore_add: OpenBao warning: %s", res->warnings.items[i]);
+
+	/* 3. Seal the key and store the certificate as pending. */
+	t0 = cmk_monotonic_ms();
+	if ((rc = cmk_key_write_pem(key, &key_pem, &key_len)) != 0 ||
+	    (rc = fill_records(req, &plan, &cert, &info, &rec, &ks)) != 0)
+		goto out;
+	{
+		struct store_new_arg a = { &rec, &ks, (const uint8_t *)key_pem, key_len };
+		rc = cmk_lc_with_txn(ctx, store_new, &a);
+	}
+	cmk_freezero(key_pem, key_len + 1);
+	key_pem = NULL;
+	cmk_lc_report(step, arg, "store", rc, t0, rc ? cmk_errdetail() : "sealed, stored as pending");
+	if (rc != 0)
+		goto out;
+	res->id = rec.id;
+	res->status = CMK_ST_PENDING;
+	snprintf(res->serial, sizeof(res->serial), "%s", rec.serial);
+	memcpy(res->fingerprint, rec.fingerprint, sizeof(res->fingerprint));
+	res->not_after = rec.not_after;
+	if ((rc = cmk_lc_audit(ctx, CMK_AUDIT_CREATE, "success", "store", &rec, NULL)) != 0)
+		goto out;
+
+	/* 4. Test the connection with the new pair, then activate or mark failed. */
+	t0 = cmk_monotonic_ms();
+	rc = cmk_lc_test_connection(&ks, cert.certificate, cert.ca_chain, key);
+	cmk_lc_report(step, arg, "test", rc, t0,
+	       rc ? cmk_errdetail() : plan.verify == CMK_VERIFY_NONE ? "skipped (verify none)" : "keystore accepted");
+	if (rc != 0) {
+		char detail[512];
+		struct cmk_lc_set s = { rec.id, CMK_ST_PENDING, CMK_ST_FAILED, 0, detail };
+
+		snprintf(detail, sizeof(detail), "%s", cmk_errdetail());
+		if (cmk_lc_set_status(ctx, &s) != 0)
+			cmk_log(CMK_LOG_ERROR, "keystore_add: marking %" PRIu64 " failed: %s", rec.id, cmk_errdetail());
+		else
+			res->status = CMK_ST_FAILED;
+		cmk_lc_audit(ctx, CMK_AUDIT_ACTIVATE, "failure", "test", &rec, detail);
+		cmk_fail(rc, "%s", detail);
+		goto out;
+	}
+
+	t0 = cmk_monotonic_ms();
+	{
+		struct cmk_lc_set s = { rec.id, CMK_ST_PENDING, CMK_ST_ACTIVE,
+					cmk_renew_at(ctx->cfg, rec.not_before, rec.not_after, cmk_lc_random_unit()), NULL };
+		rc = cmk_lc_set_status(ctx, &s);
+		res->renew_at = s.renew_at;
+	}
+	cmk_lc_report(step, arg, "activate", rc, t0, rc ? cmk_errdetail() : "active");
+	if (rc != 0)
+		goto out;
+	res->status = CMK_ST_ACTIVE;
+	rc = cmk_lc_audit(ctx, CMK_AUDIT_ACTIVATE, "success", "activate", &rec,
+			  plan.verify == CMK_VERIFY_NONE ? "connection test skipped (verify none)" : NULL);
+out:
+	ks.endpoints = NULL;            /* borrowed from req */
+	ks.server_ca_pem = NULL;
+	cmk_keystore_record_clear(&ks);
+	cmk_cert_record_clear(&rec);
+	cmk_cert_info_clear(&info);
+	cmk_bao_cert_clear(&cert);
+	cmk_key_free(key);
+	cmk_freezero(key_pem, key_len + 1);
+	plan_clear(&plan);
+	cmk_lc_unlock(lock);
+	return rc;
+}

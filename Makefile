@@ -36,7 +36,7 @@ endif
 
 # Library modules, in dependency order.
 CORE := error log util crypto_mbedtls names config json http_curl openbao seal store_bdb audit \
-	probe_tls kmip lifecycle op_check op_add
+	probe_tls kmip lifecycle issue op_check op_add
 CORE_OBJS := $(CORE:%=$(BUILD)/core/%.o)
 LIB := $(BUILD)/libcmkcert.a
 

@@ -239,30 +239,28 @@ nomem:
 	return 0;
 }
 
-/* Build the header list; "Expect:" stops curl from waiting for a 100-continue some servers never send. */
-static struct curl_slist *build_headers(const char *const *headers)
-{
-	struct curl_slist *list = NULL, *next;
-
-	for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
-		if ((next = curl_slist_append(list, headers[i])) == NULL)
-			goto fail;
-		list = next;
-	}
-	if ((next = curl_slist_append(list, "Expect:")) == NULL)
-		goto fail;
-	return next;
-fail:
-	curl_slist_free_all(list);
-	return NULL;
-}
-
 /* curl copies header strings; the copies include X-Vault-Token, so wipe them before they are freed. */
 static void free_headers(struct curl_slist *list)
 {
 	for (struct curl_slist *l = list; l != NULL; l = l->next)
 		cmk_wipe(l->data, strlen(l->data));
 	curl_slist_free_all(list);
+}
+
+/* Copy the caller's headers into a curl list; false when memory runs out. */
+static bool build_headers(const char *const *headers, struct curl_slist **out)
+{
+	struct curl_slist *list = NULL, *next;
+
+	for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
+		if ((next = curl_slist_append(list, headers[i])) == NULL) {
+			free_headers(list);
+			return false;
+		}
+		list = next;
+	}
+	*out = list;
+	return true;
 }
 
 /*
@@ -376,7 +374,7 @@ int cmk_http_request(struct cmk_http *h, const char *method, const char *url, co
 	/* Refuse plain http before curl sees it: a token must never travel in clear text. */
 	if (strncasecmp(url, "https://", 8) != 0)
 		return cmk_fail(CMK_ERR_INVALID, "%s: only https:// URLs are allowed", url);
-	if ((hdrs = build_headers(headers)) == NULL)
+	if (!build_headers(headers, &hdrs))
 		return cmk_fail(CMK_ERR_NOMEM, "%s: out of memory building headers", url);
 	h->errbuf[0] = '\0';
 	if ((cc = apply_options(h, method, url, hdrs, body, body_len, &t)) != CURLE_OK) {

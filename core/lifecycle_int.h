@@ -63,4 +63,32 @@ void cmk_lc_unlock(struct cmk_lc_lock *lock);
 int cmk_lc_test_connection(const struct cmk_keystore_record *ks, const char *cert_pem, const char *chain_pem,
 			   const struct cmk_key *key);
 
+/* What to ask OpenBao for: a template and the names (expanded, or copied from a certificate being renewed). */
+struct cmk_lc_plan {
+	const struct cmk_template *tpl;
+	enum cmk_verify verify;
+	char *cn;
+	char **sans;           /* alt names other than the CN */
+	size_t n_sans;
+	char *alt_csv;         /* the same, comma-joined for OpenBao */
+	char *subject;         /* renewal: the subject the new certificate must have; NULL = any */
+};
+void cmk_lc_plan_clear(struct cmk_lc_plan *p);
+/* Names from p->tpl for `tenant`. */
+int cmk_lc_plan_names(struct cmk_lc_plan *p, const char *tenant);
+/* Names (and the exact subject) of a certificate being renewed. */
+int cmk_lc_plan_from_cert(struct cmk_lc_plan *p, const struct cmk_cert_info *old);
+
+/* Issue (mode issue) or generate a key and sign its CSR (mode sign). */
+int cmk_lc_obtain(struct cmk_ctx *ctx, const struct cmk_lc_plan *p, struct cmk_bao_cert *cert, struct cmk_key **key);
+/* The answer is what was asked for, for this key, under its chain, valid now. */
+int cmk_lc_check_issued(const struct cmk_lc_plan *p, const struct cmk_bao_cert *cert, const struct cmk_key *key,
+			struct cmk_cert_info *info);
+/* A pending record for the issued certificate (no id or sealed key yet). */
+int cmk_lc_fill_record(const char *tenant, const struct cmk_lc_plan *p, const struct cmk_bao_cert *cert,
+		       const struct cmk_cert_info *info, struct cmk_cert_record *rec);
+/* Allocate rec->id, seal the key bound to (tenant, type, id, serial), and put the record. */
+int cmk_lc_store_pending(struct cmk_ctx *ctx, struct cmk_txn *txn, struct cmk_cert_record *rec,
+			 const struct cmk_key *key);
+
 #endif

@@ -144,30 +144,10 @@ void cmk_op_result_clear(struct cmk_op_result *res)
 /* ---- keystore add (story 2) ------------------------------------------- */
 
 /* Everything one add needs, validated before any state changes. */
-struct add_plan {
-	const struct cmk_template *tpl;
-	enum cmk_verify verify;
-	char *cn;
-	char **sans;           /* expanded alt names */
-	size_t n_sans;
-	char *alt_csv;         /* the same, comma-joined for OpenBao */
-};
-
-static void plan_clear(struct add_plan *p)
-{
-	free(p->cn);
-	for (size_t i = 0; i < p->n_sans; i++)
-		free(p->sans[i]);
-	free(p->sans);
-	free(p->alt_csv);
-	memset(p, 0, sizeof(*p));
-}
-
-static int validate_request(struct cmk_ctx *ctx, const struct cmk_keystore_request *req, struct add_plan *p)
+static int validate_request(struct cmk_ctx *ctx, const struct cmk_keystore_request *req, struct cmk_lc_plan *p)
 {
 	char host[CMK_HOST_MAX + 1];
 	uint16_t port;
-	size_t csv_len = 1;
 	int rc;
 
 	if ((rc = cmk_check_tenant("tenant_id", req->tenant)) != 0 ||
@@ -186,23 +166,7 @@ static int validate_request(struct cmk_ctx *ctx, const struct cmk_keystore_reque
 	if (req->server_ca_pem != NULL && cmk_pem_cert_count(req->server_ca_pem) <= 0)
 		return cmk_fail(CMK_ERR_INVALID, "server CA: no PEM certificate found");
 
-	if ((p->cn = cmk_template_expand(p->tpl->common_name, req->tenant)) == NULL ||
-	    (p->sans = calloc(p->tpl->n_alt_names + 1, sizeof(char *))) == NULL)
-		return CMK_ERR_NOMEM;
-	for (size_t i = 0; i < p->tpl->n_alt_names; i++) {
-		if ((p->sans[i] = cmk_template_expand(p->tpl->alt_names[i], req->tenant)) == NULL)
-			return CMK_ERR_NOMEM;
-		p->n_sans++;
-		csv_len += strlen(p->sans[i]) + 1;
-	}
-	if ((p->alt_csv = calloc(1, csv_len)) == NULL)
-		return CMK_ERR_NOMEM;
-	for (size_t i = 0; i < p->n_sans; i++) {
-		if (i > 0)
-			strcat(p->alt_csv, ",");
-		strcat(p->alt_csv, p->sans[i]);
-	}
-	return 0;
+	return cmk_lc_plan_names(p, req->tenant);
 }
 
 /* The tenant must not already have a live certificate of this type. */
@@ -225,84 +189,10 @@ static int check_not_present(struct cmk_ctx *ctx, const char *tenant, const char
 	return 0;
 }
 
-/*
- * Obtain a certificate and its key: in sign mode the key is generated here
- * and only the CSR leaves the host; in issue mode OpenBao makes the key.
- */
-static int obtain(struct cmk_ctx *ctx, const struct add_plan *p, struct cmk_bao_cert *cert, struct cmk_key **key)
-{
-	struct cmk_bao_cert_request r = { 0 };
-	struct cmk_bao *bao;
-	char *csr = NULL;
-	int rc;
-
-	if ((rc = cmk_ctx_bao(ctx, &bao)) != 0 || (rc = cmk_lc_ensure_token(ctx, bao)) != 0)
-		return rc;
-	r.mount = ctx->cfg->openbao.pki_mount;
-	r.role = cmk_config_role(ctx->cfg, p->tpl);
-	r.ttl = p->tpl->ttl;
-	if (ctx->cfg->openbao.mode == CMK_MODE_SIGN) {
-		if ((rc = cmk_key_generate(p->tpl->key_type, p->tpl->key_bits, key)) != 0 ||
-		    (rc = cmk_csr_create(*key, p->cn, (const char *const *)p->sans, p->n_sans, &csr)) != 0)
-			goto out;
-		r.csr = csr;
-		rc = cmk_bao_sign(bao, &r, cert);
-	} else {
-		r.common_name = p->cn;
-		r.alt_names = p->alt_csv;
-		r.key_type = cmk_key_type_name(p->tpl->key_type);
-		r.key_bits = p->tpl->key_bits;
-		rc = cmk_bao_issue(bao, &r, cert);
-		if (rc == 0 && cert->private_key == NULL)
-			rc = cmk_fail(CMK_ERR_PROTOCOL, "issue answer has no private_key");
-		if (rc == 0)
-			rc = cmk_key_parse_pem(cert->private_key, strlen(cert->private_key), key);
-	}
-out:
-	free(csr);
-	return rc;
-}
-
-/* Is the issued certificate what we asked for, for the key we hold, under its chain? */
-static int check_issued(const struct add_plan *p, const struct cmk_bao_cert *cert, const struct cmk_key *key,
-			struct cmk_cert_info *info)
-{
-	char want[CMK_HOST_MAX + 8];
-	int rc;
-
-	if ((rc = cmk_cert_parse(cert->certificate, info)) != 0)
-		return rc;
-	snprintf(want, sizeof(want), "CN=%s", p->cn);
-	if (strstr(info->subject, want) == NULL)
-		return cmk_fail(CMK_ERR_VERIFY, "issued certificate subject \"%s\" lacks %s", info->subject, want);
-	for (size_t i = 0; i < p->n_sans; i++) {
-		bool found = false;
-		for (size_t j = 0; j < info->n_dns_names; j++)
-			found = found || strcmp(info->dns_names[j], p->sans[i]) == 0;
-		if (!found)
-			return cmk_fail(CMK_ERR_VERIFY, "issued certificate lacks the alt name %s", p->sans[i]);
-	}
-	if (strcmp(info->serial, cert->serial_number) != 0)
-		return cmk_fail(CMK_ERR_VERIFY, "serial in the answer (%s) differs from the certificate's (%s)",
-				cert->serial_number, info->serial);
-	if (info->key_type != p->tpl->key_type || info->key_bits != p->tpl->key_bits)
-		return cmk_fail(CMK_ERR_VERIFY, "issued key is %s-%d, template %s wants %s-%d",
-				cmk_key_type_name(info->key_type), info->key_bits, p->tpl->type,
-				cmk_key_type_name(p->tpl->key_type), p->tpl->key_bits);
-	if (!info->client_auth)
-		return cmk_fail(CMK_ERR_VERIFY, "issued certificate is not valid for TLS client authentication");
-	if ((rc = cmk_cert_matches_key(cert->certificate, key)) != 0)
-		return cmk_fail(rc, "issued certificate does not match the private key");
-	if ((rc = cmk_cert_verify_chain(cert->certificate, cert->ca_chain)) != 0)
-		return rc;
-	return 0;
-}
-
 struct store_new_arg {
 	struct cmk_cert_record *rec;
 	const struct cmk_keystore_record *ks;
-	const uint8_t *key_pem;
-	size_t key_len;
+	const struct cmk_key *key;
 };
 
 /* Allocate the id, seal the key bound to it, store the pending record and the keystore config. */
@@ -310,7 +200,6 @@ static int store_new(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
 {
 	struct store_new_arg *a = arg;
 	struct cmk_cert_record *rec = a->rec;
-	struct cmk_seal_aad aad;
 	struct cmk_cert_record other = { 0 };
 	int rc;
 
@@ -324,35 +213,19 @@ static int store_new(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
 	}
 	if (rc != CMK_ERR_NOTFOUND)
 		return rc;
-	if ((rc = cmk_store_cert_next_id(txn, &rec->id)) != 0)
-		return rc;
-	free(rec->sealed_key);
-	rec->sealed_key = NULL;
-	aad = (struct cmk_seal_aad){ rec->tenant, rec->type, rec->id, rec->serial };
-	if ((rc = cmk_seal(ctx->sealer, &aad, a->key_pem, a->key_len, &rec->sealed_key, &rec->sealed_key_len)) != 0)
-		return rc;
-	if ((rc = cmk_store_cert_put(txn, rec)) != 0)
+	if ((rc = cmk_lc_store_pending(ctx, txn, rec, a->key)) != 0)
 		return rc;
 	return cmk_store_keystore_put(txn, a->ks);
 }
 
-static int fill_records(const struct cmk_keystore_request *req, const struct add_plan *p,
+static int fill_records(const struct cmk_keystore_request *req, const struct cmk_lc_plan *p,
 			const struct cmk_bao_cert *cert, const struct cmk_cert_info *info,
 			struct cmk_cert_record *rec, struct cmk_keystore_record *ks)
 {
-	int64_t now = cmk_now();
+	int rc;
 
-	snprintf(rec->tenant, sizeof(rec->tenant), "%s", req->tenant);
-	snprintf(rec->type, sizeof(rec->type), "%s", p->tpl->type);
-	rec->status = CMK_ST_PENDING;
-	snprintf(rec->serial, sizeof(rec->serial), "%s", cert->serial_number);
-	memcpy(rec->fingerprint, info->fingerprint, sizeof(rec->fingerprint));
-	rec->not_before = info->not_before;
-	rec->not_after = info->not_after;
-	rec->created_at = rec->updated_at = now;
-	if ((rec->subject = strdup(info->subject)) == NULL || (rec->cert_pem = strdup(cert->certificate)) == NULL ||
-	    (rec->chain_pem = strdup(cert->ca_chain)) == NULL)
-		return CMK_ERR_NOMEM;
+	if ((rc = cmk_lc_fill_record(req->tenant, p, cert, info, rec)) != 0)
+		return rc;
 
 	memcpy(ks->tenant, rec->tenant, sizeof(ks->tenant));
 	memcpy(ks->type, rec->type, sizeof(ks->type));
@@ -360,22 +233,20 @@ static int fill_records(const struct cmk_keystore_request *req, const struct add
 	ks->n_endpoints = req->n_endpoints;
 	ks->server_ca_pem = req->server_ca_pem;
 	ks->verify = p->verify;
-	ks->created_at = now;
+	ks->created_at = rec->created_at;
 	return 0;
 }
 
 int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req, struct cmk_op_result *res,
 		     cmk_step_fn step, void *arg)
 {
-	struct add_plan plan = { 0 };
+	struct cmk_lc_plan plan = { 0 };
 	struct cmk_bao_cert cert = { 0 };
 	struct cmk_cert_info info = { 0 };
 	struct cmk_cert_record rec = { 0 };
 	struct cmk_keystore_record ks = { 0 };
 	struct cmk_lc_lock *lock = NULL;
 	struct cmk_key *key = NULL;
-	char *key_pem = NULL;
-	size_t key_len = 0;
 	int64_t t0 = cmk_monotonic_ms();
 	int rc;
 
@@ -394,9 +265,9 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 
 	/* 2. Issue (or sign) and check the answer. */
 	t0 = cmk_monotonic_ms();
-	rc = obtain(ctx, &plan, &cert, &key);
+	rc = cmk_lc_obtain(ctx, &plan, &cert, &key);
 	if (rc == 0)
-		rc = check_issued(&plan, &cert, key, &info);
+		rc = cmk_lc_check_issued(&plan, &cert, key, &info);
 	cmk_lc_report(step, arg, ctx->cfg->openbao.mode == CMK_MODE_SIGN ? "sign" : "issue", rc, t0,
 	       rc ? cmk_errdetail() : cert.serial_number);
 	if (rc != 0) {
@@ -414,15 +285,12 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 
 	/* 3. Seal the key and store the certificate as pending. */
 	t0 = cmk_monotonic_ms();
-	if ((rc = cmk_key_write_pem(key, &key_pem, &key_len)) != 0 ||
-	    (rc = fill_records(req, &plan, &cert, &info, &rec, &ks)) != 0)
+	if ((rc = fill_records(req, &plan, &cert, &info, &rec, &ks)) != 0)
 		goto out;
 	{
-		struct store_new_arg a = { &rec, &ks, (const uint8_t *)key_pem, key_len };
+		struct store_new_arg a = { &rec, &ks, key };
 		rc = cmk_lc_with_txn(ctx, store_new, &a);
 	}
-	cmk_freezero(key_pem, key_len + 1);
-	key_pem = NULL;
 	cmk_lc_report(step, arg, "store", rc, t0, rc ? cmk_errdetail() : "sealed, stored as pending");
 	if (rc != 0)
 		goto out;
@@ -474,8 +342,7 @@ out:
 	cmk_cert_info_clear(&info);
 	cmk_bao_cert_clear(&cert);
 	cmk_key_free(key);
-	cmk_freezero(key_pem, key_len + 1);
-	plan_clear(&plan);
+	cmk_lc_plan_clear(&plan);
 	cmk_lc_unlock(lock);
 	return rc;
 }

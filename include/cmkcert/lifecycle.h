@@ -95,6 +95,46 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
  */
 int cmk_recover(struct cmk_ctx *ctx, unsigned *n_reset);
 
+/*
+ * Story 3: renew (tenant, type) now.  The new certificate keeps the subject
+ * and names of the one it replaces, is stored pending, tested against the
+ * keystore endpoints, and then becomes active while the old one becomes
+ * rotating, in one transaction.  A refused test marks the new one failed,
+ * leaves the old one active and schedules a retry with backoff.
+ */
+int cmk_renew(struct cmk_ctx *ctx, const char *tenant, const char *type, struct cmk_op_result *res,
+	      cmk_step_fn step, void *arg);
+
+struct cmk_pass_stats {
+	unsigned renewed, failed, busy, expired, cleaned;
+};
+
+/*
+ * One scheduler pass at time `now`: renew what the renew_at index says is
+ * due (at most `max_ops`, 0 = no limit), expire active certificates past
+ * not_after, and clean up rotating ones past the grace period.
+ */
+int cmk_run_due(struct cmk_ctx *ctx, int64_t now, unsigned max_ops, struct cmk_pass_stats *stats);
+
+/* Reasons for revocation (RFC 5280 names). */
+enum cmk_revoke_reason { CMK_REVOKE_UNSPECIFIED = 0, CMK_REVOKE_COMPROMISE = 1, CMK_REVOKE_SUPERSEDED = 4,
+			 CMK_REVOKE_CESSATION = 5 };
+
+/*
+ * Story 4: revoke every live certificate of (tenant, type) in OpenBao
+ * (by serial, or by PEM for a no_store role), confirm each serial is on the
+ * CRL signed by the issuing CA, mark it revoked and destroy its sealed key.
+ * An answer that did not revoke (for example an already expired
+ * certificate) is returned as CMK_ERR_STATE with OpenBao's warning.
+ * res->id/serial describe the last certificate handled.
+ */
+int cmk_revoke(struct cmk_ctx *ctx, const char *tenant, const char *type, enum cmk_revoke_reason reason,
+	       struct cmk_op_result *res, cmk_step_fn step, void *arg);
+
+/* Keystore disconnected: cmk_revoke(..., cessation) then forget the keystore's connection config. */
+int cmk_keystore_remove(struct cmk_ctx *ctx, const char *tenant, const char *type, struct cmk_op_result *res,
+			cmk_step_fn step, void *arg);
+
 /* renew_at for a certificate valid [not_before, not_after] under cfg (without jitter when jitter_rand < 0). */
 int64_t cmk_renew_at(const struct cmk_config *cfg, int64_t not_before, int64_t not_after, double jitter_rand);
 

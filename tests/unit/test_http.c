@@ -71,23 +71,6 @@ static void test_post_with_right_ca(void **state)
 	assert_null(resp.body);
 }
 
-/* A CSR-sized body must not make curl announce 100-continue: servers that ignore it stall each POST. */
-static void test_large_post_sends_no_expect(void **state)
-{
-	struct cmk_http_response resp = { 0 };
-	char body[4096];
-
-	(void)state;
-	memset(body, 'a', sizeof(body) - 1);
-	body[sizeof(body) - 1] = '\0';
-	assert_int_equal(script_server_queue(&srv, "[{\"echo\": true}]"), 0);
-	assert_int_equal(request_with(srv.ca, 10, "POST", "/v1/pki/sign/web", NULL, body, &resp), 0);
-	assert_int_equal(resp.status, 200);
-	assert_non_null(strstr(resp.body, "\"content-length\": \"4095\""));
-	assert_null(strstr(resp.body, "\"expect\""));
-	cmk_http_response_clear(&resp);
-}
-
 static void test_headers_are_read(void **state)
 {
 	struct cmk_http_response resp = { 0 };
@@ -255,7 +238,6 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_post_with_right_ca),
-		cmocka_unit_test(test_large_post_sends_no_expect),
 		cmocka_unit_test(test_headers_are_read),
 		cmocka_unit_test(test_retry_after_http_date),
 		cmocka_unit_test(test_other_ca_is_tls_error),

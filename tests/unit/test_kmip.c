@@ -141,7 +141,7 @@ static void test_request_too_small_buffer(void **state)
 static void test_writer_types_and_padding(void **state)
 {
 	static const uint8_t want[] = {
-		0x42, 0x00, 0x01, 0x01, 0x00, 0x00, 0x00, 0x50,             /* Structure, 80 */
+		0x42, 0x00, 0x01, 0x01, 0x00, 0x00, 0x00, 0x58,             /* Structure, 88 */
 		0x42, 0x00, 0x02, 0x07, 0x00, 0x00, 0x00, 0x03,             /*  TextString "abc" */
 		'a', 'b', 'c', 0, 0, 0, 0, 0,
 		0x42, 0x00, 0x03, 0x08, 0x00, 0x00, 0x00, 0x08,             /*  ByteString, 8: no padding */
@@ -370,13 +370,13 @@ static void test_boolean_must_be_0_or_1(void **state)
 	cmk_kmip_put_long(&w, 0x420008, 2);
 	cmk_kmip_end(&w);
 	assert_int_equal(cmk_kmip_finish(&w, &len), 0);
+	/* The value occupies bytes 16..23. */
 	buf[8 + 3] = CMK_KMIP_BOOLEAN;
-	assert_int_equal(cmk_kmip_check(buf, len), CMK_ERR_PROTOCOL);
-	buf[8 + 15] = 1;
-	assert_int_equal(cmk_kmip_check(buf, len), CMK_ERR_PROTOCOL);  /* 3 */
-	buf[8 + 15] = 0;
-	buf[8 + 14] = 0;
-	assert_int_equal(cmk_kmip_check(buf, len), 0);                   /* 0: a real boolean */
+	assert_int_equal(cmk_kmip_check(buf, len), CMK_ERR_PROTOCOL);   /* 2 */
+	buf[23] = 1;
+	assert_int_equal(cmk_kmip_check(buf, len), 0);                  /* 1: a real boolean */
+	buf[16] = 0x80;
+	assert_int_equal(cmk_kmip_check(buf, len), CMK_ERR_PROTOCOL);   /* high bits set */
 }
 
 static void test_deep_nesting_refused(void **state)

@@ -36,11 +36,11 @@ endif
 
 # Library modules, in dependency order.
 CORE := error log util crypto_mbedtls names config json http_curl openbao seal store_bdb audit \
-	probe_tls kmip lifecycle issue op_check op_add
+	probe_tls kmip lifecycle issue op_check op_add op_renew op_revoke
 CORE_OBJS := $(CORE:%=$(BUILD)/core/%.o)
 LIB := $(BUILD)/libcmkcert.a
 
-CLI_OBJS := $(BUILD)/cli/main.o $(BUILD)/cli/output.o $(BUILD)/cli/commands.o
+CLI_OBJS := $(BUILD)/cli/main.o $(BUILD)/cli/output.o $(BUILD)/cli/commands.o $(BUILD)/cli/cmd_lifecycle.o
 FUSE_OBJS := $(BUILD)/fusefs/main.o $(BUILD)/fusefs/tree.o $(BUILD)/fusefs/ops.o $(BUILD)/fusefs/watch.o
 
 # Unit tests: tests/unit/test_<name>.c, linked with the objects they exercise.

@@ -40,6 +40,9 @@ int cmd_keystore(struct cli *cli, int argc, char **argv);
 int cmd_list(struct cli *cli, int argc, char **argv);
 int cmd_show(struct cli *cli, int argc, char **argv);
 int cmd_audit(struct cli *cli, int argc, char **argv);
+int cmd_renew(struct cli *cli, int argc, char **argv);
+int cmd_revoke(struct cli *cli, int argc, char **argv);
+int cmd_keystore_remove(struct cli *cli, int argc, char **argv);
 
 /* Actor name for the audit trail: "cli:uid=N". */
 const char *cli_actor(void);

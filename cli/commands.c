@@ -322,6 +322,11 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 	}
 	if ((ret = open_ctx(cli, &ctx)) != 0)
 		goto out;
+	{
+		unsigned n = 0;
+		if (cmk_recover(ctx, &n) == 0 && n > 0)
+			fprintf(stderr, "%s: %u interrupted operation(s) found and marked failed\n", cli->prog, n);
+	}
 	s.list = json_array();
 	rc = cmk_keystore_add(ctx, &req, &res, on_step, &s);
 	print_add_result(cli, &res, &s, rc);
@@ -345,9 +350,11 @@ out:
 int cmd_keystore(struct cli *cli, int argc, char **argv)
 {
 	if (argc < 2)
-		return cli_usage_error(cli, "keystore: expected a subcommand: add");
+		return cli_usage_error(cli, "keystore: expected a subcommand: add or remove");
 	if (strcmp(argv[1], "add") == 0)
 		return keystore_add(cli, argc - 1, argv + 1);
+	if (strcmp(argv[1], "remove") == 0)
+		return cmd_keystore_remove(cli, argc - 1, argv + 1);
 	return cli_usage_error(cli, "keystore: unknown subcommand \"%s\"", argv[1]);
 }
 

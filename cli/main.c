@@ -26,7 +26,10 @@ static void usage(FILE *f)
 	      "  keystore add --tenant T --type K [--endpoint HOST:PORT]... [--server-ca FILE]\n"
 	      "               [--verify tls|kmip|none]   issue, seal, store, test and activate a certificate\n"
 	      "  keystore add --json FILE               the same from a keystore request JSON ('-' = stdin)\n"
-	      "  list [--tenant T] [--status S]         certificate records (metadata only)\n"
+	      "  keystore remove --tenant T --type K    revoke the keystore's certificates (CRL-confirmed), forget it\n"
+	      "  renew --tenant T --type K | --due      renew one now, or everything that is due\n"
+	      "  revoke --tenant T --type K [--reason compromise|superseded|cessation|unspecified]\n"
+	      "  list [--tenant T] [--type K] [--status S]  certificate records (metadata only)\n"
 	      "  show --tenant T --type K [--pem]       one tenant's certificate (--pem: certificate and CA chain)\n"
 	      "  audit verify [FILE]                    check the audit trail's hash chain\n"
 	      "\n"
@@ -99,6 +102,10 @@ int main(int argc, char **argv)
 		rc = cmd_show(&cli, argc, argv);
 	else if (strcmp(cmd, "audit") == 0)
 		rc = cmd_audit(&cli, argc, argv);
+	else if (strcmp(cmd, "renew") == 0)
+		rc = cmd_renew(&cli, argc, argv);
+	else if (strcmp(cmd, "revoke") == 0)
+		rc = cmd_revoke(&cli, argc, argv);
 	else if (strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		rc = EXIT_OK;

@@ -1,0 +1,182 @@
+/*
+ * cmd_lifecycle.c - cmkcert renew, revoke and keystore remove.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmkcert/error.h"
+#include "cmkcert/json.h"
+#include "cmkcert/lifecycle.h"
+#include "cmkcert/util.h"
+#include "cli.h"
+
+struct target {
+	const char *tenant, *type;
+	bool due;
+	int reason;
+};
+
+static int parse_target(struct cli *cli, const char *cmd, int argc, char **argv, struct target *t, bool allow_due,
+			bool allow_reason)
+{
+	static const struct option opts[] = {
+		{ "tenant", required_argument, NULL, 't' },
+		{ "type", required_argument, NULL, 'k' },
+		{ "due", no_argument, NULL, 'd' },
+		{ "reason", required_argument, NULL, 'r' },
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 't': t->tenant = optarg; break;
+		case 'k': t->type = optarg; break;
+		case 'd':
+			if (!allow_due)
+				return cli_usage_error(cli, "%s: unknown option --due", cmd);
+			t->due = true;
+			break;
+		case 'r':
+			if (!allow_reason)
+				return cli_usage_error(cli, "%s: unknown option --reason", cmd);
+			if (strcmp(optarg, "compromise") == 0 || strcmp(optarg, "keyCompromise") == 0)
+				t->reason = CMK_REVOKE_COMPROMISE;
+			else if (strcmp(optarg, "superseded") == 0)
+				t->reason = CMK_REVOKE_SUPERSEDED;
+			else if (strcmp(optarg, "cessation") == 0 || strcmp(optarg, "cessationOfOperation") == 0)
+				t->reason = CMK_REVOKE_CESSATION;
+			else if (strcmp(optarg, "unspecified") == 0)
+				t->reason = CMK_REVOKE_UNSPECIFIED;
+			else
+				return cli_usage_error(cli, "--reason \"%s\": use compromise, superseded, cessation or "
+						       "unspecified", optarg);
+			break;
+		case 'j': cli->json = true; break;
+		default: return cli_usage_error(cli, "%s: unknown option", cmd);
+		}
+	}
+	if (optind != argc)
+		return cli_usage_error(cli, "%s: unexpected argument \"%s\"", cmd, argv[optind]);
+	if (t->due && (t->tenant || t->type))
+		return cli_usage_error(cli, "%s: give either --due or --tenant and --type", cmd);
+	if (!t->due && (t->tenant == NULL || t->type == NULL))
+		return cli_usage_error(cli, "%s: --tenant and --type are required%s", cmd, allow_due ? " (or --due)" : "");
+	return 0;
+}
+
+static void step_text(const char *step, int rc, int64_t ms, const char *detail, void *arg)
+{
+	const struct cli *cli = arg;
+
+	if (!cli->json)
+		printf("%-22s %-6s %6" PRId64 " ms  %s\n", step, rc ? "FAILED" : "ok", ms, detail ? detail : "");
+}
+
+static int report(struct cli *cli, const char *what, int rc, const struct cmk_op_result *res)
+{
+	char na[32] = "-";
+
+	if (res->not_after > 0)
+		cmk_format_time(res->not_after, na, sizeof(na));
+	if (cli->json) {
+		json_t *o = json_pack("{s:b, s:s, s:s, s:s, s:s}", "ok", rc == 0, "operation", what, "status",
+				      res->id ? cmk_status_name(res->status) : "none", "serial_number", res->serial,
+				      "type", res->type);
+		json_object_set_new(o, "id", res->id ? json_integer((json_int_t)res->id) : json_null());
+		if (rc != 0)
+			json_object_set_new(o, "detail", json_string(cmk_errdetail()));
+		cli_print_json(o);
+	} else if (res->id != 0) {
+		printf("certificate %" PRIu64 " %s: serial %s, not after %s\n", res->id, cmk_status_name(res->status),
+		       res->serial, na);
+	}
+	if (rc != 0) {
+		fprintf(stderr, "%s: %s: %s\n", cli->prog, what, cmk_errdetail());
+		return rc == CMK_ERR_STATE ? EXIT_FAILED : cli_exit_code(rc);
+	}
+	return EXIT_OK;
+}
+
+static int open_and_recover(struct cli *cli, struct cmk_ctx **ctx)
+{
+	unsigned n = 0;
+	int rc = cmk_ctx_open(cli->config, cli_actor(), ctx);
+
+	if (rc != 0)
+		return cli_fail(cli, rc, "configuration");
+	if (cmk_recover(*ctx, &n) == 0 && n > 0)
+		fprintf(stderr, "%s: %u interrupted operation(s) found and marked failed\n", cli->prog, n);
+	return 0;
+}
+
+int cmd_renew(struct cli *cli, int argc, char **argv)
+{
+	struct target t = { 0 };
+	struct cmk_op_result res = { 0 };
+	struct cmk_ctx *ctx = NULL;
+	int rc;
+
+	if ((rc = parse_target(cli, "renew", argc, argv, &t, true, false)) != 0)
+		return rc;
+	if ((rc = open_and_recover(cli, &ctx)) != 0)
+		return rc;
+	if (t.due) {
+		struct cmk_pass_stats st;
+		rc = cmk_run_due(ctx, cmk_now(), 0, &st);
+		if (cli->json)
+			cli_print_json(json_pack("{s:b, s:i, s:i, s:i, s:i, s:i}", "ok", rc == 0 && st.failed == 0,
+						 "renewed", st.renewed, "failed", st.failed, "busy", st.busy, "expired",
+						 st.expired, "cleaned_up", st.cleaned));
+		else
+			printf("renewed %u, failed %u, busy %u, expired %u, cleaned up %u\n", st.renewed, st.failed,
+			       st.busy, st.expired, st.cleaned);
+		rc = rc != 0 ? cli_fail(cli, rc, "renew") : st.failed ? EXIT_FAILED : EXIT_OK;
+	} else {
+		rc = cmk_renew(ctx, t.tenant, t.type, &res, step_text, cli);
+		rc = report(cli, "renew", rc, &res);
+	}
+	cmk_op_result_clear(&res);
+	cmk_ctx_free(ctx);
+	return rc;
+}
+
+int cmd_revoke(struct cli *cli, int argc, char **argv)
+{
+	struct target t = { .reason = CMK_REVOKE_UNSPECIFIED };
+	struct cmk_op_result res = { 0 };
+	struct cmk_ctx *ctx = NULL;
+	int rc;
+
+	if ((rc = parse_target(cli, "revoke", argc, argv, &t, false, true)) != 0)
+		return rc;
+	if ((rc = open_and_recover(cli, &ctx)) != 0)
+		return rc;
+	rc = cmk_revoke(ctx, t.tenant, t.type, (enum cmk_revoke_reason)t.reason, &res, step_text, cli);
+	rc = report(cli, "revoke", rc, &res);
+	cmk_op_result_clear(&res);
+	cmk_ctx_free(ctx);
+	return rc;
+}
+
+int cmd_keystore_remove(struct cli *cli, int argc, char **argv)
+{
+	struct target t = { 0 };
+	struct cmk_op_result res = { 0 };
+	struct cmk_ctx *ctx = NULL;
+	int rc;
+
+	if ((rc = parse_target(cli, "keystore remove", argc, argv, &t, false, false)) != 0)
+		return rc;
+	if ((rc = open_and_recover(cli, &ctx)) != 0)
+		return rc;
+	rc = cmk_keystore_remove(ctx, t.tenant, t.type, &res, step_text, cli);
+	rc = report(cli, "keystore remove", rc, &res);
+	cmk_op_result_clear(&res);
+	cmk_ctx_free(ctx);
+	return rc;
+}

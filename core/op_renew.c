@@ -1,0 +1,417 @@
+/*
+ * op_renew.c - story 3: renew before expiry and rotate without interrupting
+ * readers; plus the scheduler pass that finds what is due, expires what
+ * was not renewed in time and cleans up after the grace period.
+ *
+ * A renewal holds the (tenant, type) lock for its whole duration.  The old
+ * certificate stays active and served until the new one passed the
+ * keystore test; the switch (new active, old rotating) is one transaction.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmkcert/error.h"
+#include "cmkcert/log.h"
+#include "cmkcert/names.h"
+#include "cmkcert/util.h"
+#include "lifecycle_int.h"
+
+#define BACKOFF_BASE 30          /* seconds before the first retry */
+#define BACKOFF_CAP 3600         /* never wait longer than an hour between tries */
+
+/*
+ * When to try again after `attempts` failures: capped exponential backoff
+ * with jitter, and never so late that the certificate expires first.
+ */
+static int64_t retry_at(int64_t now, int64_t not_after, uint32_t attempts)
+{
+	int64_t cap = BACKOFF_CAP, delay = BACKOFF_BASE;
+
+	/* Leave room for several more attempts before not_after. */
+	if ((not_after - now) / 4 < cap)
+		cap = (not_after - now) / 4;
+	if (cap < 1)
+		cap = 1;
+	for (uint32_t i = 1; i < attempts && delay < cap; i++)
+		delay *= 2;
+	if (delay > cap)
+		delay = cap;
+	/* Half fixed, half random: failures of many tenants at once do not retry in lockstep. */
+	return now + delay / 2 + (int64_t)(cmk_lc_random_unit() * (double)(delay - delay / 2)) + 1;
+}
+
+struct failed_arg {
+	uint64_t old_id;
+	uint64_t new_id;          /* 0 = no new record was stored */
+	const char *error;
+	int64_t next;             /* out: when the next attempt is due */
+};
+
+/* Record a failed attempt: the new record (if any) becomes failed, the old one is retried later. */
+static int record_failure(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
+{
+	struct failed_arg *a = arg;
+	struct cmk_cert_record old = { 0 }, nw = { 0 };
+	int rc;
+
+	if (a->new_id != 0) {
+		if ((rc = cmk_store_cert_get(ctx->store, txn, a->new_id, &nw)) != 0)
+			goto out;
+		if (nw.status == CMK_ST_PENDING && (rc = cmk_lc_transition(txn, &nw, CMK_ST_FAILED, a->error)) != 0)
+			goto out;
+	}
+	if ((rc = cmk_store_cert_get(ctx->store, txn, a->old_id, &old)) != 0)
+		goto out;
+	if (old.status != CMK_ST_ACTIVE)
+		goto out;
+	old.attempts++;
+	old.renew_at = a->next = retry_at(cmk_now(), old.not_after, old.attempts);
+	free(old.last_error);
+	old.last_error = a->error ? strdup(a->error) : NULL;
+	old.updated_at = cmk_now();
+	rc = cmk_store_cert_put(txn, &old);
+out:
+	cmk_cert_record_clear(&old);
+	cmk_cert_record_clear(&nw);
+	return rc;
+}
+
+struct rotate_arg {
+	uint64_t old_id, new_id;
+	int64_t renew_at;
+};
+
+/* The switch: new pending -> active and old active -> rotating, in one transaction. */
+static int rotate(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
+{
+	struct rotate_arg *a = arg;
+	struct cmk_cert_record old = { 0 }, nw = { 0 };
+	int rc;
+
+	if ((rc = cmk_store_cert_get(ctx->store, txn, a->old_id, &old)) != 0 ||
+	    (rc = cmk_store_cert_get(ctx->store, txn, a->new_id, &nw)) != 0)
+		goto out;
+	if (old.status != CMK_ST_ACTIVE) {
+		rc = cmk_fail(CMK_ERR_STATE, "certificate %" PRIu64 " is no longer active (%s)", old.id,
+			      cmk_status_name(old.status));
+		goto out;
+	}
+	if ((rc = cmk_lc_transition(txn, &old, CMK_ST_ROTATING, NULL)) != 0)
+		goto out;
+	nw.renew_at = a->renew_at;
+	rc = cmk_lc_transition(txn, &nw, CMK_ST_ACTIVE, NULL);
+out:
+	cmk_cert_record_clear(&old);
+	cmk_cert_record_clear(&nw);
+	return rc;
+}
+
+struct pending_arg {
+	uint64_t old_id;
+	struct cmk_cert_record *rec;
+	const struct cmk_key *key;
+};
+
+static int store_renewal(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
+{
+	struct pending_arg *a = arg;
+	struct cmk_cert_record old = { 0 };
+	int rc;
+
+	if ((rc = cmk_store_cert_get(ctx->store, txn, a->old_id, &old)) != 0)
+		return rc;
+	if (old.status != CMK_ST_ACTIVE)
+		rc = cmk_fail(CMK_ERR_STATE, "certificate %" PRIu64 " is no longer active (%s)", old.id,
+			      cmk_status_name(old.status));
+	cmk_cert_record_clear(&old);
+	if (rc != 0)
+		return rc;
+	a->rec->supersedes = a->old_id;
+	return cmk_lc_store_pending(ctx, txn, a->rec, a->key);
+}
+
+/* The renewal proper, with the lock held and the old record in hand. */
+static int renew_locked(struct cmk_ctx *ctx, const struct cmk_cert_record *old, struct cmk_op_result *res,
+			cmk_step_fn step, void *arg)
+{
+	struct cmk_lc_plan plan = { 0 };
+	struct cmk_cert_info old_info = { 0 }, info = { 0 };
+	struct cmk_bao_cert cert = { 0 };
+	struct cmk_cert_record rec = { 0 };
+	struct cmk_keystore_record ks = { 0 };
+	struct cmk_key *key = NULL;
+	struct failed_arg fail = { old->id, 0, NULL, 0 };
+	char detail[512];
+	const char *failed_step = NULL;
+	int64_t t0 = cmk_monotonic_ms();
+	int rc;
+
+	snprintf(res->type, sizeof(res->type), "%s", old->type);
+	if ((plan.tpl = cmk_config_template(ctx->cfg, old->type)) == NULL) {
+		rc = cmk_fail(CMK_ERR_CONFIG, "no [template:%s] in %s", old->type, ctx->cfg->path);
+		failed_step = "validate";
+		goto fail;
+	}
+	rc = cmk_store_keystore_get(ctx->store, NULL, old->tenant, old->type, &ks);
+	if (rc == 0)
+		rc = cmk_cert_parse(old->cert_pem, &old_info);
+	if (rc == 0)
+		rc = cmk_lc_plan_from_cert(&plan, &old_info);
+	cmk_lc_report(step, arg, "validate", rc, t0, rc ? cmk_errdetail() : plan.cn);
+	if (rc != 0) {
+		failed_step = "validate";
+		goto fail;
+	}
+
+	t0 = cmk_monotonic_ms();
+	rc = cmk_lc_obtain(ctx, &plan, &cert, &key);
+	if (rc == 0)
+		rc = cmk_lc_check_issued(&plan, &cert, key, &info);
+	cmk_lc_report(step, arg, ctx->cfg->openbao.mode == CMK_MODE_SIGN ? "sign" : "issue", rc, t0,
+		      rc ? cmk_errdetail() : cert.serial_number);
+	if (rc != 0) {
+		failed_step = ctx->cfg->openbao.mode == CMK_MODE_SIGN ? "sign" : "issue";
+		goto fail;
+	}
+	res->warnings = cert.warnings;
+	memset(&cert.warnings, 0, sizeof(cert.warnings));
+
+	t0 = cmk_monotonic_ms();
+	rc = cmk_lc_fill_record(old->tenant, &plan, &cert, &info, &rec);
+	if (rc == 0) {
+		struct pending_arg pa = { old->id, &rec, key };
+		rc = cmk_lc_with_txn(ctx, store_renewal, &pa);
+	}
+	cmk_lc_report(step, arg, "store", rc, t0, rc ? cmk_errdetail() : "sealed, stored as pending");
+	if (rc != 0) {
+		failed_step = "store";
+		goto fail;
+	}
+	fail.new_id = res->id = rec.id;
+	res->status = CMK_ST_PENDING;
+	snprintf(res->serial, sizeof(res->serial), "%s", rec.serial);
+	memcpy(res->fingerprint, rec.fingerprint, sizeof(res->fingerprint));
+	res->not_after = rec.not_after;
+	cmk_lc_audit(ctx, CMK_AUDIT_RENEW, "success", "store", &rec, NULL);
+
+	t0 = cmk_monotonic_ms();
+	rc = cmk_lc_test_connection(&ks, cert.certificate, cert.ca_chain, key);
+	cmk_lc_report(step, arg, "test", rc, t0,
+		      rc ? cmk_errdetail() : ks.verify == CMK_VERIFY_NONE ? "skipped (verify none)" : "keystore accepted");
+	if (rc != 0) {
+		failed_step = "test";
+		goto fail;
+	}
+
+	t0 = cmk_monotonic_ms();
+	{
+		struct rotate_arg ra = { old->id, rec.id,
+					 cmk_renew_at(ctx->cfg, rec.not_before, rec.not_after, cmk_lc_random_unit()) };
+		rc = cmk_lc_with_txn(ctx, rotate, &ra);
+		res->renew_at = ra.renew_at;
+	}
+	cmk_lc_report(step, arg, "activate", rc, t0, rc ? cmk_errdetail() : "active; previous one rotating");
+	if (rc != 0) {
+		failed_step = "activate";
+		goto fail;
+	}
+	res->status = CMK_ST_ACTIVE;
+	cmk_lc_audit(ctx, CMK_AUDIT_ACTIVATE, "success", "rotate", &rec, NULL);
+	goto out;
+
+fail:
+	snprintf(detail, sizeof(detail), "%s: %s", failed_step, cmk_errdetail());
+	fail.error = detail;
+	if (cmk_lc_with_txn(ctx, record_failure, &fail) != 0)
+		cmk_log(CMK_LOG_ERROR, "renew: recording the failure of %s %s: %s", old->tenant, old->type,
+			cmk_errdetail());
+	else if (fail.new_id != 0)
+		res->status = CMK_ST_FAILED;
+	res->renew_at = fail.next;
+	if (fail.new_id != 0)
+		cmk_lc_audit(ctx, CMK_AUDIT_ACTIVATE, "failure", failed_step, &rec, detail);
+	else
+		cmk_lc_audit(ctx, CMK_AUDIT_RENEW, "failure", failed_step, old, detail);
+	cmk_fail(rc, "%s", detail + strlen(failed_step) + 2);
+out:
+	cmk_keystore_record_clear(&ks);
+	cmk_cert_record_clear(&rec);
+	cmk_cert_info_clear(&old_info);
+	cmk_cert_info_clear(&info);
+	cmk_bao_cert_clear(&cert);
+	cmk_key_free(key);
+	cmk_lc_plan_clear(&plan);
+	return rc;
+}
+
+int cmk_renew(struct cmk_ctx *ctx, const char *tenant, const char *type, struct cmk_op_result *res,
+	      cmk_step_fn step, void *arg)
+{
+	const struct cmk_template *tpl;
+	struct cmk_cert_record old = { 0 };
+	struct cmk_lc_lock *lock = NULL;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	if ((rc = cmk_check_tenant("tenant_id", tenant)) != 0 || (rc = cmk_check_type("type", type)) != 0)
+		return rc;
+	if ((tpl = cmk_config_template(ctx->cfg, type)) != NULL)
+		type = tpl->type;
+	if ((rc = cmk_lc_lock(ctx, tenant, type, false, &lock)) != 0)
+		return rc;
+	rc = cmk_store_cert_find(ctx->store, NULL, tenant, type, CMK_ST_ACTIVE, &old);
+	if (rc == CMK_ERR_NOTFOUND)
+		rc = cmk_fail(CMK_ERR_NOTFOUND, "tenant %s has no active %s certificate to renew", tenant, type);
+	if (rc == 0)
+		rc = renew_locked(ctx, &old, res, step, arg);
+	cmk_cert_record_clear(&old);
+	cmk_lc_unlock(lock);
+	return rc;
+}
+
+/* ---- the scheduler pass ---------------------------------------------- */
+
+struct due {
+	uint64_t *ids;
+	size_t n, cap, max;
+};
+
+static int collect(const struct cmk_cert_record *rec, void *arg)
+{
+	struct due *d = arg;
+
+	if (d->max != 0 && d->n >= d->max)
+		return 1;          /* enough for this pass */
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 32;
+		uint64_t *n = realloc(d->ids, cap * sizeof(*n));
+		if (n == NULL)
+			return CMK_ERR_NOMEM;
+		d->ids = n;
+		d->cap = cap;
+	}
+	d->ids[d->n++] = rec->id;
+	return 0;
+}
+
+struct one_arg {
+	uint64_t id;
+	enum cmk_status from, to;
+	int64_t now;
+	bool done;
+};
+
+/* Expire or clean up one record if it is still in `from` and its time has come. */
+static int age_one(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
+{
+	struct one_arg *a = arg;
+	struct cmk_cert_record rec = { 0 };
+	int rc;
+
+	if ((rc = cmk_store_cert_get(ctx->store, txn, a->id, &rec)) != 0)
+		return rc;
+	a->done = false;
+	if (rec.status == a->from) {
+		rc = cmk_lc_transition(txn, &rec, a->to, a->to == CMK_ST_EXPIRED ? "reached not_after unrenewed" : NULL);
+		a->done = rc == 0;
+	}
+	cmk_cert_record_clear(&rec);
+	return rc;
+}
+
+static int age(struct cmk_ctx *ctx, uint64_t id, enum cmk_status from, enum cmk_status to, const char *event,
+	       bool *done)
+{
+	struct one_arg a = { id, from, to, cmk_now(), false };
+	struct cmk_cert_record rec = { 0 };
+	int rc = cmk_lc_with_txn(ctx, age_one, &a);
+
+	*done = a.done;
+	if (rc == 0 && a.done && cmk_store_cert_get(ctx->store, NULL, id, &rec) == 0) {
+		cmk_lc_audit(ctx, event, "success", "scheduler", &rec,
+			     to == CMK_ST_EXPIRED ? "certificate expired before it could be renewed; no longer served"
+						  : "grace period over; sealed key destroyed");
+		cmk_cert_record_clear(&rec);
+	}
+	return rc;
+}
+
+static void run_one(struct cmk_ctx *ctx, uint64_t id, int64_t now, struct cmk_pass_stats *st)
+{
+	struct cmk_cert_record rec = { 0 };
+	struct cmk_lc_lock *lock = NULL;
+	struct cmk_op_result res = { 0 };
+	bool done = false;
+	int rc;
+
+	if (cmk_store_cert_get(ctx->store, NULL, id, &rec) != 0)
+		return;
+	if (cmk_lc_lock(ctx, rec.tenant, rec.type, false, &lock) != 0) {
+		st->busy++;
+		goto out;
+	}
+	if (rec.not_after <= now) {
+		if (age(ctx, id, CMK_ST_ACTIVE, CMK_ST_EXPIRED, CMK_AUDIT_EXPIRE, &done) == 0 && done)
+			st->expired++;
+		goto out;
+	}
+	/* Re-read under the lock: another process may have renewed it meanwhile. */
+	cmk_cert_record_clear(&rec);
+	if (cmk_store_cert_get(ctx->store, NULL, id, &rec) != 0 || rec.status != CMK_ST_ACTIVE ||
+	    rec.renew_at == 0 || rec.renew_at > now)
+		goto out;
+	rc = renew_locked(ctx, &rec, &res, NULL, NULL);
+	if (rc == 0) {
+		st->renewed++;
+	} else {
+		st->failed++;
+		cmk_log(CMK_LOG_WARN, "renew %s %s: %s", rec.tenant, rec.type, cmk_errdetail());
+	}
+out:
+	cmk_op_result_clear(&res);
+	cmk_cert_record_clear(&rec);
+	cmk_lc_unlock(lock);
+}
+
+static void cleanup_rotating(struct cmk_ctx *ctx, int64_t now, struct cmk_pass_stats *st)
+{
+	struct cmk_cert_filter f = { .status = CMK_ST_ROTATING };
+	struct due d = { 0 };
+
+	if (cmk_store_cert_each(ctx->store, NULL, &f, collect, &d) < 0)
+		goto out;
+	for (size_t i = 0; i < d.n; i++) {
+		struct cmk_cert_record rec = { 0 };
+		bool done = false;
+
+		if (cmk_store_cert_get(ctx->store, NULL, d.ids[i], &rec) != 0)
+			continue;
+		/* updated_at is when it became rotating. */
+		if (rec.updated_at + ctx->cfg->renewal.grace_period <= now &&
+		    age(ctx, rec.id, CMK_ST_ROTATING, CMK_ST_CLEANED_UP, CMK_AUDIT_DELETE, &done) == 0 && done)
+			st->cleaned++;
+		cmk_cert_record_clear(&rec);
+	}
+out:
+	free(d.ids);
+}
+
+int cmk_run_due(struct cmk_ctx *ctx, int64_t now, unsigned max_ops, struct cmk_pass_stats *stats)
+{
+	struct due d = { .max = max_ops };
+	int rc;
+
+	memset(stats, 0, sizeof(*stats));
+	rc = cmk_store_cert_due(ctx->store, NULL, now, collect, &d);
+	if (rc < 0)
+		goto out;
+	rc = 0;
+	for (size_t i = 0; i < d.n; i++)
+		run_one(ctx, d.ids[i], now, stats);
+	cleanup_rotating(ctx, now, stats);
+out:
+	free(d.ids);
+	return rc;
+}

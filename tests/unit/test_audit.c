@@ -1,0 +1,676 @@
+/*
+ * test_audit.c - the audit trail: line format, the hash chain, detection of
+ * edits, deletions, reordering and cut-off lines, and appends from several
+ * threads and processes at once.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ctype.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <mbedtls/sha256.h>
+
+#include "cmkcert/audit.h"
+#include "cmkcert/error.h"
+#include "cmkcert/json.h"
+#include "cmkcert/util.h"
+
+#define ZEROS "0000000000000000000000000000000000000000000000000000000000000000"
+
+static void check_contains(const char *hay, const char *needle, const char *file, int line)
+{
+	if (hay == NULL || strstr(hay, needle) == NULL) {
+		print_error("\"%s\" does not contain \"%s\"\n", hay ? hay : "(null)", needle);
+		_fail(file, line);
+	}
+}
+#define assert_contains(h, n) check_contains((h), (n), __FILE__, __LINE__)
+
+/* ---- fixture: a temporary directory; the trail goes in a subdirectory not yet made ---- */
+
+struct fx {
+	char dir[64];
+	char path[128];
+};
+
+static int setup(void **state)
+{
+	struct fx *fx = calloc(1, sizeof(*fx));
+
+	if (fx == NULL)
+		return -1;
+	strcpy(fx->dir, "/tmp/cmk-test-audit-XXXXXX");
+	if (mkdtemp(fx->dir) == NULL) {
+		free(fx);
+		return -1;
+	}
+	snprintf(fx->path, sizeof(fx->path), "%s/log/audit.log", fx->dir);
+	*state = fx;
+	return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int teardown(void **state)
+{
+	struct fx *fx = *state;
+	int rc = nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+
+	free(fx);
+	return rc;
+}
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static int append(struct cmk_audit *a, const char *event, const char *actor, const char *detail)
+{
+	struct cmk_audit_event ev = CMK_AUDIT_EVENT_INIT;
+
+	ev.event = event;
+	ev.outcome = "success";
+	ev.tenant = "acme";
+	ev.type = "aws_kms";
+	ev.actor = actor;
+	ev.detail = detail;
+	return cmk_audit_append(a, &ev);
+}
+
+/* Append `n` events "detail-1" ... through a fresh handle. */
+static void make_trail(const char *path, int n)
+{
+	struct cmk_audit *a = NULL;
+	char detail[32];
+
+	assert_int_equal(cmk_audit_open(path, &a), 0);
+	for (int i = 1; i <= n; i++) {
+		snprintf(detail, sizeof(detail), "detail-%d", i);
+		assert_int_equal(append(a, CMK_AUDIT_CREATE, "test", detail), 0);
+	}
+	cmk_audit_close(a);
+}
+
+/* The trail split into lines (without newlines); *final_nl says whether the file ends in one. */
+struct lines {
+	char *v[16];
+	size_t n;
+	bool final_nl;
+	char *text;
+};
+
+static void read_lines(const char *path, struct lines *l)
+{
+	size_t len = 0;
+	char *p;
+
+	memset(l, 0, sizeof(*l));
+	assert_int_equal(cmk_read_file(path, 1 << 24, &l->text, &len), 0);
+	l->final_nl = len > 0 && l->text[len - 1] == '\n';
+	p = l->text;
+	while (*p != '\0') {
+		char *nl = strchr(p, '\n');
+		assert_true(l->n < sizeof(l->v) / sizeof(l->v[0]));
+		l->v[l->n++] = p;
+		if (nl == NULL)
+			break;
+		*nl = '\0';
+		p = nl + 1;
+	}
+}
+
+static void write_lines(const char *path, char *const *v, size_t n, bool final_nl)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%s%s", v[i], i + 1 < n || final_nl ? "\n" : "");
+	assert_int_equal(fclose(f), 0);
+}
+
+static void sha256_hex(const char *s, char out[65])
+{
+	unsigned char d[32];
+
+	assert_int_equal(mbedtls_sha256_ret((const unsigned char *)s, strlen(s), d, 0), 0);
+	for (int i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+static bool is_time_ms(const char *s)
+{
+	static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+
+	if (strlen(s) != sizeof(shape) - 1)
+		return false;
+	for (size_t i = 0; shape[i] != '\0'; i++)
+		if (shape[i] == 'd' ? !isdigit((unsigned char)s[i]) : s[i] != shape[i])
+			return false;
+	return true;
+}
+
+/* Verify and expect a failure at `bad` with `why` in the detail. */
+static void expect_bad(const char *path, uint64_t bad, uint64_t lines, const char *why)
+{
+	uint64_t n = 0, b = 0;
+
+	assert_int_equal(cmk_audit_verify(path, &n, &b), CMK_ERR_AUDIT);
+	assert_contains(cmk_errdetail(), why);
+	assert_int_equal(b, bad);
+	assert_int_equal(n, lines);
+}
+
+static void expect_ok(const char *path, uint64_t lines)
+{
+	uint64_t n = 0, b = 99;
+	int rc = cmk_audit_verify(path, &n, &b);
+
+	if (rc != 0)
+		print_error("verify: %s\n", cmk_errdetail());
+	assert_int_equal(rc, 0);
+	assert_int_equal(n, lines);
+	assert_int_equal(b, 0);
+}
+
+/* ---- format ----------------------------------------------------------- */
+
+static void test_append_three_and_verify(void **state)
+{
+	static const char *const full_keys[] = { "seq", "time", "event", "tenant", "type", "serial",
+		"fingerprint", "record_id", "actor", "uid", "gid", "pid", "step", "outcome", "detail", "prev" };
+	struct fx *fx = *state;
+	struct cmk_audit_event full = CMK_AUDIT_EVENT_INIT, minimal = CMK_AUDIT_EVENT_INIT;
+	struct cmk_audit *a = NULL;
+	struct lines l;
+	struct stat sb;
+	char *dir, prev[65] = ZEROS;
+	void *it;
+	size_t k;
+
+	full.event = CMK_AUDIT_KEY_READ;
+	full.tenant = "acme";
+	full.type = "thales_luna";
+	full.serial = "1a:2b";
+	full.fingerprint = "ab12";
+	full.record_id = 7;
+	full.actor = "cmkcertfs";
+	full.uid = 0;       /* root is a real uid: it must be written, not omitted */
+	full.gid = 1000;
+	full.pid = 4242;
+	full.step = "open";
+	full.outcome = "success";
+	full.detail = "read";
+	minimal.event = CMK_AUDIT_LOGIN;
+	minimal.outcome = "failure";
+
+	assert_int_equal(cmk_audit_open(fx->path, &a), 0);
+	assert_int_equal(cmk_audit_append(a, &full), 0);
+	assert_int_equal(cmk_audit_append(a, &minimal), 0);
+	assert_int_equal(append(a, CMK_AUDIT_REVOKE, "cli:uid=0", "revoked"), 0);
+	cmk_audit_close(a);
+
+	expect_ok(fx->path, 3);
+	assert_int_equal(stat(fx->path, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0600);
+	dir = cmk_asprintf("%s/log", fx->dir);
+	assert_int_equal(stat(dir, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0700);
+	free(dir);
+
+	read_lines(fx->path, &l);
+	assert_int_equal(l.n, 3);
+	assert_true(l.final_nl);
+	for (size_t i = 0; i < l.n; i++) {
+		json_t *o = NULL;
+		const char *s;
+		int64_t seq;
+
+		assert_int_equal(cmk_json_parse("line", l.v[i], strlen(l.v[i]), &o), 0);
+		assert_int_equal(cmk_json_int(o, "seq", &seq), 0);
+		assert_int_equal(seq, (int64_t)i + 1);
+		assert_int_equal(cmk_json_str(o, "time", &s), 0);
+		assert_true(is_time_ms(s));
+		assert_int_equal(cmk_json_str(o, "prev", &s), 0);
+		assert_string_equal(s, prev);
+		/* The next prev is the SHA-256 of this line's exact bytes, computed independently here. */
+		sha256_hex(l.v[i], prev);
+		json_decref(o);
+	}
+
+	/* Line 1 carries every field, in the documented order, with the given values. */
+	json_t *o = NULL;
+	assert_int_equal(cmk_json_parse("line", l.v[0], strlen(l.v[0]), &o), 0);
+	k = 0;
+	for (it = json_object_iter(o); it != NULL; it = json_object_iter_next(o, it), k++) {
+		assert_true(k < sizeof(full_keys) / sizeof(full_keys[0]));
+		assert_string_equal(json_object_iter_key(it), full_keys[k]);
+	}
+	assert_int_equal(k, sizeof(full_keys) / sizeof(full_keys[0]));
+	assert_string_equal(json_string_value(json_object_get(o, "event")), "privateKeyRead");
+	assert_int_equal(json_integer_value(json_object_get(o, "uid")), 0);
+	assert_int_equal(json_integer_value(json_object_get(o, "gid")), 1000);
+	assert_int_equal(json_integer_value(json_object_get(o, "pid")), 4242);
+	assert_int_equal(json_integer_value(json_object_get(o, "record_id")), 7);
+	assert_string_equal(json_string_value(json_object_get(o, "serial")), "1a:2b");
+	json_decref(o);
+
+	/* Line 2 set only the required fields: nothing else appears. */
+	assert_int_equal(cmk_json_parse("line", l.v[1], strlen(l.v[1]), &o), 0);
+	assert_int_equal(json_object_size(o), 5);
+	assert_string_equal(json_string_value(json_object_get(o, "outcome")), "failure");
+	json_decref(o);
+	free(l.text);
+}
+
+static void test_detail_stays_on_one_line(void **state)
+{
+	struct fx *fx = *state;
+	const char *nasty = "bad\n{\"seq\":2,\"event\":\"forged\"}\r\n\"quoted\" \\ \x01 tab\t";
+	struct cmk_audit *a = NULL;
+	struct lines l;
+	json_t *o = NULL;
+
+	assert_int_equal(cmk_audit_open(fx->path, &a), 0);
+	assert_int_equal(append(a, CMK_AUDIT_ERROR, "test", nasty), 0);
+	/* Bytes that are not UTF-8 (a file name in Latin-1) do not cost the record. */
+	assert_int_equal(append(a, CMK_AUDIT_ERROR, "test", "caf\xe9"), 0);
+	cmk_audit_close(a);
+
+	expect_ok(fx->path, 2);
+	read_lines(fx->path, &l);
+	assert_int_equal(l.n, 2);
+	assert_int_equal(cmk_json_parse("line", l.v[0], strlen(l.v[0]), &o), 0);
+	assert_string_equal(json_string_value(json_object_get(o, "detail")), nasty);
+	json_decref(o);
+	assert_int_equal(cmk_json_parse("line", l.v[1], strlen(l.v[1]), &o), 0);
+	assert_string_equal(json_string_value(json_object_get(o, "detail")), "caf\xef\xbf\xbd");
+	json_decref(o);
+	free(l.text);
+}
+
+static void test_event_and_outcome_required(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_audit_event ev = CMK_AUDIT_EVENT_INIT;
+	struct cmk_audit *a = NULL;
+	struct stat sb;
+
+	assert_int_equal(cmk_audit_open(fx->path, &a), 0);
+	ev.outcome = "success";
+	assert_int_equal(cmk_audit_append(a, &ev), CMK_ERR_INVALID);
+	ev.event = "";
+	assert_int_equal(cmk_audit_append(a, &ev), CMK_ERR_INVALID);
+	assert_contains(cmk_errdetail(), "event");
+	ev.event = CMK_AUDIT_CREATE;
+	ev.outcome = NULL;
+	assert_int_equal(cmk_audit_append(a, &ev), CMK_ERR_INVALID);
+	assert_contains(cmk_errdetail(), "outcome");
+	ev.outcome = "";
+	assert_int_equal(cmk_audit_append(a, &ev), CMK_ERR_INVALID);
+	cmk_audit_close(a);
+
+	assert_int_equal(stat(fx->path, &sb), 0);
+	assert_int_equal(sb.st_size, 0);
+}
+
+/* ---- tampering -------------------------------------------------------- */
+
+static void test_edited_value_breaks_next_line(void **state)
+{
+	struct fx *fx = *state;
+	struct lines l;
+	char *d;
+
+	make_trail(fx->path, 3);
+	read_lines(fx->path, &l);
+	/* Still valid JSON with the right seq and prev: only line 3's prev reveals it. */
+	d = strstr(l.v[1], "detail-2");
+	assert_non_null(d);
+	d[7] = '9';
+	write_lines(fx->path, l.v, l.n, true);
+	free(l.text);
+	expect_bad(fx->path, 3, 3, "line 3: prev does not match the hash of line 2");
+}
+
+static void test_edit_that_breaks_json(void **state)
+{
+	struct fx *fx = *state;
+	struct lines l;
+
+	make_trail(fx->path, 3);
+	read_lines(fx->path, &l);
+	l.v[1][0] = 'x';
+	write_lines(fx->path, l.v, l.n, true);
+	free(l.text);
+	expect_bad(fx->path, 2, 3, "line 2: not valid JSON");
+}
+
+static void test_edited_seq(void **state)
+{
+	struct fx *fx = *state;
+	struct lines l;
+
+	make_trail(fx->path, 3);
+	read_lines(fx->path, &l);
+	assert_memory_equal(l.v[1], "{\"seq\":2,", 9);
+	l.v[1][7] = '7';
+	write_lines(fx->path, l.v, l.n, true);
+	free(l.text);
+	expect_bad(fx->path, 2, 3, "line 2: seq 7, expected 2");
+}
+
+static void test_deleted_line(void **state)
+{
+	struct fx *fx = *state;
+	struct lines l;
+
+	make_trail(fx->path, 4);
+	read_lines(fx->path, &l);
+	write_lines(fx->path, (char *[]){ l.v[0], l.v[2], l.v[3] }, 3, true);
+	free(l.text);
+	expect_bad(fx->path, 2, 3, "line 2: seq 3, expected 2");
+}
+
+static void test_deleted_first_line_renumbered(void **state)
+{
+	struct fx *fx = *state;
+	struct lines l;
+
+	/* Someone deletes line 1 and renumbers the rest: the chain still tells. */
+	make_trail(fx->path, 2);
+	read_lines(fx->path, &l);
+	l.v[1][7] = '1';
+	write_lines(fx->path, (char *[]){ l.v[1] }, 1, true);
+	free(l.text);
+	expect_bad(fx->path, 1, 1, "line 1: prev is not 64 zeros");
+}
+
+static void test_swapped_lines(void **state)
+{
+	struct fx *fx = *state;
+	struct lines l;
+
+	make_trail(fx->path, 3);
+	read_lines(fx->path, &l);
+	write_lines(fx->path, (char *[]){ l.v[0], l.v[2], l.v[1] }, 3, true);
+	free(l.text);
+	expect_bad(fx->path, 2, 3, "line 2: seq 3, expected 2");
+}
+
+static void test_incomplete_last_line(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_audit *a = NULL;
+	struct stat before, after;
+	struct lines l;
+
+	make_trail(fx->path, 3);
+	read_lines(fx->path, &l);
+	l.v[2][strlen(l.v[2]) - 5] = '\0';   /* as if the machine died mid-write */
+	write_lines(fx->path, l.v, l.n, false);
+	free(l.text);
+
+	expect_bad(fx->path, 3, 3, "line 3: incomplete last line");
+
+	assert_int_equal(stat(fx->path, &before), 0);
+	assert_int_equal(cmk_audit_open(fx->path, &a), 0);
+	assert_int_equal(append(a, CMK_AUDIT_CREATE, "test", "after the crash"), CMK_ERR_AUDIT);
+	assert_contains(cmk_errdetail(), "last line is incomplete");
+	cmk_audit_close(a);
+	assert_int_equal(stat(fx->path, &after), 0);
+	assert_int_equal(after.st_size, before.st_size);
+}
+
+static void test_garbage_last_line_refused(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_audit *a = NULL;
+	FILE *f;
+
+	make_trail(fx->path, 2);
+	f = fopen(fx->path, "a");
+	assert_non_null(f);
+	fputs("not a record\n", f);
+	assert_int_equal(fclose(f), 0);
+
+	expect_bad(fx->path, 3, 3, "line 3: not valid JSON");
+	assert_int_equal(cmk_audit_open(fx->path, &a), 0);
+	assert_int_equal(append(a, CMK_AUDIT_CREATE, "test", "x"), CMK_ERR_AUDIT);
+	assert_contains(cmk_errdetail(), "last line is not an audit record");
+	cmk_audit_close(a);
+}
+
+static void test_missing_field(void **state)
+{
+	struct fx *fx = *state;
+	struct lines l;
+	char *o;
+
+	make_trail(fx->path, 2);
+	read_lines(fx->path, &l);
+	o = strstr(l.v[1], "\"outcome\"");
+	assert_non_null(o);
+	memcpy(o, "\"OUTCOME\"", 9);
+	write_lines(fx->path, l.v, l.n, true);
+	free(l.text);
+	expect_bad(fx->path, 2, 2, "line 2: missing field \"outcome\"");
+}
+
+/* ---- continuing the chain --------------------------------------------- */
+
+static void test_empty_and_missing_files(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_audit *a = NULL;
+	char *missing = cmk_asprintf("%s/nothing.log", fx->dir);
+
+	assert_int_equal(cmk_audit_verify(missing, NULL, NULL), CMK_ERR_NOTFOUND);
+	free(missing);
+	assert_int_equal(cmk_audit_open(fx->path, &a), 0);
+	cmk_audit_close(a);
+	expect_ok(fx->path, 0);
+	assert_int_equal(cmk_audit_verify(fx->path, NULL, NULL), 0);
+	cmk_audit_close(NULL);
+}
+
+static void test_reopen_continues_from_file(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_audit *a = NULL, *b = NULL;
+	struct lines l;
+
+	make_trail(fx->path, 2);
+	/* Two handles on one file: each append continues whatever is in the file. */
+	assert_int_equal(cmk_audit_open(fx->path, &a), 0);
+	assert_int_equal(cmk_audit_open(fx->path, &b), 0);
+	assert_int_equal(append(a, CMK_AUDIT_RENEW, "a", "3"), 0);
+	assert_int_equal(append(b, CMK_AUDIT_RENEW, "b", "4"), 0);
+	assert_int_equal(append(a, CMK_AUDIT_RENEW, "a", "5"), 0);
+	cmk_audit_close(b);
+	cmk_audit_close(a);
+	expect_ok(fx->path, 5);
+	read_lines(fx->path, &l);
+	assert_int_equal(l.n, 5);
+	assert_memory_equal(l.v[3], "{\"seq\":4,", 9);
+	assert_contains(l.v[3], "\"actor\":\"b\"");
+	free(l.text);
+}
+
+static void test_long_lines(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_audit *a = NULL;
+	char *big = malloc(20001);
+
+	/* The tail is found by reading backwards in blocks: lines longer than a block must work. */
+	assert_non_null(big);
+	memset(big, 'x', 20000);
+	big[20000] = '\0';
+	assert_int_equal(cmk_audit_open(fx->path, &a), 0);
+	assert_int_equal(append(a, CMK_AUDIT_ERROR, "test", big), 0);
+	assert_int_equal(append(a, CMK_AUDIT_ERROR, "test", big), 0);
+	assert_int_equal(append(a, CMK_AUDIT_ERROR, "test", "short"), 0);
+	assert_int_equal(append(a, CMK_AUDIT_ERROR, "test", big), 0);
+	cmk_audit_close(a);
+	free(big);
+	expect_ok(fx->path, 4);
+}
+
+/* ---- concurrency ------------------------------------------------------ */
+
+/* Child body: append `n` events; exit status 0 when all succeeded.  No cmocka asserts in a child. */
+static void child_appends(const char *path, struct cmk_audit *shared, const char *actor, int n)
+{
+	struct cmk_audit *a = shared;
+	int bad = 0;
+
+	if (a == NULL && cmk_audit_open(path, &a) != 0)
+		_exit(2);
+	for (int i = 0; i < n; i++)
+		if (append(a, CMK_AUDIT_KEY_READ, actor, "concurrent") != 0)
+			bad++;
+	if (shared == NULL)
+		cmk_audit_close(a);
+	_exit(bad == 0 ? 0 : 1);
+}
+
+static void run_two_processes(const char *path, struct cmk_audit *shared, int each)
+{
+	pid_t pids[2];
+	int status;
+
+	for (int i = 0; i < 2; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0)
+			child_appends(path, shared, i == 0 ? "proc-1" : "proc-2", each);
+	}
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+}
+
+/* The chain holds, and every record of both processes is there. */
+static void check_concurrent_trail(const char *path, int each)
+{
+	static const char actor[] = "\"actor\":\"proc-";
+	char *text = NULL, *p;
+	size_t len = 0, lines = 0;
+	int n1 = 0, n2 = 0;
+
+	expect_ok(path, (uint64_t)each * 2);
+	assert_int_equal(cmk_read_file(path, 1 << 24, &text, &len), 0);
+	for (size_t i = 0; i < len; i++)
+		lines += text[i] == '\n';
+	assert_int_equal(lines, (size_t)each * 2);
+	for (p = text; (p = strstr(p, actor)) != NULL; ) {
+		p += sizeof(actor) - 1;
+		n1 += *p == '1';
+		n2 += *p == '2';
+	}
+	assert_int_equal(n1, each);
+	assert_int_equal(n2, each);
+	free(text);
+}
+
+static void test_two_processes(void **state)
+{
+	struct fx *fx = *state;
+
+	run_two_processes(fx->path, NULL, 200);
+	check_concurrent_trail(fx->path, 200);
+}
+
+static void test_handle_inherited_by_fork(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_audit *a = NULL;
+
+	/* Opened before fork(): the children share one file description and so one flock. */
+	assert_int_equal(cmk_audit_open(fx->path, &a), 0);
+	run_two_processes(fx->path, a, 100);
+	cmk_audit_close(a);
+	check_concurrent_trail(fx->path, 100);
+}
+
+struct thread_arg {
+	struct cmk_audit *a;
+	char actor[16];
+	int failures;
+};
+
+static void *thread_appends(void *p)
+{
+	struct thread_arg *t = p;
+
+	for (int i = 0; i < 50; i++)
+		if (append(t->a, CMK_AUDIT_KEY_READ, t->actor, "thread") != 0)
+			t->failures++;
+	return NULL;
+}
+
+static void test_threads_share_a_handle(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_audit *a = NULL;
+	struct thread_arg args[4];
+	pthread_t th[4];
+
+	assert_int_equal(cmk_audit_open(fx->path, &a), 0);
+	for (int i = 0; i < 4; i++) {
+		args[i].a = a;
+		args[i].failures = 0;
+		snprintf(args[i].actor, sizeof(args[i].actor), "thread-%d", i);
+		assert_int_equal(pthread_create(&th[i], NULL, thread_appends, &args[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(args[i].failures, 0);
+	}
+	cmk_audit_close(a);
+	expect_ok(fx->path, 200);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_append_three_and_verify, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_detail_stays_on_one_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_event_and_outcome_required, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_edited_value_breaks_next_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_edit_that_breaks_json, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_edited_seq, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deleted_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deleted_first_line_renumbered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_swapped_lines, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_incomplete_last_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_garbage_last_line_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_missing_field, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_and_missing_files, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reopen_continues_from_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_long_lines, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_handle_inherited_by_fork, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_threads_share_a_handle, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

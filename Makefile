@@ -84,7 +84,7 @@ $(BUILD)/cmkcertfs: $(FUSE_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(FUSE_LIBS) $(LDLIBS)
 
 .SECONDEXPANSION:
-$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $$(patsubst %,$(BUILD)/core/%.o,$$(T_$$*))
+$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $$(addprefix $(BUILD)/core/,$$(addsuffix .o,$$(T_$$*)))
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS)
 
 deps:

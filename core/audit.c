@@ -69,14 +69,18 @@ static void hash_hex(const char *data, size_t len, char out[HASH_HEX_LEN + 1])
 
 static int make_parent_dir(const char *path)
 {
-	char *copy = strdup(path);
+	char *copy = strdup(path), why[512];
 	int rc;
 
 	if (copy == NULL)
 		return CMK_ERR_NOMEM;
 	rc = cmk_mkdirs(dirname(copy), 0700);
 	free(copy);
-	return rc == 0 ? 0 : cmk_fail(CMK_ERR_AUDIT, "audit: %s: creating its directory: %s", path, cmk_errdetail());
+	if (rc == 0)
+		return 0;
+	/* Copied first: cmk_fail() writes the buffer cmk_errdetail() points into. */
+	snprintf(why, sizeof(why), "%s", cmk_errdetail());
+	return cmk_fail(CMK_ERR_AUDIT, "audit: %s: creating its directory: %s", path, why);
 }
 
 /* A newly created trail must survive a crash of the machine, not only its first line. */
@@ -234,6 +238,7 @@ static int parse_tail_line(struct cmk_audit *a, const char *line, size_t len, st
 {
 	json_t *obj = NULL;
 	int64_t seq = 0;
+	char why[512];
 	int rc;
 
 	rc = cmk_json_parse("last line", line, len, &obj);
@@ -242,9 +247,9 @@ static int parse_tail_line(struct cmk_audit *a, const char *line, size_t len, st
 	if (rc == CMK_ERR_NOMEM)
 		goto out;
 	if (rc != 0 || seq < 1) {
+		snprintf(why, sizeof(why), "%s", rc != 0 ? cmk_errdetail() : "seq below 1");
 		rc = cmk_fail(CMK_ERR_AUDIT, "audit: %s: the last line is not an audit record (%s); "
-			      "run \"cmkcert audit verify\" and repair the trail before appending",
-			      a->path, rc != 0 ? cmk_errdetail() : "seq below 1");
+			      "run \"cmkcert audit verify\" and repair the trail before appending", a->path, why);
 		goto out;
 	}
 	t->seq = (uint64_t)seq;
@@ -444,8 +449,8 @@ static int write_line(struct cmk_audit *a, const char *line, off_t old_size)
 		ssize_t n = write(a->fd, line + done, len - done);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
-			int err = errno;
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO;
 			/* Take back a partial line so the trail still ends in a complete one. */
 			if (done > 0 && ftruncate(a->fd, old_size) != 0)
 				cmk_log(CMK_LOG_ERROR, "audit: %s: removing a partly written line: %s", a->path,
@@ -597,6 +602,8 @@ static int stable_size(int fd, const char *path, off_t *size)
 	flock(fd, LOCK_UN);
 	if (rc != 0)
 		return cmk_fail(CMK_ERR_AUDIT, "%s: stat: %s", path, strerror(errno));
+	if (!S_ISREG(sb.st_mode))
+		return cmk_fail(CMK_ERR_AUDIT, "%s: not a regular file", path);
 	*size = sb.st_size;
 	return 0;
 }
@@ -612,6 +619,10 @@ int cmk_audit_verify(const char *path, uint64_t *n_lines, uint64_t *bad_line)
 	int fd, rc;
 
 	memcpy(prev, zero_hash, sizeof(prev));
+	if (n_lines != NULL)
+		*n_lines = 0;
+	if (bad_line != NULL)
+		*bad_line = 0;
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return cmk_fail(errno == ENOENT ? CMK_ERR_NOTFOUND : CMK_ERR_AUDIT, "%s: %s", path, strerror(errno));
 	if ((rc = stable_size(fd, path, &size)) != 0) {

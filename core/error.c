@@ -3,6 +3,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cmkcert/error.h"
 
@@ -42,11 +43,14 @@ const char *cmk_strerror(int code)
 
 int cmk_fail(int code, const char *fmt, ...)
 {
+	char buf[sizeof(detail)];
 	va_list ap;
 
+	/* Format aside first: the arguments may include cmk_errdetail() itself. */
 	va_start(ap, fmt);
-	vsnprintf(detail, sizeof(detail), fmt, ap);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	memcpy(detail, buf, sizeof(detail));
 	return code;
 }
 

@@ -1,8 +1,9 @@
 /*
- * openbao_int.h - the parts of the OpenBao client that openbao.c and
- * openbao_parse.c share and the unit tests exercise without a server:
- * answer parsers, error classification, the retry delay and the token
- * upkeep decision.  Not installed; not part of the library's contract.
+ * openbao_int.h - the parts of the OpenBao client that openbao.c (requests,
+ * retries, authentication), openbao_pki.c (PKI operations) and
+ * openbao_parse.c (answers) share, and that the unit tests exercise without
+ * a server: answer parsers, error classification, the retry delay and the
+ * token upkeep decision.  Not installed; not part of the library's contract.
  */
 #ifndef CMKCERT_OPENBAO_INT_H
 #define CMKCERT_OPENBAO_INT_H
@@ -11,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cmkcert/http.h"
+#include "cmkcert/json.h"
 #include "cmkcert/openbao.h"
 
 /* Retry policy (reference §6, §9.12): full jitter below a capped exponential ceiling. */
@@ -90,6 +93,32 @@ int cmk_bao_parse_role(const char *body, size_t len, struct cmk_bao_role *out);
 int cmk_bao_parse_ca_chain(const char *body, size_t len, char **chain);
 /* cert/<serial>: data.certificate and revocation_time (0 when not revoked). */
 int cmk_bao_parse_cert_read(const char *body, size_t len, char **pem, int64_t *revocation_time);
+
+/*
+ * Requests for the operations.  Both return 0 for 200/204 with the answer
+ * in *resp (the caller clears it), else the code of the final failure with
+ * detail "<path>: <status>: <server's text>" and *resp cleared.
+ * cmk_bao_call_authed() makes the token fresh first, sends it, and logs in
+ * again once on 403; `body` (NULL = none) is consumed and wiped.
+ * cmk_bao_call_public() is a GET without a token, for the paths PKI serves
+ * to anyone (cert/<serial>, crl/pem): no token leaves the host for them.
+ */
+int cmk_bao_call_authed(struct cmk_bao *b, const char *method, const char *path, json_t *body,
+			struct cmk_http_response *resp);
+int cmk_bao_call_public(struct cmk_bao *b, const char *path, struct cmk_http_response *resp);
+
+/*
+ * Names placed into a URL path: letters, digits and `extra` only, no "..",
+ * "//" or leading/trailing "/", so nothing needs escaping and nothing climbs
+ * out of the mount.  CMK_ERR_INVALID naming `field`.
+ */
+#define CMK_BAO_MOUNT_CHARS "-_./"
+#define CMK_BAO_ROLE_CHARS "-_."
+#define CMK_BAO_SERIAL_CHARS ":-"
+int cmk_bao_check_path_part(const char *field, const char *s, const char *extra);
+
+/* Log each server warning of an answer to `path`. */
+void cmk_bao_log_warnings(const char *path, const struct cmk_bao_warnings *w);
 
 /* How the client waits between retries; tests record the delays instead. NULL restores nanosleep. */
 typedef void (*cmk_bao_sleep_fn)(int64_t ms);

@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -49,6 +50,10 @@
 #define TRIM_EVERY 128u        /* trim the change log when seq is a multiple of this */
 
 struct cmk_store {
+	struct cmk_store *next;  /* in open_stores */
+	dev_t dev;
+	ino_t ino;
+	pid_t pid;
 	DB_ENV *env;
 	DB *meta, *certs, *by_tts, *by_renew, *by_serial, *keystores, *changes;
 	char *path;
@@ -61,6 +66,52 @@ struct cmk_txn {
 	DB_TXN *t;
 	bool wrote;
 };
+
+/*
+ * Stores open in this process.  DB_REGISTER keeps one fcntl lock per process
+ * on __db.register, and closing any descriptor of that file drops all of the
+ * process's locks: a second handle on the same store, even one that fails to
+ * open, would make the first look dead to other processes, which would then
+ * run recovery under it.  So a second open is refused before BDB sees it.
+ * Entries carry the pid: a child made by fork() may open the store itself.
+ */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cmk_store *open_stores;
+
+static int claim_store(struct cmk_store *st)
+{
+	struct stat sb;
+	int rc = 0;
+
+	if (stat(st->path, &sb) != 0)
+		return cmk_fail(CMK_ERR_IO, "store_open: %s: %s", st->path, strerror(errno));
+	st->dev = sb.st_dev;
+	st->ino = sb.st_ino;
+	st->pid = getpid();
+	pthread_mutex_lock(&open_lock);
+	for (struct cmk_store *o = open_stores; o != NULL; o = o->next)
+		if (o->dev == st->dev && o->ino == st->ino && o->pid == st->pid)
+			rc = cmk_fail(CMK_ERR_STATE, "store_open: %s is already open in this process; share that handle",
+				      st->path);
+	if (rc == 0) {
+		st->next = open_stores;
+		open_stores = st;
+	}
+	pthread_mutex_unlock(&open_lock);
+	return rc;
+}
+
+static void release_store(struct cmk_store *st)
+{
+	pthread_mutex_lock(&open_lock);
+	for (struct cmk_store **o = &open_stores; *o != NULL; o = &(*o)->next) {
+		if (*o == st) {
+			*o = st->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&open_lock);
+}
 
 /* The text of BDB's last error message on this thread, added to the next failure's detail. */
 static _Thread_local char bdb_msg[256];
@@ -414,8 +465,8 @@ int cmk_store_open(const char *path, struct cmk_store **out)
 		return CMK_ERR_NOMEM;
 	}
 	atomic_init(&st->broken, false);
-	if ((rc = check_dir(path)) != 0 || (rc = open_env(st)) != 0 || (rc = open_dbs(st)) != 0 ||
-	    (rc = load_meta(st)) != 0)
+	if ((rc = check_dir(path)) != 0 || (rc = claim_store(st)) != 0 || (rc = open_env(st)) != 0 ||
+	    (rc = open_dbs(st)) != 0 || (rc = load_meta(st)) != 0)
 		goto out;
 	*out = st;
 	st = NULL;
@@ -454,6 +505,7 @@ void cmk_store_close(struct cmk_store *st)
 		if ((ret = st->env->close(st->env, 0)) != 0)
 			cmk_log(CMK_LOG_WARN, "store_close: %s: %s", st->path, db_strerror(ret));
 	}
+	release_store(st);
 	free(st->path);
 	free(st);
 }
@@ -1032,12 +1084,27 @@ static int walk_position(struct cert_walk *w, DBC *c, DBT *k, DBT *p, DBT *d, ui
 	return EINVAL;
 }
 
+static int walk_next(const struct cert_walk *w, DBC *c, DBT *k, DBT *p, DBT *d)
+{
+	switch (w->by) {
+	case BY_ID:
+		return c->get(c, p, d, DB_NEXT);
+	case BY_TTS:
+		return c->pget(c, k, p, d, DB_NEXT_DUP);
+	case BY_RENEW:
+		return c->pget(c, k, p, d, DB_NEXT);
+	}
+	return EINVAL;
+}
+
+/* Read the next chunk of matching records into w->recs (at most WALK_CHUNK, looking at at most WALK_SCAN). */
 static int walk_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg)
 {
 	struct cert_walk *w = arg;
-	uint8_t kb[CMK_TTS_KEY_MAX], pb[8];
-	struct cert_walk save = { .renew_pos = w->renew_pos, .next_id = w->next_id };
+	const int64_t start_renew = w->renew_pos;
+	const uint64_t start_id = w->next_id;
 	DB *db = w->by == BY_ID ? st->certs : w->by == BY_TTS ? st->by_tts : st->by_renew;
+	uint8_t kb[CMK_TTS_KEY_MAX], pb[8];
 	size_t scanned = 0;
 	DBT k, p, d;
 	DBC *c;
@@ -1051,9 +1118,7 @@ static int walk_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg)
 	dbt_user(&k, kb, w->by == BY_TTS ? w->tts_len : 8, sizeof(kb));
 	dbt_user(&p, pb, 8, sizeof(pb));
 	dbt_malloc(&d);
-	for (ret = walk_position(w, c, &k, &p, &d, kb, pb); ret == 0;
-	     ret = c->pget != NULL && w->by != BY_ID ? c->pget(c, &k, &p, &d, w->by == BY_TTS ? DB_NEXT_DUP : DB_NEXT)
-						      : c->get(c, &p, &d, DB_NEXT)) {
+	for (ret = walk_position(w, c, &k, &p, &d, kb, pb); ret == 0; ret = walk_next(w, c, &k, &p, &d)) {
 		uint64_t id = p.size == 8 ? cmk_be64_get(pb) : 0;
 
 		if (w->by == BY_RENEW && (k.size != 8 || (int64_t)cmk_be64_get(kb) > w->now)) {
@@ -1071,6 +1136,8 @@ static int walk_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg)
 		if (w->n == WALK_CHUNK || ++scanned == WALK_SCAN)
 			break;
 	}
+	/* When the loop stopped on a record, d holds it; when it ran out, d.data is NULL. */
+	cmk_freezero(d.data, d.size);
 	c->close(c);
 	if (rc == 0 && ret != 0 && ret != DB_NOTFOUND)
 		rc = db_fail(st, ret, "store: %s: walking certificate records", st->path);
@@ -1079,8 +1146,8 @@ static int walk_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg)
 		for (size_t i = 0; i < w->n; i++)
 			cmk_cert_record_clear(&w->recs[i]);
 		w->n = 0;
-		w->renew_pos = save.renew_pos;
-		w->next_id = save.next_id;
+		w->renew_pos = start_renew;
+		w->next_id = start_id;
 		return rc;
 	}
 	w->done = ret == DB_NOTFOUND;
@@ -1142,5 +1209,176 @@ int cmk_store_cert_due(struct cmk_store *st, struct cmk_txn *txn, int64_t now, c
 	w->now = now;
 	rc = walk_run(st, txn, w, cb, arg);
 	free(w);
+	return rc;
+}
+
+/* ---- keystores ---- */
+
+static size_t ks_key(const char *tenant, const char *type, uint8_t kb[CMK_KS_KEY_MAX])
+{
+	if (tenant == NULL || type == NULL)
+		return 0;
+	return cmk_codec_ks_key(tenant, strnlen(tenant, CMK_TENANT_MAX + 1), type, strnlen(type, CMK_TYPE_MAX + 1), kb);
+}
+
+int cmk_store_keystore_put(struct cmk_txn *txn, const struct cmk_keystore_record *rec)
+{
+	struct cmk_store *st = txn->st;
+	uint8_t kb[CMK_KS_KEY_MAX], *buf = NULL;
+	size_t n, len;
+	DBT k, d;
+	int ret, rc;
+
+	if ((n = ks_key(rec->tenant, rec->type, kb)) == 0)
+		return cmk_fail(CMK_ERR_INVALID, "store_keystore_put: record needs a tenant and a type");
+	if ((rc = cmk_codec_keystore_encode(rec, &buf, &len)) != 0)
+		return rc;
+	dbt_in(&k, kb, n);
+	dbt_in(&d, buf, len);
+	ret = len <= UINT32_MAX ? st->keystores->put(st->keystores, txn->t, &k, &d, 0) : EINVAL;
+	free(buf);
+	if (ret != 0)
+		return db_fail(st, ret, "store_keystore_put: %s/%s", rec->tenant, rec->type);
+	txn->wrote = true;
+	return change_append(st, txn->t, rec->tenant, rec->type);
+}
+
+struct ks_get_arg {
+	uint8_t key[CMK_KS_KEY_MAX];
+	size_t n;
+	struct cmk_keystore_record *out;
+};
+
+static int ks_get_fn(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg)
+{
+	struct ks_get_arg *a = arg;
+	DBT k, d;
+	int ret, rc;
+
+	dbt_in(&k, a->key, a->n);
+	dbt_malloc(&d);
+	if ((ret = st->keystores->get(st->keystores, t, &k, &d, rmw)) != 0)
+		return db_fail(st, ret, "store_keystore_get: %s", st->path);
+	rc = cmk_codec_keystore_decode(d.data, d.size, a->out);
+	free(d.data);
+	return rc;
+}
+
+int cmk_store_keystore_get(struct cmk_store *st, struct cmk_txn *txn, const char *tenant, const char *type,
+			   struct cmk_keystore_record *out)
+{
+	struct ks_get_arg a = { .out = out };
+
+	memset(out, 0, sizeof(*out));
+	if ((a.n = ks_key(tenant, type, a.key)) == 0)
+		return cmk_fail(CMK_ERR_INVALID, "store_keystore_get: bad tenant or type");
+	return in_read_txn(st, txn, ks_get_fn, &a);
+}
+
+int cmk_store_keystore_del(struct cmk_txn *txn, const char *tenant, const char *type)
+{
+	struct cmk_store *st = txn->st;
+	uint8_t kb[CMK_KS_KEY_MAX];
+	size_t n;
+	DBT k;
+	int ret;
+
+	if ((n = ks_key(tenant, type, kb)) == 0)
+		return cmk_fail(CMK_ERR_INVALID, "store_keystore_del: bad tenant or type");
+	dbt_in(&k, kb, n);
+	if ((ret = st->keystores->del(st->keystores, txn->t, &k, 0)) != 0)
+		return db_fail(st, ret, "store_keystore_del: %s/%s", tenant, type);
+	txn->wrote = true;
+	return change_append(st, txn->t, tenant, type);
+}
+
+struct ks_walk {
+	uint8_t last[CMK_KS_KEY_MAX];  /* key of the last record delivered */
+	size_t last_len;
+	bool done;
+	struct cmk_keystore_record recs[WALK_CHUNK];
+	size_t n;
+};
+
+static int ks_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg)
+{
+	struct ks_walk *w = arg;
+	uint8_t kb[CMK_KS_KEY_MAX], last[CMK_KS_KEY_MAX];
+	size_t last_len = w->last_len;
+	DBT k, d;
+	DBC *c;
+	int ret, rc = 0;
+
+	(void)rmw;
+	w->n = 0;
+	memcpy(last, w->last, last_len);
+	if ((ret = st->keystores->cursor(st->keystores, t, &c, 0)) != 0)
+		return db_fail(st, ret, "store_keystore_each: %s", st->path);
+	memcpy(kb, last, last_len);
+	dbt_user(&k, kb, last_len, sizeof(kb));
+	dbt_malloc(&d);
+	for (ret = c->get(c, &k, &d, last_len == 0 ? DB_FIRST : DB_SET_RANGE); ret == 0 && w->n < WALK_CHUNK;
+	     ret = c->get(c, &k, &d, DB_NEXT)) {
+		if (k.size != last_len || memcmp(kb, last, last_len) != 0) {
+			rc = cmk_codec_keystore_decode(d.data, d.size, &w->recs[w->n]);
+			if (rc == CMK_ERR_STORE) {
+				cmk_log(CMK_LOG_ERROR, "%s; skipped", cmk_errdetail());
+				rc = 0;
+			} else if (rc == 0) {
+				w->n++;
+			}
+			memcpy(last, kb, k.size);
+			last_len = k.size;
+		}
+		free(d.data);
+		dbt_malloc(&d);
+		if (rc != 0)
+			break;
+	}
+	free(d.data);
+	c->close(c);
+	if (rc == 0 && ret != 0 && ret != DB_NOTFOUND)
+		rc = db_fail(st, ret, "store_keystore_each: %s", st->path);
+	if (rc != 0) {
+		for (size_t i = 0; i < w->n; i++)
+			cmk_keystore_record_clear(&w->recs[i]);
+		w->n = 0;
+		return rc;
+	}
+	memcpy(w->last, last, last_len);
+	w->last_len = last_len;
+	w->done = ret == DB_NOTFOUND;
+	return 0;
+}
+
+int cmk_store_keystore_each(struct cmk_store *st, struct cmk_txn *txn, cmk_keystore_cb cb, void *arg)
+{
+	struct ks_walk *w;
+	int rc = 0;
+
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return CMK_ERR_NOMEM;
+	while (rc == 0 && !w->done) {
+		if ((rc = in_read_txn(st, txn, ks_fill, w)) != 0)
+			break;
+		for (size_t i = 0; i < w->n; i++) {
+			if (rc == 0)
+				rc = cb(&w->recs[i], arg);
+			cmk_keystore_record_clear(&w->recs[i]);
+		}
+		w->n = 0;
+	}
+	free(w);
+	return rc;
+}
+
+int cmk_store_set_format(struct cmk_txn *txn, uint32_t version)
+{
+	uint8_t b[4];
+	int rc;
+
+	cmk_be32_put(b, version);
+	if ((rc = meta_put(txn->st, txn->t, "version", b, sizeof(b))) == 0)
+		txn->wrote = true;
 	return rc;
 }

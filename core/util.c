@@ -244,6 +244,7 @@ int cmk_check_secret_file(const char *path)
 int cmk_mkdirs(const char *path, mode_t mode)
 {
 	char buf[PATH_MAX];
+	struct stat sb;
 	size_t len = strlen(path);
 
 	if (len == 0 || len >= sizeof(buf))
@@ -260,6 +261,8 @@ int cmk_mkdirs(const char *path, mode_t mode)
 				break;
 		}
 	}
+	if (stat(buf, &sb) != 0 || !S_ISDIR(sb.st_mode))
+		return cmk_fail(CMK_ERR_IO, "%s: exists and is not a directory", path);
 	return 0;
 }
 

@@ -46,7 +46,12 @@ struct cmk_audit_event {
 /* Designated-initialiser helper: every numeric field "omitted". */
 #define CMK_AUDIT_EVENT_INIT { .uid = -1, .gid = -1, .pid = -1 }
 
-/* Open for appending (created 0600 with its directory when missing). */
+/*
+ * Open for appending (created 0600 with its directory, 0700, when missing).
+ * CMK_ERR_AUDIT when it cannot be opened or is not a regular file.  A handle
+ * inherited across fork() reopens the file on its first append in the child,
+ * so parent and child do not share one flock.  Release with cmk_audit_close().
+ */
 int cmk_audit_open(const char *path, struct cmk_audit **out);
 void cmk_audit_close(struct cmk_audit *a);
 

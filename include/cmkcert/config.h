@@ -95,8 +95,12 @@ struct cmk_config {
 /*
  * Load and validate `path` (NULL: $CMKCERT_CONF, else the default path).
  * On success *out owns everything; release with cmk_config_free().
- * Errors: CMK_ERR_NOTFOUND (file), CMK_ERR_CONFIG with "FILE:LINE: ..." detail.
- * The master key file is checked here (exists, 0400/0600, owner root or us).
+ * Errors: CMK_ERR_NOTFOUND (file), CMK_ERR_PERM (the file cannot be read,
+ * or it is writable by group or others, or owned by someone other than root
+ * or us), CMK_ERR_IO, CMK_ERR_CONFIG with "FILE:LINE: ..." detail.
+ * Relative paths in the file are made absolute against the file's directory.
+ * The master key file is checked here (exists, 0400/0600, owner root or us,
+ * exactly 32 bytes); its contents are not read.
  */
 int cmk_config_load(const char *path, struct cmk_config **out);
 
@@ -117,7 +121,10 @@ void cmk_config_owner(const struct cmk_config *cfg, const char *tenant, uid_t *u
  */
 char *cmk_template_expand(const char *pattern, const char *tenant);
 
+/* The configuration words for each value ("tls", "rsa", "sign", "approle"); "unknown" out of range. */
 const char *cmk_verify_name(enum cmk_verify v);
 const char *cmk_key_type_name(enum cmk_key_type t);
+const char *cmk_mode_name(enum cmk_mode m);
+const char *cmk_auth_method_name(enum cmk_auth_method m);
 
 #endif

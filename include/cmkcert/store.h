@@ -17,7 +17,17 @@
  * Every mutation takes a transaction.  Reads accept txn = NULL (read
  * committed data) or a transaction (reads its own writes, and locks for
  * update).  A deadlock or lock conflict returns CMK_ERR_BUSY: abort and
- * retry the whole transaction.
+ * retry the whole transaction.  (Reads without a transaction are retried
+ * inside the store and rarely return CMK_ERR_BUSY.)
+ *
+ * Processes and threads: one struct cmk_store may be shared by the threads
+ * of a process; a struct cmk_txn belongs to one thread.  DB_REGISTER tracks
+ * processes, so a process may have only one handle on a given store open at
+ * a time (a second open fails with CMK_ERR_STORE), and a child made by
+ * fork() must not use its parent's handle: it opens its own.
+ *
+ * Get and find functions overwrite *out (they do not free what it held);
+ * release it with the matching _clear().  On failure *out is zeroed.
  */
 #ifndef CMKCERT_STORE_H
 #define CMKCERT_STORE_H
@@ -95,9 +105,23 @@ struct cmk_change {
 	int64_t time;
 };
 
-/* Open (creating the directory 0700 and the environment when missing). */
+/*
+ * Open (creating the directory 0700 and the environment when missing;
+ * recovery runs when a process died with the store open).  An existing
+ * directory must be owned by root or the effective user and give group and
+ * others no access (CMK_ERR_PERM otherwise).  A store written by a newer
+ * format is refused with CMK_ERR_STORE.
+ */
 int cmk_store_open(const char *path, struct cmk_store **out);
+/* End every transaction first.  NULL is a no-op. */
 void cmk_store_close(struct cmk_store *st);
+
+/*
+ * True once the environment has panicked (a failed write, or another process
+ * ran recovery after a process died): every call then fails with
+ * CMK_ERR_STORE "run recovery".  End the transactions, close and reopen.
+ */
+bool cmk_store_needs_recovery(const struct cmk_store *st);
 
 /* The store's random 16-byte id (sealing salt). */
 const uint8_t *cmk_store_id(const struct cmk_store *st);
@@ -110,7 +134,13 @@ void cmk_store_abort(struct cmk_txn *txn);
 
 /* Certificates. */
 int cmk_store_cert_next_id(struct cmk_txn *txn, uint64_t *id);
-/* Insert or replace by rec->id; updates indexes and appends a change. */
+/*
+ * Insert or replace by rec->id (taken from cmk_store_cert_next_id()); updates
+ * the indexes and appends a change.  Refused: a record moving to another
+ * tenant or type (CMK_ERR_INVALID), and a second `active` record for a
+ * (tenant, type) (CMK_ERR_STATE) - demote the old one first, in the same
+ * transaction.
+ */
 int cmk_store_cert_put(struct cmk_txn *txn, const struct cmk_cert_record *rec);
 /* CMK_ERR_NOTFOUND when absent.  With a txn the record is locked for update. */
 int cmk_store_cert_get(struct cmk_store *st, struct cmk_txn *txn, uint64_t id, struct cmk_cert_record *out);
@@ -120,7 +150,15 @@ int cmk_store_cert_find(struct cmk_store *st, struct cmk_txn *txn, const char *t
 int cmk_store_cert_by_serial(struct cmk_store *st, struct cmk_txn *txn, const char *serial,
 			     struct cmk_cert_record *out);
 
-/* Callback: return 0 to go on, anything else stops the walk and is returned. */
+/*
+ * Callback: return 0 to go on, anything else stops the walk and is returned.
+ * The record is valid only during the call.  Walks read a few records at a
+ * time and call the callback with no cursor open, so the callback may use
+ * the store (even begin and commit its own transaction).  Without a
+ * transaction, each record is seen as last committed when its chunk was
+ * read, not as one snapshot.  A record that does not decode is logged and
+ * skipped; cmk_store_cert_get() reports it.
+ */
 typedef int (*cmk_cert_cb)(const struct cmk_cert_record *rec, void *arg);
 
 struct cmk_cert_filter {
@@ -143,9 +181,19 @@ int cmk_store_keystore_del(struct cmk_txn *txn, const char *tenant, const char *
 typedef int (*cmk_keystore_cb)(const struct cmk_keystore_record *rec, void *arg);
 int cmk_store_keystore_each(struct cmk_store *st, struct cmk_txn *txn, cmk_keystore_cb cb, void *arg);
 
-/* Change log. */
+/*
+ * Change log.  It keeps the newest CMK_STORE_CHANGES_KEPT entries: older ones
+ * are trimmed, a few at a time, by the transactions that append.
+ */
+#define CMK_STORE_CHANGES_KEPT 10000u
+
 typedef int (*cmk_change_cb)(const struct cmk_change *ch, void *arg);
-/* Changes with seq > after, in order. */
+/*
+ * Changes with seq > after, in order.  When some of them were already trimmed
+ * (the caller fell more than CMK_STORE_CHANGES_KEPT behind), the first change
+ * delivered has an empty tenant and type, meaning "anything may have
+ * changed", and the seq just before the oldest entry kept.
+ */
 int cmk_store_changes_since(struct cmk_store *st, uint64_t after, cmk_change_cb cb, void *arg);
 /* Highest sequence (0 when empty). Cheap: safe to poll. */
 int cmk_store_change_last(struct cmk_store *st, uint64_t *seq);

@@ -11,10 +11,10 @@ import time
 import uuid
 
 import jwt as pyjwt
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from common import (BOOL, DURATION, HOUR, INT, NS, STRING,
+from common import (DURATION, INT, NS, STRING,
                     SYSTEM_DEFAULT_LEASE_TTL, SYSTEM_MAX_LEASE_TTL, BaoError,
                     Field, go_error, glob_list_contains, human_duration,
                     now_ns, permission_denied, random_base62, rfc3339nano,
@@ -636,7 +636,3 @@ class TokenAuth(Backend):
         self.store.revoke(req.token)
         return None
 
-
-__all__ = ["AppRoleAuth", "AuthRoles", "Cluster", "KubernetesAuth",
-           "POLICIES", "TokenAuth", "TokenStore", "acl_allows", "HOUR",
-           "BOOL", "hashes"]

@@ -27,6 +27,8 @@ class Response:
         self.warnings = list(warnings or [])
         self.auth = auth
         self.raw = None          # (status, content_type, body bytes)
+        self.lease_id = ""       # only for roles with generate_lease
+        self.lease_duration = 0
 
     @classmethod
     def raw_body(cls, content_type, body):
@@ -81,6 +83,14 @@ class Backend:
     def __init__(self, mount):
         self.mount = mount               # e.g. "pki_client_certs/"
         self.routes = []
+
+    def is_unauthenticated(self, rel):
+        """PathsSpecial.Unauthenticated: no token needed."""
+        return any(r.unauth and r.regex.match(rel) for r in self.routes)
+
+    def is_login(self, rel):
+        """Login paths: errors are returned without multierror wrapping."""
+        return any(r.login and r.regex.match(rel) for r in self.routes)
 
     def match(self, rel):
         for route in self.routes:

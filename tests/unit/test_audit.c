@@ -12,9 +12,11 @@
 #include <ctype.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -489,6 +491,32 @@ static void test_empty_and_missing_files(void **state)
 	cmk_audit_close(NULL);
 }
 
+static void test_open_refusals(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_audit *a = (struct cmk_audit *)1;
+	char *file = cmk_asprintf("%s/plain", fx->dir), *under = cmk_asprintf("%s/plain/sub/audit.log", fx->dir);
+	FILE *f = fopen(file, "w");
+
+	assert_non_null(f);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(cmk_audit_open("", &a), CMK_ERR_INVALID);
+	assert_null(a);
+	/* A regular file is in the way of its directory. */
+	assert_int_equal(cmk_audit_open(under, &a), CMK_ERR_AUDIT);
+	assert_contains(cmk_errdetail(), under);
+	/* Its directory cannot be made (not even by root: /proc takes no new entries). */
+	assert_int_equal(cmk_audit_open("/proc/cmk-test-no-such-dir/audit.log", &a), CMK_ERR_AUDIT);
+	assert_contains(cmk_errdetail(), "creating its directory");
+	/* A directory is not a trail. */
+	assert_int_equal(cmk_audit_open(fx->dir, &a), CMK_ERR_AUDIT);
+	assert_contains(cmk_errdetail(), fx->dir);
+	assert_int_equal(cmk_audit_verify(fx->dir, NULL, NULL), CMK_ERR_AUDIT);
+	assert_contains(cmk_errdetail(), "not a regular file");
+	free(under);
+	free(file);
+}
+
 static void test_reopen_continues_from_file(void **state)
 {
 	struct fx *fx = *state;
@@ -530,6 +558,54 @@ static void test_long_lines(void **state)
 	cmk_audit_close(a);
 	free(big);
 	expect_ok(fx->path, 4);
+}
+
+/* Child body: append with the file size capped just above its current size. */
+static void child_disk_full(const char *path)
+{
+	struct cmk_audit *a = NULL;
+	struct rlimit rl;
+	struct stat sb;
+	int rc;
+
+	/* RLIMIT_FSIZE makes write() stop part-way, as a full disk would. */
+	signal(SIGXFSZ, SIG_IGN);
+	if (stat(path, &sb) != 0 || cmk_audit_open(path, &a) != 0)
+		_exit(2);
+	rl.rlim_cur = rl.rlim_max = (rlim_t)sb.st_size + 10;
+	if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+		_exit(3);
+	rc = append(a, CMK_AUDIT_CREATE, "test", "does not fit");
+	cmk_audit_close(a);
+	_exit(rc == CMK_ERR_AUDIT ? 0 : 1);
+}
+
+static void test_failed_write_is_rolled_back(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_audit *a = NULL;
+	struct stat before, after;
+	int status;
+	pid_t pid;
+
+	make_trail(fx->path, 2);
+	assert_int_equal(stat(fx->path, &before), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		child_disk_full(fx->path);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+
+	/* The part written was taken back: the trail verifies and takes the next line. */
+	assert_int_equal(stat(fx->path, &after), 0);
+	assert_int_equal(after.st_size, before.st_size);
+	expect_ok(fx->path, 2);
+	assert_int_equal(cmk_audit_open(fx->path, &a), 0);
+	assert_int_equal(append(a, CMK_AUDIT_CREATE, "test", "fits"), 0);
+	cmk_audit_close(a);
+	expect_ok(fx->path, 3);
 }
 
 /* ---- concurrency ------------------------------------------------------ */
@@ -613,7 +689,7 @@ static void test_handle_inherited_by_fork(void **state)
 
 struct thread_arg {
 	struct cmk_audit *a;
-	char actor[16];
+	char actor[32];
 	int failures;
 };
 
@@ -665,8 +741,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_garbage_last_line_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_field, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_empty_and_missing_files, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen_continues_from_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_long_lines, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_write_is_rolled_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_handle_inherited_by_fork, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads_share_a_handle, setup, teardown),

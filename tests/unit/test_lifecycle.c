@@ -1,0 +1,122 @@
+/*
+ * test_lifecycle.c - the state machine's transition table, renewal timing,
+ * and parsing of the use case's keystore request JSON.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "cmkcert/error.h"
+#include "cmkcert/lifecycle.h"
+#include "lifecycle_int.h"
+
+static void test_transitions(void **state)
+{
+	(void)state;
+	/* The only ways into active and failed are from pending. */
+	for (int from = 0; from < CMK_ST_COUNT; from++) {
+		assert_int_equal(cmk_lc_transition_allowed(from, CMK_ST_ACTIVE), from == CMK_ST_PENDING);
+		assert_int_equal(cmk_lc_transition_allowed(from, CMK_ST_FAILED), from == CMK_ST_PENDING);
+		assert_int_equal(cmk_lc_transition_allowed(from, CMK_ST_ROTATING), from == CMK_ST_ACTIVE);
+		assert_int_equal(cmk_lc_transition_allowed(from, CMK_ST_EXPIRED), from == CMK_ST_ACTIVE);
+		/* Nothing ever goes back to pending. */
+		assert_false(cmk_lc_transition_allowed(from, CMK_ST_PENDING));
+	}
+	/* Revoked and cleaned-up are final. */
+	for (int to = 0; to < CMK_ST_COUNT; to++) {
+		assert_false(cmk_lc_transition_allowed(CMK_ST_REVOKED, to));
+		assert_false(cmk_lc_transition_allowed(CMK_ST_CLEANED_UP, to));
+	}
+	assert_true(cmk_lc_transition_allowed(CMK_ST_ACTIVE, CMK_ST_REVOKED));
+	assert_true(cmk_lc_transition_allowed(CMK_ST_ROTATING, CMK_ST_REVOKED));
+	assert_true(cmk_lc_transition_allowed(CMK_ST_ROTATING, CMK_ST_CLEANED_UP));
+	assert_false(cmk_lc_transition_allowed(CMK_ST_ACTIVE, CMK_ST_CLEANED_UP));
+}
+
+static void test_renew_at(void **state)
+{
+	struct cmk_config cfg = { 0 };
+	int64_t nb = 1000000, day = 86400;
+
+	(void)state;
+	cfg.renewal.renew_before = 30 * day;
+	cfg.renewal.jitter = 600;
+	/* A year-long certificate renews 30 days before expiry... */
+	assert_int_equal(cmk_renew_at(&cfg, nb, nb + 365 * day, -1), nb + 335 * day);
+	/* ...at most `jitter` earlier with jitter. */
+	int64_t j = cmk_renew_at(&cfg, nb, nb + 365 * day, 0.999);
+	assert_true(j < nb + 335 * day && j >= nb + 335 * day - 600);
+	/* A 40-day certificate (shorter than 2 x renew_before) renews at 2/3 of its life. */
+	assert_int_equal(cmk_renew_at(&cfg, nb, nb + 40 * day, -1), nb + 40 * day * 2 / 3);
+	/* A 60-second certificate: jitter is held to a tenth of the lifetime. */
+	cfg.renewal.renew_before = 40;
+	j = cmk_renew_at(&cfg, nb, nb + 60, 0.999);
+	assert_true(j <= nb + 40 && j >= nb + 40 - 6);
+	/* Always before expiry. */
+	assert_true(cmk_renew_at(&cfg, nb, nb + 2, 0.5) < nb + 2 + 1);
+}
+
+static void test_request_json_ok(void **state)
+{
+	const char *doc = "{\"tenant_id\": \"acme-corp-12345\", \"keystore_config\": {\"type\": \"thales_luna_hsm\","
+			  " \"connection_endpoints\": [\"192.168.1.100:1792\", \"h:2\"],"
+			  " \"authentication_method\": \"client_certificate\", \"certificate_required\": true}}";
+	struct cmk_keystore_request req;
+
+	(void)state;
+	assert_int_equal(cmk_keystore_request_from_json(doc, strlen(doc), &req), 0);
+	assert_string_equal(req.tenant, "acme-corp-12345");
+	assert_string_equal(req.type, "thales_luna_hsm");
+	assert_int_equal(req.n_endpoints, 2);
+	assert_string_equal(req.endpoints[0], "192.168.1.100:1792");
+	assert_int_equal(req.verify, -1);
+	cmk_keystore_request_clear(&req);
+}
+
+static void expect_refused(const char *doc, const char *field)
+{
+	struct cmk_keystore_request req;
+
+	assert_int_equal(cmk_keystore_request_from_json(doc, strlen(doc), &req), CMK_ERR_INVALID);
+	if (strstr(cmk_errdetail(), field) == NULL)
+		fail_msg("detail \"%s\" does not name \"%s\"", cmk_errdetail(), field);
+	assert_null(req.endpoints);
+}
+
+static void test_request_json_refused(void **state)
+{
+	(void)state;
+	expect_refused("{", "line 1");
+	expect_refused("[1]", "object");
+	expect_refused("{\"tenant_id\": \"t\"}", "keystore_config");
+	expect_refused("{\"tenant_id\": \"t\", \"keystore_config\": []}", "keystore_config");
+	expect_refused("{\"keystore_config\": {\"type\": \"x\", \"connection_endpoints\": []}}", "tenant_id");
+	expect_refused("{\"tenant_id\": \"t\", \"keystore_config\": {\"connection_endpoints\": []}}", "type");
+	expect_refused("{\"tenant_id\": \"t\", \"keystore_config\": {\"type\": \"x\"}}", "connection_endpoints");
+	expect_refused("{\"tenant_id\": \"t\", \"keystore_config\": {\"type\": \"x\", \"connection_endpoints\": \"h:1\"}}",
+		       "connection_endpoints");
+	expect_refused("{\"tenant_id\": \"t\", \"keystore_config\": {\"type\": \"x\", \"connection_endpoints\": [1]}}",
+		       "connection_endpoints[0]");
+	expect_refused("{\"tenant_id\": \"t\", \"keystore_config\": {\"type\": \"x\", \"connection_endpoints\": [],"
+		       " \"certificate_required\": false}}", "certificate_required");
+	expect_refused("{\"tenant_id\": \"t\", \"keystore_config\": {\"type\": \"x\", \"connection_endpoints\": [],"
+		       " \"port\": 1}}", "port");
+	expect_refused("{\"tenant_id\": \"t\", \"x\": 1, \"keystore_config\": {\"type\": \"x\", "
+		       "\"connection_endpoints\": []}}", "\"x\"");
+	expect_refused("{\"tenant_id\": \"0123456789012345678901234567890123456789X\", \"keystore_config\": "
+		       "{\"type\": \"x\", \"connection_endpoints\": []}}", "tenant_id");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_transitions),
+		cmocka_unit_test(test_renew_at),
+		cmocka_unit_test(test_request_json_ok),
+		cmocka_unit_test(test_request_json_refused),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

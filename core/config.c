@@ -278,7 +278,8 @@ static bool authority_has_port(const char *a, size_t len)
 
 /*
  * field: char *.  "https://HOST[:PORT]", stored without trailing slashes.
- * The value is not echoed in messages: a mistyped URL may carry a password.
+ * Messages show at most the host and port, and only once a user name or
+ * password ("user:pass@host") has been ruled out.
  */
 static int parse_address(struct loader *ld, const struct key_spec *k, const char *value, void *field)
 {
@@ -389,7 +390,7 @@ static int parse_int(struct loader *ld, const struct key_spec *k, const char *va
 static int find_word(struct loader *ld, const char *const *words, const char *value)
 {
 	char q[CMK_QUOTE_SIZE], choices[128] = "";
-	size_t n = 0, used = 0;
+	size_t n, used = 0;
 
 	for (n = 0; words[n] != NULL; n++)
 		if (strcmp(words[n], value) == 0)
@@ -450,95 +451,94 @@ static int parse_key_type(struct loader *ld, const struct key_spec *k, const cha
 	return 0;
 }
 
-/* A numeric user or group id; (uid_t)-1 means "no change" to chown() and is refused. */
-static int parse_numeric_id(struct loader *ld, const char *value, unsigned *id)
+/* getpwnam_r/getgrnam_r behind one shape: 0 or an errno, *found when the name exists. */
+static int lookup_user(const char *name, char *buf, size_t size, unsigned *id, bool *found)
 {
-	unsigned long long v = strlen(value) > 10 ? UINT32_MAX : strtoull(value, NULL, 10);
+	struct passwd pw, *res = NULL;
+	int err = getpwnam_r(name, &pw, buf, size, &res);
 
-	if (v >= UINT32_MAX)
-		return bad(ld, "%s is out of range for a user or group id", value);
-	*id = (unsigned)v;
+	*found = res != NULL;
+	if (res != NULL)
+		*id = (unsigned)pw.pw_uid;
+	return err;
+}
+
+static int lookup_group(const char *name, char *buf, size_t size, unsigned *id, bool *found)
+{
+	struct group gr, *res = NULL;
+	int err = getgrnam_r(name, &gr, buf, size, &res);
+
+	*found = res != NULL;
+	if (res != NULL)
+		*id = (unsigned)gr.gr_gid;
+	return err;
+}
+
+/*
+ * A user or group (`what`) given by name or number.  (uid_t)-1 means "no
+ * change" to chown() and is refused as a number.
+ */
+static int parse_id(struct loader *ld, const char *value, const char *what,
+		    int (*lookup)(const char *, char *, size_t, unsigned *, bool *), unsigned *id)
+{
+	char q[CMK_QUOTE_SIZE], *buf = NULL;
+	size_t size = 1024;
+	bool found = false;
+	int err;
+
+	if (is_all_digits(value)) {
+		unsigned long long v = strlen(value) > 10 ? UINT32_MAX : strtoull(value, NULL, 10);
+
+		if (v >= UINT32_MAX)
+			return bad(ld, "%s is out of range for a %s id", value, what);
+		*id = (unsigned)v;
+		return 0;
+	}
+	/* The entry must fit the caller's buffer; ERANGE asks for a bigger one. */
+	for (;;) {
+		char *grown = realloc(buf, size);
+
+		if (grown == NULL) {
+			free(buf);
+			return nomem(ld);
+		}
+		buf = grown;
+		err = lookup(value, buf, size, id, &found);
+		if (err != ERANGE || size >= ID_LOOKUP_BUF_MAX)
+			break;
+		size *= 2;
+	}
+	free(buf);
+	if (found)
+		return 0;
+	cmk_quote(value, q);
+	if (err != 0)
+		return bad(ld, "looking up %s \"%s\": %s", what, q, strerror(err));
+	return bad(ld, "no %s \"%s\" on this system", what, q);
+}
+
+/* field: uid_t. */
+static int parse_owner(struct loader *ld, const struct key_spec *k, const char *value, void *field)
+{
+	unsigned id = 0;
+
+	(void)k;
+	if (parse_id(ld, value, "user", lookup_user, &id) != 0)
+		return ld->rc;
+	*(uid_t *)field = (uid_t)id;
 	return 0;
 }
 
-/* field: uid_t.  A user name or a numeric uid. */
-static int parse_owner(struct loader *ld, const struct key_spec *k, const char *value, void *field)
-{
-	struct passwd pw, *found = NULL;
-	char q[CMK_QUOTE_SIZE], *buf = NULL;
-	size_t size = 1024;
-	unsigned id = 0;
-	int err;
-
-	(void)k;
-	if (is_all_digits(value)) {
-		if (parse_numeric_id(ld, value, &id) != 0)
-			return ld->rc;
-		*(uid_t *)field = (uid_t)id;
-		return 0;
-	}
-	for (;;) {
-		char *grown = realloc(buf, size);
-
-		if (grown == NULL) {
-			free(buf);
-			return nomem(ld);
-		}
-		buf = grown;
-		err = getpwnam_r(value, &pw, buf, size, &found);
-		if (err != ERANGE || size >= ID_LOOKUP_BUF_MAX)
-			break;
-		size *= 2;
-	}
-	if (found != NULL)
-		*(uid_t *)field = pw.pw_uid;
-	free(buf);
-	if (found != NULL)
-		return 0;
-	cmk_quote(value, q);
-	if (err != 0)
-		return bad(ld, "looking up user \"%s\": %s", q, strerror(err));
-	return bad(ld, "no user \"%s\" on this system", q);
-}
-
-/* field: gid_t.  A group name or a numeric gid. */
+/* field: gid_t. */
 static int parse_group(struct loader *ld, const struct key_spec *k, const char *value, void *field)
 {
-	struct group gr, *found = NULL;
-	char q[CMK_QUOTE_SIZE], *buf = NULL;
-	size_t size = 1024;
 	unsigned id = 0;
-	int err;
 
 	(void)k;
-	if (is_all_digits(value)) {
-		if (parse_numeric_id(ld, value, &id) != 0)
-			return ld->rc;
-		*(gid_t *)field = (gid_t)id;
-		return 0;
-	}
-	for (;;) {
-		char *grown = realloc(buf, size);
-
-		if (grown == NULL) {
-			free(buf);
-			return nomem(ld);
-		}
-		buf = grown;
-		err = getgrnam_r(value, &gr, buf, size, &found);
-		if (err != ERANGE || size >= ID_LOOKUP_BUF_MAX)
-			break;
-		size *= 2;
-	}
-	if (found != NULL)
-		*(gid_t *)field = gr.gr_gid;
-	free(buf);
-	if (found != NULL)
-		return 0;
-	cmk_quote(value, q);
-	if (err != 0)
-		return bad(ld, "looking up group \"%s\": %s", q, strerror(err));
-	return bad(ld, "no group \"%s\" on this system", q);
+	if (parse_id(ld, value, "group", lookup_group, &id) != 0)
+		return ld->rc;
+	*(gid_t *)field = (gid_t)id;
+	return 0;
 }
 
 /*
@@ -587,8 +587,9 @@ static int check_pattern(struct loader *ld, const char *pattern, bool need_tenan
 		}
 		if (c == '{' || c == '}') {
 			char brace[40];
+			int len = c == '{' ? (int)strcspn(p, "}") + 1 : 1;
 
-			snprintf(brace, sizeof(brace), "%.*s", (int)strcspn(p, "}") + (c == '{'), p);
+			snprintf(brace, sizeof(brace), "%.*s", len, p);
 			cmk_quote(brace, ph);
 			return bad(ld, "\"%s\": unknown placeholder \"%s\", the only one is " PLACEHOLDER, q, ph);
 		}
@@ -832,9 +833,10 @@ static int key_line_of(const struct loader *ld, const char *key)
 #define METHOD(m) (1u << (m))
 
 /*
- * Which [auth] keys each method reads and which it cannot do without.  A key
- * the chosen method does not read is refused rather than ignored: it means
- * the file says something other than what cmkcert will do.
+ * Which [auth] keys each method reads and which it cannot do without.  Keys
+ * of other methods are allowed, so one file can hold the settings of every
+ * method and switching is a one-line change; they are only noted at debug
+ * level.
  */
 static const struct auth_rule {
 	const char *key;
@@ -858,7 +860,8 @@ static int finish_auth(struct loader *ld)
 		int line = key_line_of(ld, r->key);
 
 		if (line != 0 && (r->used_by & METHOD(c->auth.method)) == 0)
-			return fail_at(ld, line, ld->sec_name, r->key, "not used with method = %s", method);
+			cmk_log(CMK_LOG_DEBUG, "config: %s:%d: [auth] %s is not used with method = %s", ld->file,
+				line, r->key, method);
 		if (line == 0 && (r->needed_by & METHOD(c->auth.method)) != 0)
 			return fail_at(ld, ld->sec_line, ld->sec_name, r->key, "missing (required with method = %s)",
 				       method);
@@ -1173,7 +1176,7 @@ static char *read_line(char *str, int num, void *stream)
 		*--end = '\0';
 	for (const char *c = p; c < end; c++) {
 		if ((unsigned char)*c < 0x20 && *c != '\t') {
-			fail_at(ld, ld->line, NULL, NULL, "control character 0x%02x in the line", (unsigned)*c);
+			fail_at(ld, ld->line, NULL, NULL, "control character 0x%02x in the line", (unsigned char)*c);
 			return NULL;
 		}
 		if (*c == 0x7f) {
@@ -1271,7 +1274,8 @@ static int loader_open(struct loader *ld, const char *path)
 		return cmk_fail(CMK_ERR_PERM, "%s: mode %04o lets group or others change it, must not be writable by them",
 				path, (unsigned)(sb.st_mode & 07777));
 	if (sb.st_uid != 0 && sb.st_uid != geteuid())
-		return cmk_fail(CMK_ERR_PERM, "%s: owned by uid %u, must be owned by root", path, (unsigned)sb.st_uid);
+		return cmk_fail(CMK_ERR_PERM, "%s: owned by uid %u, must be owned by root or the user running cmkcert",
+				path, (unsigned)sb.st_uid);
 	if ((ld->dir = absolute_dir(path)) == NULL)
 		return cmk_fail(errno == ENOMEM ? CMK_ERR_NOMEM : CMK_ERR_IO, "%s: finding its directory: %s", path,
 				strerror(errno));

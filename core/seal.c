@@ -126,7 +126,7 @@ static int read_master_key(const char *path, uint8_t *out)
 	ssize_t n;
 	int fd, rc = 0;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return cmk_fail(CMK_ERR_IO, "seal: master key %s: %s", path, strerror(errno));
 	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0 ||
@@ -353,7 +353,7 @@ int cmk_unseal_into(struct cmk_sealer *s, const struct cmk_seal_aad *aad, const 
 		goto out;
 	n = cmk_unseal_size(blob_len);
 	if (pt == NULL || cap < n) {
-		rc = cmk_fail(CMK_ERR_INVALID, "unseal: a buffer of %zu bytes cannot hold the %zu-byte key",
+		rc = cmk_fail(CMK_ERR_INVALID, "unseal: buffer too small (%zu bytes for a %zu-byte key)",
 			      pt != NULL ? cap : 0, n);
 		goto out;
 	}

@@ -229,7 +229,12 @@ int cmk_check_secret_file(const char *path)
 {
 	struct stat sb;
 
-	if (lstat(path, &sb) != 0)
+	/*
+	 * Follow symbolic links: Kubernetes Secret volumes present every file as
+	 * a link into a kubelet-managed directory; what matters is the file the
+	 * key is read from.
+	 */
+	if (stat(path, &sb) != 0)
 		return cmk_fail(errno == ENOENT ? CMK_ERR_NOTFOUND : CMK_ERR_IO, "%s: %s", path, strerror(errno));
 	if (!S_ISREG(sb.st_mode))
 		return cmk_fail(CMK_ERR_PERM, "%s: not a regular file", path);

@@ -26,6 +26,7 @@ struct tree;
 struct lockmem;
 struct auditq;
 struct watcher;
+struct fh;
 
 /*
  * How long the kernel may cache names and attributes.  Every change is
@@ -44,6 +45,7 @@ struct cmkfs {
 	struct lockmem *lockmem;      /* locked pages for unsealed keys */
 	struct auditq *auditq;        /* key-read events on their way to the trail */
 	struct watcher *watcher;      /* store change log -> tree -> kernel */
+	struct fh *key_handles;       /* open handles holding a plaintext key (under the tree lock) */
 	struct fuse_session *se;
 	const char *mountpoint;
 };

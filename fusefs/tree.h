@@ -75,6 +75,8 @@ struct notes {
 	bool oom;                     /* a note could not be recorded: invalidate everything */
 };
 
+/* Append a note; on failure ns->oom is set.  NULL `ns` is a no-op. */
+int notes_add(struct notes *ns, enum note_kind kind, fuse_ino_t parent, fuse_ino_t ino, const char *name);
 void notes_clear(struct notes *ns);
 
 /* A directory listing as it was at opendir(). */
@@ -115,7 +117,8 @@ void tree_node_idle(struct tree *t, struct node *n);
  * appear, change or go away, and the /ca file of the type follows the most
  * recently activated certificate.  Notes for the kernel are appended to
  * `notes` (NULL while nothing is mounted).  Call tree_settle() after a batch.
- * Returns 0 or CMK_ERR_NOMEM (the tree is unchanged for this slot).
+ * Returns 1 when something changed, 0 when `v` serves what is already
+ * shown, or CMK_ERR_NOMEM (the tree is unchanged for this slot).
  */
 int tree_put(struct tree *t, const char *tenant, const char *type, struct fsver *v, struct notes *notes);
 /* Finish a batch of tree_put(): choose the /ca file of types whose source went away. */

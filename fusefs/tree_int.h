@@ -42,6 +42,5 @@ void tree_attach(struct tree *t, struct node *n);
 void tree_detach(struct tree *t, struct node *n);
 /* Free `n` when it is neither visible, known to the kernel, nor open. */
 void tree_node_maybe_free(struct tree *t, struct node *n);
-int notes_add(struct notes *ns, enum note_kind kind, fuse_ino_t parent, fuse_ino_t ino, const char *name);
 
 #endif

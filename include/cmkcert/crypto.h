@@ -18,10 +18,14 @@
 
 struct cmk_key;                   /* a private key */
 
-/* Generate RSA (2048/3072/4096) or EC (256 = P-256, 384 = P-384). */
+/*
+ * Generate RSA (2048/3072/4096, exponent 65537) or EC (256 = P-256,
+ * 384 = P-384); other sizes are CMK_ERR_INVALID naming the size.
+ * RSA-4096 takes seconds: call it from a worker, never a FUSE handler.
+ */
 int cmk_key_generate(enum cmk_key_type type, int bits, struct cmk_key **out);
 
-/* Parse a PEM private key (PKCS#1, SEC1 or PKCS#8, unencrypted). */
+/* Parse a PEM private key (PKCS#1, SEC1 or PKCS#8, unencrypted; an encrypted key is CMK_ERR_INVALID). */
 int cmk_key_parse_pem(const char *pem, size_t len, struct cmk_key **out);
 
 /* PEM of the private key (PKCS#1 for RSA, SEC1 for EC); caller cmk_freezero()s *pem (len bytes + NUL). */
@@ -36,7 +40,11 @@ void cmk_key_free(struct cmk_key *key);
 /*
  * A PEM certificate signing request with subject CN=`cn` and DNS SANs
  * (the CN first, then each of `dns`, duplicates dropped), signed with SHA-256.
- * *pem is malloc'd.
+ * *pem is malloc'd.  It asks for key usage digitalSignature (plus
+ * keyEncipherment for RSA) and extended key usage clientAuth.  The CN and
+ * every name must be a DNS name (letters, digits, '-', '_', dot-separated
+ * labels of 1..63, at most 253 in all, optionally starting with "*.");
+ * anything else is CMK_ERR_INVALID naming the field.
  */
 int cmk_csr_create(const struct cmk_key *key, const char *cn, const char *const *dns, size_t n_dns, char **pem);
 
@@ -54,11 +62,14 @@ struct cmk_cert_info {
 	bool client_auth;                 /* ExtendedKeyUsage allows clientAuth (or no EKU) */
 };
 
-/* Parse the first certificate of a PEM text. Release with cmk_cert_info_clear(). */
+/*
+ * Parse the first certificate of a PEM text (other PEM blocks, such as the
+ * key in an OpenBao pem_bundle, are skipped). Release with cmk_cert_info_clear().
+ */
 int cmk_cert_parse(const char *pem, struct cmk_cert_info *out);
 void cmk_cert_info_clear(struct cmk_cert_info *info);
 
-/* Number of certificates in a PEM text; CMK_ERR_INVALID when any is unparsable. */
+/* Number of certificates in a PEM text (other PEM blocks are ignored); CMK_ERR_INVALID when any is unparsable. */
 int cmk_pem_cert_count(const char *pem);
 
 /* 0 when the certificate's public key is the key's; CMK_ERR_VERIFY otherwise. */

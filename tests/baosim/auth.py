@@ -19,7 +19,8 @@ from common import (DURATION, INT, NS, STRING,
                     Field, go_error, glob_list_contains, human_duration,
                     now_ns, permission_denied, random_base62, rfc3339nano,
                     user_error)
-from framework import LIST, READ, UPDATE, Backend, Response, Route, name
+from framework import (LIST, READ, UPDATE, Backend, Response, Route,
+                       list_response, name)
 
 # --------------------------------------------------------------------------
 # Policies
@@ -543,7 +544,7 @@ class KubernetesAuth(Backend):
         })
 
     def list_roles(self, req):
-        return Response(data={"keys": sorted(self.roles)})
+        return list_response(sorted(self.roles))
 
     def read_role(self, req):
         role = self.role(req.fd.get("name"))

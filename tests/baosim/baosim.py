@@ -145,7 +145,8 @@ def write_state(sim, directory, address, tls_cert, tls_key):
                "".join(pem_of(c) + "\n" for c in sim.other_issuer.chain))
     cluster = sim.cluster
     ns, sa = "openkcm-system", "cmk-api-server"
-    wrong_key = rsa.generate_private_key(65537, 2048)
+    # Any key the cluster did not sign with; 1024 bits keeps startup fast.
+    wrong_key = rsa.generate_private_key(65537, 1024)
     write_file(d, "sa.jwt", cluster.mint(ns, sa), secret)
     write_file(d, "sa-wrong-key.jwt", cluster.mint(ns, sa, key=wrong_key),
                secret)

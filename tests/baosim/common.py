@@ -208,7 +208,8 @@ def go_parse_duration(text):
         text = text[m.end():]
         u = re.match(r"[^\d.]*", text).group(0)
         if u == "":
-            raise ValueError(f"time: missing unit in duration {go_quote(orig)}")
+            raise ValueError(f"time: missing unit in duration "
+                             f"{go_quote(orig)}")
         if u not in _UNITS:
             raise ValueError(f"time: unknown unit {go_quote(u)} in duration "
                              f"{go_quote(orig)}")

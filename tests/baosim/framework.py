@@ -40,6 +40,16 @@ class Response:
         self.warnings.append(text)
 
 
+def list_response(keys, key_info=None):
+    """logical.ListResponse(WithInfo): no "keys" entry when empty."""
+    data = {}
+    if keys:
+        data["keys"] = list(keys)
+        if key_info is not None:
+            data["key_info"] = key_info
+    return Response(data=data)
+
+
 def add_warnings(resp, warnings):
     if warnings:
         if resp is None:

@@ -17,16 +17,18 @@ import uuid
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import (ec, ed25519, padding,
+                                                       rsa)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common import (BOOL, COMMA_SLICE, DURATION, INT, NS, STRING,
                     SYSTEM_DEFAULT_LEASE_TTL, SYSTEM_MAX_LEASE_TTL, Field,
-                    FieldData, FieldError, go_duration, go_error, go_glob, now_ns,
+                    FieldData, FieldError, go_duration, go_error, go_glob,
+                    now_ns,
                     parse_duration_seconds, parse_rfc3339, rfc3339nano,
                     user_error)
 from framework import (DELETE, LIST, READ, UPDATE, Backend, Response, Route,
-                       add_warnings, name)
+                       add_warnings, list_response, name)
 
 # --------------------------------------------------------------------------
 # Certificates and keys
@@ -263,11 +265,14 @@ def idna_to_ascii(name):
         except UnicodeError:
             return "", f'idna: invalid label "{name}"'
     body = name[:-1] if name.endswith(".") else name
-    if not name or len(body) > 253:
+    labels = body.split(".")
+    if not name or "" in labels:
         return "", f'idna: invalid label "{name}"'
-    for label in body.split("."):
-        if not 1 <= len(label) <= 63:
+    for label in labels:
+        if len(label) > 63:
             return "", f'idna: invalid label "{label}"'
+    if len(name) > 253:
+        return "", f'idna: invalid label "{name}"'
     return name, None
 
 
@@ -770,7 +775,7 @@ class PkiMount(Backend):
     def list_roles(self, req):
         with self._lock:
             keys = sorted(self.roles)
-        return Response(data={"keys": self._page(keys, req.fd)})
+        return list_response(self._page(keys, req.fd))
 
     @staticmethod
     def _page(keys, fd):
@@ -1557,14 +1562,14 @@ class PkiMount(Backend):
     def list_certs(self, req):
         with self._lock:
             keys = sorted(self.certs)
-        return Response(data={"keys": [denormalize_serial(k) for k in
-                                       self._page_serials(keys, req.fd)]})
+        return list_response([denormalize_serial(k) for k in
+                              self._page_serials(keys, req.fd)])
 
     def list_revoked(self, req):
         with self._lock:
             keys = sorted(self.revoked)
-        return Response(data={"keys": [denormalize_serial(k) for k in
-                                       self._page_serials(keys, req.fd)]})
+        return list_response([denormalize_serial(k) for k in
+                              self._page_serials(keys, req.fd)])
 
     def _page_serials(self, keys, fd):
         after = normalize_serial(fd.get("after"))
@@ -1577,11 +1582,11 @@ class PkiMount(Backend):
 
     def list_certs_detailed(self, req):
         with self._lock:
-            items = sorted(self.certs.items())
-        keys = self._page_serials([k for k, _ in items], req.fd)
+            certs = dict(self.certs)
+        keys = self._page_serials(sorted(certs), req.fd)
         info = {}
         for key in keys:
-            cert = x509.load_der_x509_certificate(self.certs[key])
+            cert = x509.load_der_x509_certificate(certs[key])
             try:
                 dns = cert.extensions.get_extension_for_class(
                     x509.SubjectAlternativeName).value.get_values_for_type(
@@ -1599,5 +1604,4 @@ class PkiMount(Backend):
                 "not_before": rfc3339nano(
                     dt_unix(cert.not_valid_before) * NS),
             }
-        return Response(data={"keys": [denormalize_serial(k) for k in keys],
-                              "key_info": info})
+        return list_response([denormalize_serial(k) for k in keys], info)

@@ -10,6 +10,7 @@ Request pipeline for /v1/ paths, in OpenBao's order:
 
 import http.server
 import json
+import re
 import socket
 import ssl
 import struct
@@ -412,9 +413,11 @@ class Simulator:
             if status == 204:
                 return Answer(204, None, None)
             return Answer(status, body, ctype)
-        if op in (LIST, SCAN) and not (resp.data or {}).get("keys") and \
-                not resp.warnings:
-            return error_answer(404, [])
+        if op in (LIST, SCAN):
+            data = resp.data or {}
+            if (not data and not resp.warnings) or \
+                    ("keys" in data and not data["keys"]):
+                return error_answer(404, [])
         auth = None
         if resp.auth is not None:
             auth = dict(resp.auth)
@@ -548,9 +551,8 @@ def _parse_go_bool(text):
 
 
 def _go_atoi(text):
-    if not text or not text.lstrip("+-").isdigit() or \
-            text.count("+") + text.count("-") > 1 or \
-            (len(text) > 1 and text[1:].lstrip("0123456789")):
+    """strconv.Atoi: optional sign, decimal digits only."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
         raise ValueError(text)
     return int(text)
 

@@ -365,9 +365,13 @@ static void test_check_secret_file_symlink_and_owner(void **state)
 	char *path = at(fx, "master.key"), *link = at(fx, "link.key");
 
 	put_file(path, "k", 0600);
-	/* A symlink is refused even when its target is fine: its target can be swapped. */
+	/* A symlink (as in a Kubernetes Secret volume) is judged by the file it leads to. */
 	assert_int_equal(symlink(path, link), 0);
+	assert_int_equal(cmk_check_secret_file(link), 0);
+	assert_int_equal(chmod(path, 0644), 0);
 	assert_int_equal(cmk_check_secret_file(link), CMK_ERR_PERM);
+	assert_contains(cmk_errdetail(), "0644");
+	assert_int_equal(chmod(path, 0600), 0);
 
 	if (geteuid() != 0) {
 		free(link);

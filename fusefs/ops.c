@@ -1,0 +1,361 @@
+/*
+ * ops.c - the FUSE low-level operations of cmkcertfs: names, attributes,
+ * directory listings, and EROFS for everything that would change the tree.
+ * Opening and reading files is in file.c.
+ *
+ * Every handler answers from the in-memory tree under its lock and replies
+ * after unlocking; none reads the store or waits for the network.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+#include "file.h"
+#include "tree.h"
+
+static struct cmkfs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void fill_entry(struct fuse_entry_param *e, const struct tree *t, const struct node *n)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = n->ino;
+	e->generation = 1;
+	e->attr_timeout = CMKFS_ATTR_TIMEOUT;
+	e->entry_timeout = CMKFS_ENTRY_TIMEOUT;
+	tree_stat(t, n, &e->attr);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/*
+	 * Changes are pushed to the kernel explicitly (watch.c).  Automatic
+	 * invalidation would make the kernel ask for attributes before reads.
+	 * Always use readdirplus: `ls -l` of a large /certs then needs no
+	 * lookup per name.
+	 */
+	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
+	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct cmkfs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	struct node *n;
+
+	tree_lock(fs->tree);
+	n = tree_lookup(fs->tree, parent, name);
+	if (n != NULL) {
+		tree_ref(fs->tree, n);
+		fill_entry(&e, fs->tree, n);
+	}
+	tree_unlock(fs->tree);
+	if (n == NULL) {
+		/* A negative entry the kernel may cache briefly (see CMKFS_NEGATIVE_TIMEOUT). */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = CMKFS_NEGATIVE_TIMEOUT;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (fuse_reply_entry(req, &e) != 0) {
+		/* The kernel did not take the reference (interrupted lookup). */
+		tree_lock(fs->tree);
+		tree_forget(fs->tree, e.ino, 1);
+		tree_unlock(fs->tree);
+	}
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct cmkfs *fs = fs_of(req);
+
+	tree_lock(fs->tree);
+	tree_forget(fs->tree, ino, nlookup);
+	tree_unlock(fs->tree);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	struct cmkfs *fs = fs_of(req);
+
+	tree_lock(fs->tree);
+	for (size_t i = 0; i < count; i++)
+		tree_forget(fs->tree, forgets[i].ino, forgets[i].nlookup);
+	tree_unlock(fs->tree);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct cmkfs *fs = fs_of(req);
+	struct node *n;
+	struct stat st;
+
+	(void)fi;
+	tree_lock(fs->tree);
+	n = tree_node(fs->tree, ino);
+	if (n != NULL)
+		tree_stat(fs->tree, n, &st);
+	tree_unlock(fs->tree);
+	if (n == NULL)
+		fuse_reply_err(req, ENOENT);
+	else
+		fuse_reply_attr(req, &st, CMKFS_ATTR_TIMEOUT);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct cmkfs *fs = fs_of(req);
+	struct dirsnap *s = NULL;
+	struct node *n;
+	int err = 0;
+
+	tree_lock(fs->tree);
+	n = tree_node(fs->tree, ino);
+	if (n == NULL)
+		err = ENOENT;
+	else if (n->kind != NODE_DIR)
+		err = ENOTDIR;
+	else if ((s = tree_dir_snapshot(fs->tree, ino)) == NULL)
+		err = ENOMEM;
+	tree_unlock(fs->tree);
+	if (err != 0) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	fi->fh = (uintptr_t)s;
+	/* The kernel may cache the listing; watch.c invalidates the directory when it changes. */
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
+	if (fuse_reply_open(req, fi) != 0)
+		free(s);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	free((struct dirsnap *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+/*
+ * Offsets: 1 and 2 are "." and "..", entry i of the opendir() snapshot is
+ * i + 3, so a listing read in several calls neither skips nor repeats.
+ */
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi,
+			   bool plus)
+{
+	struct cmkfs *fs = fs_of(req);
+	const struct dirsnap *s = (const struct dirsnap *)(uintptr_t)fi->fh;
+	fuse_ino_t *refs = NULL;
+	size_t pos = 0, n_refs = 0;
+	char *buf;
+
+	if ((buf = malloc(size)) == NULL || (plus && (refs = malloc(size / 24 * sizeof(*refs))) == NULL)) {
+		free(buf);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (plus)
+		tree_lock(fs->tree);
+	for (off_t i = off; i < (off_t)s->n + 2; i++) {
+		const char *name = i == 0 ? "." : i == 1 ? ".." : s->e[i - 2].name;
+		fuse_ino_t e_ino = i == 0 ? ino : i == 1 ? INO_ROOT : s->e[i - 2].ino;
+		struct fuse_entry_param e;
+		struct node *n = NULL;
+		size_t need;
+
+		memset(&e, 0, sizeof(e));
+		e.attr.st_ino = e_ino;
+		e.attr.st_mode = ino == INO_ROOT || i < 2 ? S_IFDIR : S_IFREG;
+		if (plus && i >= 2) {
+			/* Names that went away since opendir() are left out. */
+			if ((n = tree_node(fs->tree, e_ino)) == NULL || !n->attached)
+				continue;
+			fill_entry(&e, fs->tree, n);
+		}
+		if (plus)
+			need = fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, i + 1);
+		else
+			need = fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, i + 1);
+		if (need > size - pos)
+			break;
+		pos += need;
+		/* Each entry with an inode number counts as a lookup in the kernel ("." and ".." do not). */
+		if (n != NULL) {
+			tree_ref(fs->tree, n);
+			refs[n_refs++] = n->ino;
+		}
+	}
+	if (plus)
+		tree_unlock(fs->tree);
+	if (fuse_reply_buf(req, buf, pos) != 0 && n_refs > 0) {
+		tree_lock(fs->tree);
+		for (size_t i = 0; i < n_refs; i++)
+			tree_forget(fs->tree, refs[i], 1);
+		tree_unlock(fs->tree);
+	}
+	free(refs);
+	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, true);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct cmkfs *fs = fs_of(req);
+	struct statvfs sv;
+
+	(void)ino;
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = 4096;
+	sv.f_frsize = 4096;
+	tree_lock(fs->tree);
+	sv.f_files = tree_count(fs->tree);
+	tree_unlock(fs->tree);
+	sv.f_namemax = 255;
+	fuse_reply_statfs(req, &sv);
+}
+
+/* ---- everything that would change the tree ------------------------------ */
+
+static void erofs(fuse_req_t req)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+{
+	(void)ino, (void)attr, (void)to_set, (void)fi;
+	erofs(req);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	(void)parent, (void)name, (void)mode, (void)rdev;
+	erofs(req);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	(void)parent, (void)name, (void)mode;
+	erofs(req);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)parent, (void)name;
+	erofs(req);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	(void)link, (void)parent, (void)name;
+	erofs(req);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	(void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
+	erofs(req);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	(void)ino, (void)newparent, (void)newname;
+	erofs(req);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	(void)ino, (void)buf, (void)size, (void)off, (void)fi;
+	erofs(req);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	(void)parent, (void)name, (void)mode, (void)fi;
+	erofs(req);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
+			int flags)
+{
+	(void)ino, (void)name, (void)value, (void)size, (void)flags;
+	erofs(req);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	(void)ino, (void)name;
+	erofs(req);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			 struct fuse_file_info *fi)
+{
+	(void)ino, (void)mode, (void)offset, (void)length, (void)fi;
+	erofs(req);
+}
+
+static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in,
+			       fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len,
+			       int flags)
+{
+	(void)ino_in, (void)off_in, (void)fi_in, (void)ino_out, (void)off_out, (void)fi_out, (void)len,
+		(void)flags;
+	erofs(req);
+}
+
+/*
+ * Not implemented on purpose: flush and fsync (nothing to write back),
+ * getxattr and listxattr (no extended attributes; ENOSYS lets the kernel
+ * stop asking), access (the kernel checks with default_permissions).
+ */
+const struct fuse_lowlevel_ops cmkfs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_unlink,
+	.symlink = op_symlink,
+	.rename = op_rename,
+	.link = op_link,
+	.open = file_open,
+	.read = file_read,
+	.write = op_write,
+	.release = file_release,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.removexattr = op_removexattr,
+	.create = op_create,
+	.fallocate = op_fallocate,
+	.copy_file_range = op_copy_file_range,
+};

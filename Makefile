@@ -35,7 +35,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 # Library modules, in dependency order.
-CORE := error log util crypto_mbedtls names config json http_curl openbao seal store_bdb audit \
+CORE := error log util crypto_mbedtls crypto_crl names config json http_curl openbao seal store_bdb audit \
 	probe_tls kmip lifecycle issue op_check op_add op_renew op_revoke
 CORE_OBJS := $(CORE:%=$(BUILD)/core/%.o)
 LIB := $(BUILD)/libcmkcert.a
@@ -51,7 +51,7 @@ T_util := $(BASE)
 T_names := $(BASE) names
 T_config := $(BASE) names config
 T_json := $(BASE) json
-T_crypto := $(BASE)
+T_crypto := $(BASE) crypto_crl
 T_seal := $(BASE) names config seal
 T_store := $(BASE) names config store_bdb
 T_audit := $(BASE) json audit

@@ -120,7 +120,7 @@ static const char *alert_name(int alert)
 	case MBEDTLS_SSL_ALERT_MSG_USER_CANCELED: return "user_canceled";
 	case MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_EXT: return "unsupported_extension";
 	case MBEDTLS_SSL_ALERT_MSG_UNRECOGNIZED_NAME: return "unrecognized_name";
-	case 116: return "certificate_required";
+	case 116: return "certificate_required";   /* defined by TLS 1.3; some servers send it in 1.2 */
 	case MBEDTLS_SSL_ALERT_MSG_NO_APPLICATION_PROTOCOL: return "no_application_protocol";
 	case ALERT_UNKNOWN: return "fatal alert";
 	default: return "unknown alert";

@@ -82,6 +82,15 @@ int cmk_cert_matches_key(const char *cert_pem, const struct cmk_key *key);
  */
 int cmk_cert_verify_chain(const char *leaf_pem, const char *chain_pem);
 
+/*
+ * 0 when `crl_pem` (an X509 CRL in PEM) is signed by the CA that issued
+ * `leaf_pem` (verified through `chain_pem`, issuing CA first, then parents
+ * up to a self-signed root) and lists the leaf's serial; *revoked_at (may
+ * be NULL) receives the revocation date from the CRL.  CMK_ERR_VERIFY
+ * naming the reason otherwise (not listed, CRL not signed by the issuer).
+ */
+int cmk_crl_lists(const char *crl_pem, const char *leaf_pem, const char *chain_pem, int64_t *revoked_at);
+
 /* Lowercase hex SHA-256 of the DER of the first certificate in `pem`. */
 int cmk_cert_fingerprint(const char *pem, char out[CMK_FPR_LEN + 1]);
 

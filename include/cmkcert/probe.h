@@ -19,11 +19,11 @@
 #include "cmkcert/crypto.h"
 
 struct cmk_probe_target {
-	const char *host;
+	const char *host;            /* DNS name, or IPv4 / IPv6 literal (brackets optional) */
 	uint16_t port;
 	const char *server_ca_pem;   /* NULL = system trust store */
 	enum cmk_verify verify;
-	long timeout_ms;
+	long timeout_ms;             /* bounds connect, handshake and KMIP exchange (not DNS resolution) */
 };
 
 /*
@@ -31,6 +31,15 @@ struct cmk_probe_target {
  * refused it (alert, closed connection, KMIP error), CMK_ERR_TLS when its
  * own certificate does not verify, CMK_ERR_UNREACHABLE / CMK_ERR_TIMEOUT
  * when it cannot be reached; detail says which and why.
+ *
+ * Also: CMK_ERR_INVALID, before anything is sent, when the certificate,
+ * chain or server CA cannot be parsed or the certificate is not the key's;
+ * CMK_ERR_PROTOCOL when a KMIP answer cannot be understood.  A DNS host is
+ * sent as SNI and must be a dNSName SAN (or the CN) of the keystore's
+ * certificate; an IP literal must be one of its iPAddress SANs.  A keystore
+ * that does not ask for a client certificate is accepted with a warning in
+ * the log.  The key is only used, never copied.  Safe to call from several
+ * threads at once.
  */
 int cmk_probe(const struct cmk_probe_target *t, const char *cert_pem, const char *chain_pem,
 	      const struct cmk_key *key);

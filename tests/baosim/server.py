@@ -244,7 +244,6 @@ class Simulator:
         self.mounts["auth/approle/"] = self.approle
         self.mounts["auth/token/"] = TokenAuth("auth/token/", self.store)
         self.mounts["sys/"] = Backend("sys/")
-        self.log = lambda line: None
 
     # ---- entry point ------------------------------------------------------
 

@@ -34,6 +34,10 @@ int cmk_bao_check_mount(struct cmk_bao *b, const char *mount, char **chain_pem)
 	rc = cmk_bao_call_authed(b, "GET", path, NULL, &resp);
 	if (rc == CMK_ERR_NOTFOUND)
 		rc = cmk_fail(CMK_ERR_NOTFOUND, "PKI mount %s not found", mount);
+	/* OpenBao checks the ACL before routing: a mount that does not exist is a 403 for most tokens. */
+	if (rc == CMK_ERR_DENIED)
+		rc = cmk_fail(CMK_ERR_DENIED, "PKI mount %s does not exist or the token's policies do not cover it (%s)",
+			      mount, path);
 	if (rc == 0 && resp.status == 200)
 		rc = cmk_bao_parse_ca_chain(resp.body, resp.body_len, &chain);
 	if (rc == 0 && (chain == NULL || chain[0] == '\0'))

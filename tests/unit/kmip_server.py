@@ -9,6 +9,8 @@
   close  a plain TLS 1.2 server that requires a client certificate signed
          by --ca, completes the handshake and closes the connection at once:
          a keystore that refuses only after the handshake.
+  echo   the same server, but it sends back whatever it receives: an
+         endpoint that is not a KMIP server.
 
 Both run until killed.  The test starts this in its own process group and
 kills the group (PyKMIP keeps a multiprocessing manager process beside it).
@@ -43,7 +45,15 @@ def serve_kmip(args):
         server.serve()
 
 
-def serve_close(args):
+def echo(tls):
+    while True:
+        data = tls.recv(4096)
+        if not data:
+            return
+        tls.sendall(data)
+
+
+def serve_plain_tls(args):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -54,16 +64,17 @@ def serve_close(args):
         while True:
             conn, _ = listener.accept()
             try:
-                # The handshake happens in wrap_socket; leaving the block closes at once.
-                with ctx.wrap_socket(conn, server_side=True):
-                    pass
+                # The handshake happens in wrap_socket; leaving the block closes the connection.
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    if args.mode == "echo":
+                        echo(tls)
             except (ssl.SSLError, OSError):
                 conn.close()
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=("kmip", "close"))
+    ap.add_argument("mode", choices=("kmip", "close", "echo"))
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--cert", required=True, help="server certificate (PEM)")
     ap.add_argument("--key", required=True, help="server private key (PEM)")
@@ -73,7 +84,7 @@ def main():
     if args.mode == "kmip":
         serve_kmip(args)
     else:
-        serve_close(args)
+        serve_plain_tls(args)
     return 0
 
 

@@ -1,8 +1,9 @@
 /*
  * test_probe.c - the keystore connection test against real servers on
  * loopback: openssl s_server verifying client certificates, a TLS server
- * that closes right after the handshake, a listener that never speaks, a
- * closed port, and a real PyKMIP server (tests/unit/kmip_server.py).
+ * that closes right after the handshake, one that echoes, a listener that
+ * never speaks, a closed port, and a real PyKMIP server
+ * (tests/unit/kmip_server.py).
  *
  * Certificates are made with the openssl CLI in a temporary directory:
  * a keystore CA signing the server certificates, a client CA signing the
@@ -72,7 +73,7 @@ struct server {
 static struct {
 	char dir[64];
 	char script_dir[512];
-	struct server tls, dns_only, no_auth, closer, kmip;
+	struct server tls, dns_only, no_auth, closer, echo, kmip;
 	int silent_fd;
 	uint16_t silent_port;
 	uint16_t closed_port;
@@ -292,6 +293,7 @@ static void cleanup(void)
 	stop(&fx.dns_only);
 	stop(&fx.no_auth);
 	stop(&fx.closer);
+	stop(&fx.echo);
 	stop(&fx.kmip);
 	if (fx.silent_fd >= 0)
 		close(fx.silent_fd);
@@ -332,6 +334,7 @@ static int group_setup(void **state)
 	start_s_server(&fx.dns_only, "s_server-dns-only", "server-dns", true);
 	start_s_server(&fx.no_auth, "s_server-no-client-auth", "server", false);
 	start_python(&fx.closer, "close");
+	start_python(&fx.echo, "echo");
 	start_python(&fx.kmip, "kmip");
 	/* Accepts TCP (the kernel completes the connection) but never reads or writes. */
 	fx.silent_fd = listen_socket(&fx.silent_port);
@@ -556,6 +559,24 @@ static void test_kmip_over_a_closing_server_is_refusal(void **state)
 	assert_detail("refused the client certificate: connection closed");
 }
 
+static void test_kmip_answer_not_understood(void **state)
+{
+	(void)state;
+	/* An echo server sends our own RequestMessage back. */
+	assert_int_equal(probe("127.0.0.1", fx.echo.port, CMK_VERIFY_KMIP, fx.ks_ca, trusted(), PROBE_MS),
+			 CMK_ERR_PROTOCOL);
+	assert_detail("keystore 127.0.0.1:%u sent an invalid KMIP answer: not a KMIP ResponseMessage (tag 0x420078",
+		      fx.echo.port);
+}
+
+static void test_kmip_silence_ends_at_the_deadline(void **state)
+{
+	(void)state;
+	/* s_server -www waits for an HTTP request line that our binary request never completes. */
+	assert_int_equal(probe("127.0.0.1", fx.tls.port, CMK_VERIFY_KMIP, fx.ks_ca, trusted(), 1500), CMK_ERR_TIMEOUT);
+	assert_detail("keystore 127.0.0.1:%u: timed out while waiting for the KMIP answer", fx.tls.port);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -576,6 +597,8 @@ int main(void)
 		cmocka_unit_test(test_kmip_untrusted_client_refused),
 		cmocka_unit_test(test_kmip_refusal_in_kmip_answer),
 		cmocka_unit_test(test_kmip_over_a_closing_server_is_refusal),
+		cmocka_unit_test(test_kmip_answer_not_understood),
+		cmocka_unit_test(test_kmip_silence_ends_at_the_deadline),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

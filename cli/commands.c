@@ -141,9 +141,9 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 	} else {
 		json_decref(s.list);
 		printf("%s in %" PRId64 " ms\n", rc == 0 ? "check passed" : "check FAILED", cmk_monotonic_ms() - t0);
-		if (rc != 0)
-			fprintf(stderr, "%s: check: %s: %s\n", cli->prog, s.failed, cmk_errdetail());
 	}
+	if (rc != 0)
+		fprintf(stderr, "%s: check: %s: %s\n", cli->prog, s.failed, cmk_errdetail());
 	cmk_ctx_free(ctx);
 	return cli_exit_code(rc);
 }

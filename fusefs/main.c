@@ -108,7 +108,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		switch (c) {
 		case 'c': o->config = optarg; break;
 		case 'f': o->foreground = true; break;
-		case 'd': o->debug = o->foreground = true; break;
+		case 'd': o->debug = o->foreground = true; o->verbose++; break;
 		case 'v': o->verbose++; break;
 		case 'o':
 			if (append_opts(o, optarg) != 0)

@@ -32,6 +32,7 @@ def test_check_text_output(cmk):
 
 def test_check_with_approle_and_token(bao, cmk, tmp_path):
     conf = edit_conf(bao.conf, "auth", "method", "approle", out=tmp_path / "approle.conf")
+    edit_conf(conf, "auth", "mount", "approle")
     r = cmk("check", conf=conf)
     assert r.returncode == 0, r.stdout + r.stderr
     conf = edit_conf(bao.conf, "auth", "method", "token", out=tmp_path / "token.conf")

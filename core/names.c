@@ -238,41 +238,51 @@ int cmk_check_mount_path(const char *field, const char *path)
 	return 0;
 }
 
-/* A DNS name or IPv4 literal: labels of letters, digits and '-', a trailing dot allowed. */
-static int check_hostname(const char *q, const char *h, size_t len)
+/*
+ * What is wrong with a DNS name or IPv4 literal (labels of letters, digits
+ * and '-', a trailing dot allowed), or NULL when nothing is.
+ */
+static const char *hostname_problem(const char *h, size_t len)
 {
 	size_t start = 0;
 
 	if (len == 0)
-		return cmk_fail(CMK_ERR_INVALID, "endpoint \"%s\": empty host", q);
+		return "empty host";
 	if (len > CMK_HOST_MAX)
-		return cmk_fail(CMK_ERR_INVALID, "endpoint \"%s\": host of %zu characters, at most %d", q, len,
-				CMK_HOST_MAX);
+		return "the host is longer than 253 characters (at most 253)";
 	if (memchr(h, ':', len) != NULL)
-		return cmk_fail(CMK_ERR_INVALID, "endpoint \"%s\": an IPv6 address must be in brackets, as in [::1]:5696",
-				q);
+		return "an IPv6 address must be in brackets, as in [::1]:5696";
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)h[i];
 
 		if (!is_alnum(c) && c != '-' && c != '.')
-			return cmk_fail(CMK_ERR_INVALID,
-					"endpoint \"%s\": the host may only contain letters, digits, '-' and '.'", q);
+			return "the host may only contain letters, digits, '-' and '.'";
 	}
 	while (start < len) {
 		const char *dot = memchr(h + start, '.', len - start);
 		size_t n = dot == NULL ? len - start : (size_t)(dot - (h + start));
 
 		if (n == 0)
-			return cmk_fail(CMK_ERR_INVALID, "endpoint \"%s\": empty label in the host name", q);
+			return "empty label in the host name";
 		if (n > HOST_LABEL_MAX)
-			return cmk_fail(CMK_ERR_INVALID, "endpoint \"%s\": a host name label longer than %d characters",
-					q, HOST_LABEL_MAX);
+			return "a host name label longer than 63 characters";
 		if (h[start] == '-' || h[start + n - 1] == '-')
-			return cmk_fail(CMK_ERR_INVALID, "endpoint \"%s\": a host name label starts or ends with '-'",
-					q);
+			return "a host name label starts or ends with '-'";
 		start += n + 1;
 	}
-	return 0;
+	return NULL;
+}
+
+static int check_hostname(const char *q, const char *h, size_t len)
+{
+	const char *why = hostname_problem(h, len);
+
+	return why == NULL ? 0 : cmk_fail(CMK_ERR_INVALID, "endpoint \"%s\": %s", q, why);
+}
+
+bool cmk_is_valid_hostname(const char *name)
+{
+	return name != NULL && hostname_problem(name, strlen(name)) == NULL;
 }
 
 static int check_ipv6(const char *q, const char *h, size_t len)

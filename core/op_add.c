@@ -144,6 +144,20 @@ void cmk_op_result_clear(struct cmk_op_result *res)
 /* ---- keystore add (story 2) ------------------------------------------- */
 
 /* Everything one add needs, validated before any state changes. */
+/* The tenant id ends up in DNS names: "a~b" is a valid tenant id but yields no valid host name. */
+static int check_names(const char *tenant, const struct cmk_lc_plan *p)
+{
+	if (!cmk_is_valid_hostname(p->cn))
+		return cmk_fail(CMK_ERR_INVALID, "tenant_id \"%s\": the certificate name \"%s\" it makes is not a valid "
+				"DNS name (a tenant id used in certificates may only hold letters, digits, '-' and '.')",
+				tenant, p->cn);
+	for (size_t i = 0; i < p->n_sans; i++)
+		if (!cmk_is_valid_hostname(p->sans[i]))
+			return cmk_fail(CMK_ERR_INVALID, "tenant_id \"%s\": the alt name \"%s\" it makes is not a valid "
+					"DNS name", tenant, p->sans[i]);
+	return 0;
+}
+
 static int validate_request(struct cmk_ctx *ctx, const struct cmk_keystore_request *req, struct cmk_lc_plan *p)
 {
 	char host[CMK_HOST_MAX + 1];
@@ -166,7 +180,9 @@ static int validate_request(struct cmk_ctx *ctx, const struct cmk_keystore_reque
 	if (req->server_ca_pem != NULL && cmk_pem_cert_count(req->server_ca_pem) <= 0)
 		return cmk_fail(CMK_ERR_INVALID, "server CA: no PEM certificate found");
 
-	return cmk_lc_plan_names(p, req->tenant);
+	if ((rc = cmk_lc_plan_names(p, req->tenant)) != 0)
+		return rc;
+	return check_names(req->tenant, p);
 }
 
 /* The tenant must not already have a live certificate of this type. */
@@ -336,6 +352,7 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 			  plan.verify == CMK_VERIFY_NONE ? "connection test skipped (verify none)" : NULL);
 out:
 	ks.endpoints = NULL;            /* borrowed from req */
+	ks.n_endpoints = 0;
 	ks.server_ca_pem = NULL;
 	cmk_keystore_record_clear(&ks);
 	cmk_cert_record_clear(&rec);

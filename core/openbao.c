@@ -1,14 +1,14 @@
 /*
  * openbao.c - the OpenBao client: how a request travels (headers, one 307,
  * retries with capped exponential backoff and full jitter, one re-login on
- * 403), how the token is obtained and kept fresh, and the PKI operations
- * cmkcert needs.  What answers mean is decided in openbao_parse.c; the
- * server's behaviour is described in reference/openbao-api.md.
+ * 403), how the token is obtained and kept fresh, and sys/health.  The PKI
+ * operations are in openbao_pki.c, what answers mean in openbao_parse.c;
+ * the server's behaviour is described in reference/openbao-api.md.
  *
  * A client owns one curl handle and is used by one thread at a time.
- * Request bodies are built with jansson and wiped after sending: login,
- * issue and sign bodies hold a JWT, a secret id or a CSR.  The token is
- * kept in one place (b->token) and wiped whenever it is replaced.
+ * Request bodies are built with jansson and wiped after sending (login
+ * bodies hold a JWT or a secret id).  The token is kept in one place
+ * (b->token) and wiped whenever it is replaced.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -374,6 +374,8 @@ static int read_credential(const char *path, const char *key, char **out)
 		;
 	*end = '\0';
 	memmove(buf, start, (size_t)(end - start) + 1);
+	/* What lies past the new end is a shifted copy of the credential; callers wipe only up to the NUL. */
+	cmk_wipe(buf + (end - start) + 1, len - (size_t)(end - start));
 	for (char *p = buf; *p != '\0'; p++) {
 		if (*p <= ' ' || *p > '~') {
 			cmk_freezero(buf, len + 1);

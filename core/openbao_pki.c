@@ -169,7 +169,7 @@ int cmk_bao_revoke(struct cmk_bao *b, const char *mount, const char *serial, con
 	if (body == NULL)
 		rc = cmk_fail(CMK_ERR_INVALID, "openbao: cannot build the revoke request (out of memory or not UTF-8)");
 	else if ((rc = cmk_bao_call_authed(b, "POST", path, body, &resp)) == 0 &&
-	    (rc = cmk_bao_parse_revocation(resp.status, resp.body, resp.body_len, out)) == 0)
+		 (rc = cmk_bao_parse_revocation(resp.status, resp.body, resp.body_len, out)) == 0)
 		cmk_bao_log_warnings(path, &out->warnings);
 	free(path);
 	cmk_http_response_clear(&resp);
@@ -190,11 +190,11 @@ int cmk_bao_read_crl(struct cmk_bao *b, const char *mount, char **pem)
 	if ((rc = cmk_bao_call_public(b, path, &resp)) != 0)
 		goto out;
 	/* Raw endpoints answer 204 when there is nothing to give (reference §4.4). */
-	if (resp.status == 204 || resp.body_len == 0)
+	if (resp.status == 204 || resp.body_len == 0) {
 		rc = cmk_fail(CMK_ERR_NOTFOUND, "PKI mount %s has no CRL", mount);
-	else if (strstr(resp.body, "-----BEGIN X509 CRL-----") == NULL)
+	} else if (strstr(resp.body, "-----BEGIN X509 CRL-----") == NULL) {
 		rc = cmk_fail(CMK_ERR_PROTOCOL, "%s: answer is not a PEM CRL", path);
-	else {
+	} else {
 		*pem = resp.body;
 		resp.body = NULL;
 	}

@@ -742,6 +742,8 @@ static int change_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg
 		w->n++;
 		next = seq + 1;
 	}
+	/* A full chunk stops after reading one more entry; it is read again next time. */
+	free(d.data);
 	c->close(c);
 	if (rc == 0 && ret != 0 && ret != DB_NOTFOUND)
 		rc = db_fail(st, ret, "store_changes_since: %s", st->path);

@@ -31,9 +31,9 @@ struct fh {
 	struct fh *prev, *next;       /* fs->key_handles */
 };
 
-static const char *dir_of(const struct node *n)
+static const char *dir_of(enum node_kind kind)
 {
-	return n->kind == NODE_KEY ? "/private" : "/bundle";
+	return kind == NODE_KEY ? "/private" : "/bundle";
 }
 
 /* Undo the bookkeeping of open() and free the handle.  Called with the tree lock held. */
@@ -65,10 +65,10 @@ static void fh_free(struct cmkfs *fs, struct fh *fh)
 	free(fh);
 }
 
-static void audit_event(struct keyread_event *ev, fuse_req_t req, const struct fh *fh, const char *outcome)
+static void audit_event(struct keyread_event *ev, fuse_req_t req, enum node_kind kind, const char *name,
+			const struct fsver *v, const char *outcome, const char *why)
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
-	const struct fsver *v = fh->ver;
 
 	memset(ev, 0, sizeof(*ev));
 	snprintf(ev->outcome, sizeof(ev->outcome), "%s", outcome);
@@ -76,11 +76,20 @@ static void audit_event(struct keyread_event *ev, fuse_req_t req, const struct f
 	memcpy(ev->type, v->type, sizeof(ev->type));
 	memcpy(ev->serial, v->serial, sizeof(ev->serial));
 	memcpy(ev->fingerprint, v->fingerprint, sizeof(ev->fingerprint));
-	snprintf(ev->detail, sizeof(ev->detail), "%s/%s", dir_of(fh->node), fh->node->name);
+	snprintf(ev->detail, sizeof(ev->detail), "%s/%s%s%s", dir_of(kind), name, why ? ": " : "", why ? why : "");
 	ev->record_id = v->record_id;
 	ev->uid = (long)c->uid;
 	ev->gid = (long)c->gid;
 	ev->pid = (long)c->pid;
+}
+
+void file_audit_refused(struct cmkfs *fs, fuse_req_t req, enum node_kind kind, const char *name,
+			const struct fsver *v)
+{
+	struct keyread_event ev;
+
+	audit_event(&ev, req, kind, name, v, "denied", "kernel permission check");
+	(void)auditq_push(fs->auditq, &ev);
 }
 
 /* Unseal the key (and for a bundle append leaf and chain) into locked memory. */
@@ -116,19 +125,19 @@ static int open_key(struct cmkfs *fs, fuse_req_t req, struct fh *fh)
 	struct keyread_event ev;
 	int rc;
 
+	enum node_kind kind = fh->node->kind;
+	const char *name = fh->node->name;
+
 	if ((rc = fill_key(fs, fh)) != 0) {
-		cmk_log(CMK_LOG_ERROR, "open %s/%s: %s", dir_of(fh->node), fh->node->name,
+		cmk_log(CMK_LOG_ERROR, "open %s/%s: %s", dir_of(kind), name,
 			rc == CMK_ERR_NOMEM ? "out of memory" : cmk_errdetail());
-		audit_event(&ev, req, fh, "failure");
-		snprintf(ev.detail, sizeof(ev.detail), "%s/%s: %s", dir_of(fh->node), fh->node->name,
-			 cmk_strerror(rc));
+		audit_event(&ev, req, kind, name, fh->ver, "failure", cmk_strerror(rc));
 		(void)auditq_push(fs->auditq, &ev);
 		return rc == CMK_ERR_NOMEM ? ENOMEM : EIO;
 	}
-	audit_event(&ev, req, fh, "success");
+	audit_event(&ev, req, kind, name, fh->ver, "success", NULL);
 	if (auditq_push(fs->auditq, &ev) != 0) {
-		cmk_log(CMK_LOG_ERROR, "open %s/%s: refused: %s", dir_of(fh->node), fh->node->name,
-			cmk_errdetail());
+		cmk_log(CMK_LOG_ERROR, "open %s/%s: refused: %s", dir_of(kind), name, cmk_errdetail());
 		return EIO;
 	}
 	return 0;
@@ -177,7 +186,7 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (!access_may_read(req, st.st_uid, st.st_gid, st.st_mode)) {
 		if (node_has_key(n)) {
-			audit_event(&ev, req, fh, "denied");
+			audit_event(&ev, req, n->kind, n->name, fh->ver, "denied", NULL);
 			(void)auditq_push(fs->auditq, &ev);
 		}
 		err = EACCES;

@@ -16,10 +16,19 @@
 #define CMKCERTFS_FILE_H
 
 #include "cmkfs.h"
+#include "tree.h"
 
 void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void file_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 void file_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+
+/*
+ * Audit a refusal the kernel made on its own (default_permissions): after
+ * refusing, the kernel fetches the attributes again with the caller's
+ * credentials, which is the only trace such a refusal leaves (ops.c).
+ */
+void file_audit_refused(struct cmkfs *fs, fuse_req_t req, enum node_kind kind, const char *name,
+			const struct fsver *v);
 
 /* After the session ended: wipe and free handles the kernel never released. */
 void file_shutdown(struct cmkfs *fs);

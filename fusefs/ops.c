@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/statvfs.h>
 
+#include "access.h"
 #include "file.h"
 #include "tree.h"
 
@@ -92,22 +93,43 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	fuse_reply_none(req);
 }
 
+/*
+ * With default_permissions the kernel refuses a read it does not allow
+ * without asking the daemon; right after such a refusal it fetches the
+ * attributes once more with the caller's credentials.  A getattr of a key
+ * file by a caller who may not read it is therefore audited as a refusal
+ * (a plain stat() by such a caller after the attributes were invalidated
+ * is recorded the same way; the detail says it was a permission check).
+ */
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct cmkfs *fs = fs_of(req);
+	struct fsver *v = NULL;
+	enum node_kind kind = NODE_DIR;
+	const char *name = NULL;
 	struct node *n;
 	struct stat st;
 
 	(void)fi;
 	tree_lock(fs->tree);
 	n = tree_node(fs->tree, ino);
-	if (n != NULL)
+	if (n != NULL) {
 		tree_stat(fs->tree, n, &st);
+		if (node_has_key(n)) {
+			v = fsver_ref(n->ver);
+			kind = n->kind;
+			name = n->name;
+		}
+	}
 	tree_unlock(fs->tree);
-	if (n == NULL)
+	if (n == NULL) {
 		fuse_reply_err(req, ENOENT);
-	else
-		fuse_reply_attr(req, &st, CMKFS_ATTR_TIMEOUT);
+		return;
+	}
+	if (v != NULL && !access_may_read(req, st.st_uid, st.st_gid, st.st_mode))
+		file_audit_refused(fs, req, kind, name, v);
+	fsver_unref(v);
+	fuse_reply_attr(req, &st, CMKFS_ATTR_TIMEOUT);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

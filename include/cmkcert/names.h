@@ -19,6 +19,9 @@ bool cmk_is_valid_tenant(const char *tenant);
 /* ^[a-z0-9_]{1,32}$ */
 bool cmk_is_valid_type(const char *type);
 
+/* A DNS host name: labels of letters, digits and '-' (not at either end), 1..63 each, 253 in all. */
+bool cmk_is_valid_hostname(const char *name);
+
 /* Same checks, returning CMK_ERR_INVALID with detail naming `field` and why. */
 int cmk_check_tenant(const char *field, const char *tenant);
 int cmk_check_type(const char *field, const char *type);

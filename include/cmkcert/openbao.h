@@ -15,6 +15,14 @@
  *   429 -> CMK_ERR_RATELIMIT  503 -> CMK_ERR_SEALED     5xx -> CMK_ERR_SERVER
  *   transport -> CMK_ERR_UNREACHABLE / CMK_ERR_TLS / CMK_ERR_TIMEOUT
  *   unparsable answer -> CMK_ERR_PROTOCOL
+ * The detail reads "<path>: <status>: <server's errors joined by "; ">",
+ * e.g. "pki/issue/web: 400: common name x not allowed by this role".
+ *
+ * A client owns one reused HTTPS connection and serves one thread at a
+ * time; give each worker thread its own.  Operations that need a token call
+ * cmk_bao_ensure_token() themselves; calling it first (to audit a login)
+ * is fine.  Names that go into URL paths (mount, role, serial) are checked
+ * to be plain path parts (CMK_ERR_INVALID otherwise) before anything is sent.
  */
 #ifndef CMKCERT_OPENBAO_H
 #define CMKCERT_OPENBAO_H
@@ -36,7 +44,7 @@ void cmk_bao_warnings_clear(struct cmk_bao_warnings *w);
 struct cmk_bao_stats {
 	uint64_t requests;     /* HTTP requests sent, retries included */
 	uint64_t retries;
-	uint64_t logins;
+	uint64_t logins;       /* tokens obtained (successful logins, re-logins included) */
 };
 
 /* A client for cfg (copied what it needs; cfg may be freed after). */
@@ -54,13 +62,22 @@ struct cmk_bao_health {
 /* 0 whenever a health answer was received (even 503/501/429: see status/sealed). */
 int cmk_bao_health(struct cmk_bao *b, struct cmk_bao_health *out);
 
-/* Log in with the configured method (reads the JWT / role_id / secret_id / token file now). */
+/*
+ * Log in with the configured method (reads the JWT / role_id / secret_id /
+ * token file now; surrounding whitespace is dropped).  Login answers 400 ->
+ * CMK_ERR_REJECTED (unknown role, bad role or secret id), 403 ->
+ * CMK_ERR_DENIED (JWT refused), with the server's text.  The token method
+ * asks lookup-self for the token's TTL.
+ */
 int cmk_bao_login(struct cmk_bao *b);
 
 /*
  * Make sure a usable token is held: log in when none, renew-self when less
  * than a third of its TTL remains (renewable tokens), log in again when it
- * expired or renewal failed.
+ * expired or renewal was refused.  A non-renewable token, or one whose
+ * last renewal was capped by its max TTL, is replaced by a fresh login when
+ * a third of its TTL remains.  A renewal that fails for a transient reason
+ * (unreachable, sealed) keeps the still-valid token and returns 0.
  */
 int cmk_bao_ensure_token(struct cmk_bao *b);
 
@@ -73,7 +90,12 @@ struct cmk_bao_token_info {
 int cmk_bao_token_lookup(struct cmk_bao *b, struct cmk_bao_token_info *out);
 int cmk_bao_token_renew(struct cmk_bao *b, int64_t increment, struct cmk_bao_warnings *warnings);
 
-/* Check the PKI mount exists and has a CA: GET <mount>/cert/ca_chain.  *chain_pem optional (malloc'd). */
+/*
+ * Check the PKI mount exists and has a CA: GET <mount>/cert/ca_chain.
+ * *chain_pem optional (malloc'd).  CMK_ERR_NOTFOUND "PKI mount <m> not
+ * found" / "has no CA"; CMK_ERR_DENIED when the token's policies do not
+ * reach the mount (OpenBao answers 403 before it knows whether it exists).
+ */
 int cmk_bao_check_mount(struct cmk_bao *b, const char *mount, char **chain_pem);
 
 struct cmk_bao_role {
@@ -88,6 +110,7 @@ struct cmk_bao_role {
 	size_t n_allowed_domains;
 };
 void cmk_bao_role_clear(struct cmk_bao_role *r);
+/* GET <mount>/roles/<role>; CMK_ERR_NOTFOUND "role <r> not found on <mount>".  Release with cmk_bao_role_clear(). */
 int cmk_bao_read_role(struct cmk_bao *b, const char *mount, const char *role, struct cmk_bao_role *out);
 
 struct cmk_bao_cert_request {
@@ -113,9 +136,13 @@ struct cmk_bao_cert {
 };
 void cmk_bao_cert_clear(struct cmk_bao_cert *c);
 
-/* POST <mount>/issue/<role> with format=pem. */
+/*
+ * POST <mount>/issue/<role> with format=pem.  Missing certificate, serial
+ * or private_key in the answer -> CMK_ERR_PROTOCOL.  Warnings (TTL
+ * truncation) are in out->warnings.  Release with cmk_bao_cert_clear().
+ */
 int cmk_bao_issue(struct cmk_bao *b, const struct cmk_bao_cert_request *req, struct cmk_bao_cert *out);
-/* POST <mount>/sign/<role> with the CSR. */
+/* POST <mount>/sign/<role> with the CSR, ttl and format only (CN and SANs come from the CSR). */
 int cmk_bao_sign(struct cmk_bao *b, const struct cmk_bao_cert_request *req, struct cmk_bao_cert *out);
 
 struct cmk_bao_revocation {
@@ -125,13 +152,21 @@ struct cmk_bao_revocation {
 	struct cmk_bao_warnings warnings;
 };
 void cmk_bao_revocation_clear(struct cmk_bao_revocation *r);
-/* POST <mount>/revoke by serial (serial != NULL) or by certificate PEM. */
+/*
+ * POST <mount>/revoke by serial (used when serial != NULL) or by
+ * certificate PEM (the only way for no_store roles).  200 with data ->
+ * revoked; 200 with data null or 204 -> not revoked, see warnings.
+ */
 int cmk_bao_revoke(struct cmk_bao *b, const char *mount, const char *serial, const char *cert_pem,
 		   struct cmk_bao_revocation *out);
 
-/* GET <mount>/crl/pem (raw PEM, unauthenticated). *pem malloc'd. */
+/* GET <mount>/crl/pem (raw PEM, sent without a token). *pem malloc'd.  204 -> CMK_ERR_NOTFOUND. */
 int cmk_bao_read_crl(struct cmk_bao *b, const char *mount, char **pem);
-/* GET <mount>/cert/<serial>: PEM and revocation time (0 when not revoked). */
+/*
+ * GET <mount>/cert/<serial> (sent without a token): PEM and revocation
+ * time (0 when not revoked; revocation_time may be NULL).  404 ->
+ * CMK_ERR_NOTFOUND "certificate <serial> not found on <mount>".
+ */
 int cmk_bao_read_cert(struct cmk_bao *b, const char *mount, const char *serial, char **pem, int64_t *revocation_time);
 
 #endif

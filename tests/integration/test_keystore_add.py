@@ -121,9 +121,22 @@ def test_second_add_of_same_keystore_is_refused(bao, cmk):
     assert open(bao.dir / "audit.log").read() == before
 
 
-def test_policy_rejection_is_reported(bao, cmk):
-    # "~" is a valid tenant character but not a valid host name: OpenBao's role refuses the name.
+def test_tenant_that_makes_no_dns_name_is_bad_input(bao, cmk):
+    # "~" is a valid tenant character but cannot appear in a certificate's DNS name.
     r = cmk("keystore", "add", "--tenant", "a~b", "--type", "aws_kms", "--verify", "none")
-    assert r.returncode == 1
-    assert "not allowed by this role" in r.stderr
+    assert r.returncode == 2
+    assert "tenant_id" in r.stderr and "DNS name" in r.stderr
     assert json.loads(cmk("list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("mode", ["sign", "issue"])
+def test_role_policy_rejection_is_reported(bao, cmk, tmp_path, mode):
+    conf = edit_conf(bao.conf, "template:aws_kms", "common_name", "{tenant_id}.elsewhere.example",
+                     out=tmp_path / "c.conf")
+    edit_conf(conf, "openbao", "mode", mode)
+    r = cmk("keystore", "add", "--tenant", "t4", "--type", "aws_kms", "--verify", "none", conf=conf)
+    assert r.returncode == 1, r.stderr
+    assert "t4.elsewhere.example not allowed by this role" in r.stderr
+    assert json.loads(cmk("list", "--json", conf=conf).stdout) == []
+    events = [json.loads(l) for l in open(bao.dir / "audit.log")]
+    assert events[-1]["event"] == "error" and events[-1]["outcome"] == "failure"

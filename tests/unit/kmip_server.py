@@ -12,14 +12,25 @@
   echo   the same server, but it sends back whatever it receives: an
          endpoint that is not a KMIP server.
 
-Both run until killed.  The test starts this in its own process group and
+All run until killed.  The test starts this in its own process group and
 kills the group (PyKMIP keeps a multiprocessing manager process beside it).
+Should the test die without that, the death signal set below takes this
+launcher's own children (that manager) down with it.
 """
 import argparse
+import ctypes
 import os
+import signal
 import socket
 import ssl
 import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent():
+    """Linux: ask the kernel for SIGKILL when our parent exits."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def serve_kmip(args):
@@ -81,6 +92,7 @@ def main():
     ap.add_argument("--ca", required=True, help="CA that client certificates must chain to")
     ap.add_argument("--dir", required=True, help="directory for logs and state")
     args = ap.parse_args()
+    os.register_at_fork(after_in_child=die_with_parent)
     if args.mode == "kmip":
         serve_kmip(args)
     else:

@@ -1285,6 +1285,10 @@ static void test_check_mount(void **state)
 	answer_file(404, "error-unsupported-path.json");
 	answer(200, "{\"data\":{\"ca_chain\":\"\",\"certificate\":\"\"}}", NULL);
 	answer(204, NULL, NULL);
+	/* ACL before routing: most tokens get 403 for a mount that does not exist. */
+	answer_file(403, "error-permission-denied-acl.json");
+	answer_file(200, "k8s-login-response.code-derived.json");
+	answer_file(403, "error-permission-denied-acl.json");
 	free(body);
 	go();
 	assert_int_equal(cmk_bao_check_mount(bao, MOUNT, &chain), 0);
@@ -1296,6 +1300,9 @@ static void test_check_mount(void **state)
 	assert_int_equal(cmk_bao_check_mount(bao, MOUNT, NULL), CMK_ERR_NOTFOUND);
 	assert_string_equal(cmk_errdetail(), "PKI mount " MOUNT " has no CA");
 	assert_int_equal(cmk_bao_check_mount(bao, MOUNT, NULL), CMK_ERR_NOTFOUND);
+	assert_int_equal(cmk_bao_check_mount(bao, "pki_gone", NULL), CMK_ERR_DENIED);
+	assert_string_equal(cmk_errdetail(), "PKI mount pki_gone does not exist or the token's policies do not cover "
+					     "it (pki_gone/cert/ca_chain)");
 	r = request(1);
 	assert_request(r, "GET", "/v1/" MOUNT "/cert/ca_chain");
 	json_decref(r);

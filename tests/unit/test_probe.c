@@ -8,7 +8,8 @@
  * Certificates are made with the openssl CLI in a temporary directory:
  * a keystore CA signing the server certificates, a client CA signing the
  * tenant's EC P-256 client certificate, and an unrelated CA signing another.
- * Each server runs in its own process group, killed at the end.
+ * Each server runs in its own process group, killed at the end - also when
+ * the test itself is interrupted, so that no server outlives it.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -97,13 +99,16 @@ static void capture_log(enum cmk_log_level level, const char *msg, void *arg)
 /* Start argv[0] in its own process group with output to `log`. */
 static pid_t spawn(char *const argv[], const char *log)
 {
-	pid_t pid = fork();
+	pid_t parent = getpid(), pid = fork();
 
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		int in = open("/dev/null", O_RDONLY), out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
 
 		setpgid(0, 0);
+		/* Die with the test even if it is killed outright (and do not start if it already was). */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+			_exit(125);
 		if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
 			_exit(126);
 		execv(argv[0], argv);
@@ -284,6 +289,37 @@ static void start_python(struct server *s, const char *mode)
 	free(ca);
 }
 
+/* On SIGINT / SIGTERM / SIGHUP: kill every server's group and the directory, then die of the signal. */
+static void on_signal(int sig)
+{
+	struct server *all[] = { &fx.tls, &fx.dns_only, &fx.no_auth, &fx.closer, &fx.echo, &fx.kmip };
+	char *argv[] = { "/bin/rm", "-rf", fx.dir, NULL };
+	pid_t pid;
+
+	/* Only async-signal-safe calls here. */
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		if (all[i]->pid > 0)
+			kill(-all[i]->pid, SIGKILL);
+	if (fx.dir[0] != '\0' && (pid = fork()) == 0) {
+		execv(argv[0], argv);
+		_exit(127);
+	} else if (fx.dir[0] != '\0' && pid > 0) {
+		waitpid(pid, NULL, 0);
+	}
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void catch_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
 /* Stop every server and remove the directory; safe to call twice (teardown, then atexit). */
 static void cleanup(void)
 {
@@ -310,6 +346,7 @@ static int group_setup(void **state)
 	(void)state;
 	/* cmocka skips the group teardown when setup fails: never leave servers running. */
 	atexit(cleanup);
+	catch_signals();
 	cmk_set_log(capture_log, NULL, CMK_LOG_DEBUG);
 	/* The launcher sits beside this source file (paths are relative to the top directory, where tests run). */
 	if (slash != NULL)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -53,6 +54,9 @@ static inline int script_server_start(struct script_server *s)
 	if ((s->pid = fork()) < 0)
 		return -1;
 	if (s->pid == 0) {
+		/* The server must not outlive a test that dies before its teardown. */
+		if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() == 1)
+			_exit(127);
 		dup2(fds[1], STDOUT_FILENO);
 		close(fds[0]);
 		close(fds[1]);

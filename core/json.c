@@ -9,6 +9,7 @@
  * field the same way, naming the field, because those messages reach the
  * people who wrote the request.
  */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,23 @@
 #include "cmkcert/error.h"
 #include "cmkcert/json.h"
 #include "cmkcert/util.h"
+
+/*
+ * OpenBao answers carry tokens and (in issue mode) private keys; jansson
+ * keeps copies of every string it parses or dumps in its own buffers.  All
+ * of them are wiped when jansson frees them.  Installed before main() so
+ * no jansson allocation predates it.
+ */
+static void json_free_wiped(void *p)
+{
+	if (p != NULL)
+		cmk_freezero(p, malloc_usable_size(p));
+}
+
+__attribute__((constructor)) static void json_install_allocator(void)
+{
+	json_set_alloc_funcs(malloc, json_free_wiped);
+}
 
 #define JSON_FILE_MAX (1024 * 1024)
 

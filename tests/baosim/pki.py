@@ -40,6 +40,24 @@ _CURVE_BITS = {"secp224r1": 224, "secp256r1": 256, "secp384r1": 384,
                "secp521r1": 521}
 
 
+
+# Test-only: every private key made by issue mode, so tests can search the
+# client's files and logs for any trace of them (GET /_sim/issued-keys).
+_ISSUED_KEYS = []
+_ISSUED_KEYS_LOCK = threading.Lock()
+
+
+def remember_issued_key(key):
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    with _ISSUED_KEYS_LOCK:
+        _ISSUED_KEYS.append(pem)
+
+
+def issued_keys():
+    with _ISSUED_KEYS_LOCK:
+        return list(_ISSUED_KEYS)
+
 def new_serial():
     """certutil.GenerateSerialNumber: uniform in [0, 2^159), never 0 here
     (cryptography refuses a zero serial)."""
@@ -858,6 +876,7 @@ class PkiMount(Backend):
         else:
             private_key = generate_key(role["key_type"], role["key_bits"])
             public_key = private_key.public_key()
+            remember_issued_key(private_key)
         cert = self._build_leaf(bundle, role, public_key, issuer,
                                 use_csr)
         data, lease = self._cert_response(cert, private_key, issuer, fd,

@@ -31,7 +31,7 @@ from common import (VERSION, BaoError, acl_denied, go_json, multierror,
                     unsupported_path, user_error)
 from framework import (DELETE, HEADER, LIST, PATCH, READ, SCAN, UPDATE,
                        Backend, Request)
-from pki import Issuer, PkiMount, make_ca
+from pki import Issuer, PkiMount, issued_keys, make_ca
 
 MAX_REQUEST_SIZE = 32 * 1024 * 1024
 
@@ -524,6 +524,8 @@ class Simulator:
                 self.sealed = False
                 return json_answer(200, {"faults": self.faults.snapshot(),
                                          "sealed": self.sealed})
+            if route == ("GET", "/_sim/issued-keys"):
+                return json_answer(200, {"keys": issued_keys()})
             if route == ("GET", "/_sim/time"):
                 now = time.time_ns()
                 return json_answer(200, {"unix": now // 10 ** 9,

@@ -1,0 +1,76 @@
+"""Plaintext private keys never reach the store, the audit trail, logs or
+the CLI's output: not as PEM, not as base64, not as raw DER or key bytes."""
+
+import base64
+import json
+import pathlib
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from conftest import edit_conf
+
+
+def key_fingerprints(pem):
+    """Byte strings whose presence anywhere would mean the private key leaked.
+
+    Only pieces made of private bytes count: the public half of a key is in
+    its certificate, which is printed on purpose."""
+    key = serialization.load_pem_private_key(pem.encode(), None)
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    out = []
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        n = key.private_numbers().private_value
+        out.append(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+    else:
+        nums = key.private_numbers()
+        for n in (nums.p, nums.q, nums.d):
+            out.append(n.to_bytes((n.bit_length() + 7) // 8, "big")[:64])
+    for fmt in (serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL):
+        der = key.private_bytes(serialization.Encoding.DER, fmt, serialization.NoEncryption())
+        b64 = base64.b64encode(der).decode()
+        # Pieces of the PEM's 64-character lines, 24 bytes each, that hold no public-key bytes.
+        for i in range(0, len(b64) - 32, 32):
+            raw = der[i // 4 * 3:i // 4 * 3 + 24]
+            if raw not in public:
+                out.append(b64[i:i + 32].encode())
+    return out
+
+
+def files_under(*roots):
+    for root in roots:
+        root = pathlib.Path(root)
+        if root.is_file():
+            yield root
+        elif root.is_dir():
+            yield from (p for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("ktype", ["aws_kms", "thales_luna"])
+def test_no_key_material_anywhere(bao, cmk, keystore, tmp_path, ktype):
+    conf = edit_conf(bao.conf, "openbao", "mode", "issue", out=tmp_path / "c.conf")
+    outputs = []
+    for tenant in ("tenant-one", "tenant-two"):
+        r = cmk("-v", "-v", "keystore", "add", "--tenant", tenant, "--type", ktype, "--endpoint", keystore.endpoint,
+                "--server-ca", keystore.server_ca, conf=conf)
+        assert r.returncode == 0, r.stderr
+        outputs += [r.stdout, r.stderr]
+    for args in (("list", "--json"), ("show", "--json", "--pem", "--tenant", "tenant-one", "--type", ktype),
+                 ("-v", "-v", "check"), ("-v", "-v", "renew", "--tenant", "tenant-two", "--type", ktype),
+                 ("-v", "-v", "revoke", "--tenant", "tenant-one", "--type", ktype)):
+        r = cmk(*args, conf=conf)
+        assert r.returncode == 0, (args, r.stderr)
+        outputs += [r.stdout, r.stderr]
+
+    keys = bao.control("issued-keys")["keys"]
+    assert len(keys) == 3            # two adds and one renewal, all made by OpenBao in issue mode
+    needles = [n for k in keys for n in key_fingerprints(k)]
+    haystacks = [("cli output %d" % i, o.encode()) for i, o in enumerate(outputs)]
+    haystacks += [(str(p), p.read_bytes()) for p in files_under(bao.dir / "store", bao.dir / "audit.log")]
+    assert any("store" in name for name, _ in haystacks)
+    for name, data in haystacks:
+        assert b"PRIVATE KEY" not in data, name
+        for n in needles:
+            assert n not in data, "key material found in %s" % name

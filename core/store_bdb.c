@@ -707,6 +707,13 @@ struct change_walk {
 	size_t n;
 };
 
+/* A change that stands for "anything may have changed" (trimmed or unreadable entries). */
+static void change_wildcard(struct cmk_change *ch, uint64_t seq)
+{
+	memset(ch, 0, sizeof(*ch));
+	ch->seq = seq;
+}
+
 static int change_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg)
 {
 	struct change_walk *w = arg;
@@ -714,7 +721,7 @@ static int change_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg
 	uint8_t kb[8];
 	DBT k, d;
 	DBC *c;
-	int ret, rc = 0;
+	int ret;
 
 	(void)rmw;
 	w->n = 0;
@@ -722,34 +729,37 @@ static int change_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg
 		return db_fail(st, ret, "store_changes_since: %s", st->path);
 	dbt_user(&k, kb, 0, sizeof(kb));
 	dbt_none(&d);
-	/* Entries after the caller's position were trimmed: report "anything may have changed". */
-	if (w->first && (ret = c->get(c, &k, &d, DB_FIRST)) == 0 && k.size == 8 && cmk_be64_get(kb) > next) {
-		w->ch[w->n].seq = cmk_be64_get(kb) - 1;
-		w->n++;
-	}
+	/* Entries after the caller's position were trimmed: say so before the rest. */
+	if (w->first && (ret = c->get(c, &k, &d, DB_FIRST)) == 0 && k.size == 8 && cmk_be64_get(kb) > next)
+		change_wildcard(&w->ch[w->n++], cmk_be64_get(kb) - 1);
+	if (ret != 0 && ret != DB_NOTFOUND)
+		goto out;
 	cmk_be64_put(kb, next);
 	dbt_user(&k, kb, sizeof(kb), sizeof(kb));
 	dbt_malloc(&d);
-	for (ret = c->get(c, &k, &d, DB_SET_RANGE); ret == 0 && w->n <= CHANGE_CHUNK - 1;
-	     ret = c->get(c, &k, &d, DB_NEXT)) {
-		seq = k.size == 8 ? cmk_be64_get(kb) : 0;
-		rc = seq != 0 ? cmk_codec_change_decode(seq, d.data, d.size, &w->ch[w->n]) :
-			cmk_fail(CMK_ERR_STORE, "store_changes_since: %s: damaged key", st->path);
+	for (ret = c->get(c, &k, &d, DB_SET_RANGE); ret == 0; ret = c->get(c, &k, &d, DB_NEXT)) {
+		if (k.size != 8) {
+			ret = EINVAL;
+			break;
+		}
+		seq = cmk_be64_get(kb);
+		/* An unreadable entry still tells the reader that something changed. */
+		if (cmk_codec_change_decode(seq, d.data, d.size, &w->ch[w->n]) != 0) {
+			cmk_log(CMK_LOG_ERROR, "%s", cmk_errdetail());
+			change_wildcard(&w->ch[w->n], seq);
+		}
 		free(d.data);
 		dbt_malloc(&d);
-		if (rc != 0)
-			break;
 		w->n++;
 		next = seq + 1;
+		if (w->n >= CHANGE_CHUNK)
+			break;
 	}
-	/* A full chunk stops after reading one more entry; it is read again next time. */
-	free(d.data);
+out:
 	c->close(c);
-	if (rc == 0 && ret != 0 && ret != DB_NOTFOUND)
-		rc = db_fail(st, ret, "store_changes_since: %s", st->path);
-	if (rc != 0) {
+	if (ret != 0 && ret != DB_NOTFOUND) {
 		w->n = 0;
-		return rc;
+		return db_fail(st, ret, "store_changes_since: %s", st->path);
 	}
 	w->done = ret == DB_NOTFOUND;
 	w->first = false;
@@ -1295,8 +1305,8 @@ int cmk_store_keystore_del(struct cmk_txn *txn, const char *tenant, const char *
 }
 
 struct ks_walk {
-	uint8_t last[CMK_KS_KEY_MAX];  /* key of the last record delivered */
-	size_t last_len;
+	uint8_t from[CMK_KS_KEY_MAX + 1];  /* the next chunk starts at the first key >= this */
+	size_t from_len;
 	bool done;
 	struct cmk_keystore_record recs[WALK_CHUNK];
 	size_t n;
@@ -1305,39 +1315,37 @@ struct ks_walk {
 static int ks_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg)
 {
 	struct ks_walk *w = arg;
-	uint8_t kb[CMK_KS_KEY_MAX], last[CMK_KS_KEY_MAX];
-	size_t last_len = w->last_len;
+	uint8_t kb[CMK_KS_KEY_MAX + 1];
 	DBT k, d;
 	DBC *c;
 	int ret, rc = 0;
 
 	(void)rmw;
 	w->n = 0;
-	memcpy(last, w->last, last_len);
 	if ((ret = st->keystores->cursor(st->keystores, t, &c, 0)) != 0)
 		return db_fail(st, ret, "store_keystore_each: %s", st->path);
-	memcpy(kb, last, last_len);
-	dbt_user(&k, kb, last_len, sizeof(kb));
+	memcpy(kb, w->from, w->from_len);
+	dbt_user(&k, kb, w->from_len, CMK_KS_KEY_MAX);
 	dbt_malloc(&d);
-	for (ret = c->get(c, &k, &d, last_len == 0 ? DB_FIRST : DB_SET_RANGE); ret == 0 && w->n < WALK_CHUNK;
+	for (ret = c->get(c, &k, &d, w->from_len == 0 ? DB_FIRST : DB_SET_RANGE); ret == 0;
 	     ret = c->get(c, &k, &d, DB_NEXT)) {
-		if (k.size != last_len || memcmp(kb, last, last_len) != 0) {
-			rc = cmk_codec_keystore_decode(d.data, d.size, &w->recs[w->n]);
-			if (rc == CMK_ERR_STORE) {
-				cmk_log(CMK_LOG_ERROR, "%s; skipped", cmk_errdetail());
-				rc = 0;
-			} else if (rc == 0) {
-				w->n++;
-			}
-			memcpy(last, kb, k.size);
-			last_len = k.size;
-		}
+		rc = cmk_codec_keystore_decode(d.data, d.size, &w->recs[w->n]);
 		free(d.data);
 		dbt_malloc(&d);
-		if (rc != 0)
+		if (rc == CMK_ERR_STORE)
+			cmk_log(CMK_LOG_ERROR, "%s; skipped", cmk_errdetail());
+		else if (rc != 0)
+			break;
+		else
+			w->n++;
+		rc = 0;
+		/* key || 0x00 is the smallest key after this one. */
+		memcpy(w->from, kb, k.size);
+		w->from[k.size] = 0;
+		w->from_len = k.size + 1;
+		if (w->n == WALK_CHUNK)
 			break;
 	}
-	free(d.data);
 	c->close(c);
 	if (rc == 0 && ret != 0 && ret != DB_NOTFOUND)
 		rc = db_fail(st, ret, "store_keystore_each: %s", st->path);
@@ -1347,8 +1355,6 @@ static int ks_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg)
 		w->n = 0;
 		return rc;
 	}
-	memcpy(w->last, last, last_len);
-	w->last_len = last_len;
 	w->done = ret == DB_NOTFOUND;
 	return 0;
 }

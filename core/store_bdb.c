@@ -48,6 +48,9 @@
 #define WALK_CHUNK 32
 #define WALK_SCAN 256          /* records looked at per chunk of a filtered id walk */
 #define TRIM_EVERY 128u        /* trim the change log when seq is a multiple of this */
+#define FIND_KEY_MAX CMK_SERIAL_MAX  /* longest secondary key looked up: a serial or a tts key */
+
+_Static_assert(CMK_TTS_KEY_MAX <= FIND_KEY_MAX, "tts keys must fit the lookup buffer");
 
 struct cmk_store {
 	struct cmk_store *next;  /* in open_stores */
@@ -168,13 +171,11 @@ static int db_fail(struct cmk_store *st, int ret, const char *fmt, ...)
 	case EIO:
 		code = CMK_ERR_IO;
 		break;
-	case ENOMEM:
-		code = CMK_ERR_NOMEM;
-		break;
 	case EACCES:
 	case EPERM:
 		code = CMK_ERR_PERM;
 		break;
+	/* ENOMEM from BDB usually means one of its regions (locks, cache) is full: a store problem. */
 	default:
 		code = CMK_ERR_STORE;
 		break;
@@ -541,10 +542,14 @@ int cmk_store_begin(struct cmk_store *st, struct cmk_txn **txn)
 
 int cmk_store_commit(struct cmk_txn *txn)
 {
-	struct cmk_store *st = txn->st;
-	bool wrote = txn->wrote;
+	struct cmk_store *st;
+	bool wrote;
 	int ret;
 
+	if (txn == NULL)
+		return cmk_fail(CMK_ERR_INVALID, "store_commit: no transaction");
+	st = txn->st;
+	wrote = txn->wrote;
 	ret = txn->t->commit(txn->t, 0);
 	free(txn);
 	if (ret != 0)
@@ -852,7 +857,7 @@ int cmk_store_cert_get(struct cmk_store *st, struct cmk_txn *txn, uint64_t id, s
 static int find_last(struct cmk_store *st, DB_TXN *t, DB *sdb, const uint8_t *key, size_t n, u_int32_t rmw,
 		     struct cmk_cert_record *out)
 {
-	uint8_t kb[CMK_SERIAL_MAX + CMK_TTS_KEY_MAX + 1], pb[8];
+	uint8_t kb[FIND_KEY_MAX + 1], pb[8];
 	DBT k, p, d;
 	DBC *c;
 	int ret, rc;
@@ -882,33 +887,23 @@ static int find_last(struct cmk_store *st, DB_TXN *t, DB *sdb, const uint8_t *ke
 }
 
 struct find_arg {
-	DB *(*which)(struct cmk_store *st);
-	uint8_t key[CMK_SERIAL_MAX + CMK_TTS_KEY_MAX];
+	DB *index;
+	uint8_t key[FIND_KEY_MAX];
 	size_t n;
 	struct cmk_cert_record *out;
 };
-
-static DB *db_by_tts(struct cmk_store *st)
-{
-	return st->by_tts;
-}
-
-static DB *db_by_serial(struct cmk_store *st)
-{
-	return st->by_serial;
-}
 
 static int find_fn(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg)
 {
 	struct find_arg *a = arg;
 
-	return find_last(st, t, a->which(st), a->key, a->n, rmw, a->out);
+	return find_last(st, t, a->index, a->key, a->n, rmw, a->out);
 }
 
 int cmk_store_cert_find(struct cmk_store *st, struct cmk_txn *txn, const char *tenant, const char *type,
 			enum cmk_status status, struct cmk_cert_record *out)
 {
-	struct find_arg a = { .which = db_by_tts, .out = out };
+	struct find_arg a = { .index = st->by_tts, .out = out };
 
 	memset(out, 0, sizeof(*out));
 	if (tenant == NULL || type == NULL ||
@@ -920,7 +915,7 @@ int cmk_store_cert_find(struct cmk_store *st, struct cmk_txn *txn, const char *t
 int cmk_store_cert_by_serial(struct cmk_store *st, struct cmk_txn *txn, const char *serial,
 			     struct cmk_cert_record *out)
 {
-	struct find_arg a = { .which = db_by_serial, .out = out };
+	struct find_arg a = { .index = st->by_serial, .out = out };
 
 	memset(out, 0, sizeof(*out));
 	if (serial == NULL || (a.n = strlen(serial)) == 0 || a.n >= CMK_SERIAL_MAX)
@@ -1315,7 +1310,8 @@ struct ks_walk {
 static int ks_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg)
 {
 	struct ks_walk *w = arg;
-	uint8_t kb[CMK_KS_KEY_MAX + 1];
+	uint8_t kb[CMK_KS_KEY_MAX + 1], start[CMK_KS_KEY_MAX + 1];
+	const size_t start_len = w->from_len;
 	DBT k, d;
 	DBC *c;
 	int ret, rc = 0;
@@ -1324,10 +1320,11 @@ static int ks_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg)
 	w->n = 0;
 	if ((ret = st->keystores->cursor(st->keystores, t, &c, 0)) != 0)
 		return db_fail(st, ret, "store_keystore_each: %s", st->path);
-	memcpy(kb, w->from, w->from_len);
-	dbt_user(&k, kb, w->from_len, CMK_KS_KEY_MAX);
+	memcpy(start, w->from, start_len);
+	memcpy(kb, w->from, start_len);
+	dbt_user(&k, kb, start_len, sizeof(kb));
 	dbt_malloc(&d);
-	for (ret = c->get(c, &k, &d, w->from_len == 0 ? DB_FIRST : DB_SET_RANGE); ret == 0;
+	for (ret = c->get(c, &k, &d, start_len == 0 ? DB_FIRST : DB_SET_RANGE); ret == 0;
 	     ret = c->get(c, &k, &d, DB_NEXT)) {
 		rc = cmk_codec_keystore_decode(d.data, d.size, &w->recs[w->n]);
 		free(d.data);
@@ -1350,9 +1347,12 @@ static int ks_fill(struct cmk_store *st, DB_TXN *t, u_int32_t rmw, void *arg)
 	if (rc == 0 && ret != 0 && ret != DB_NOTFOUND)
 		rc = db_fail(st, ret, "store_keystore_each: %s", st->path);
 	if (rc != 0) {
+		/* Forget the partial chunk; a retry starts again where this one did. */
 		for (size_t i = 0; i < w->n; i++)
 			cmk_keystore_record_clear(&w->recs[i]);
 		w->n = 0;
+		memcpy(w->from, start, start_len);
+		w->from_len = start_len;
 		return rc;
 	}
 	w->done = ret == DB_NOTFOUND;

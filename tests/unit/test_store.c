@@ -1101,6 +1101,52 @@ static void test_recovery_after_killed_process(void **state)
 	assert_int_equal(put_new(fx->st, "after", "x", CMK_ST_PENDING, 0), 4);
 }
 
+/*
+ * The daemon's case: its handle stays open while another process dies inside
+ * a transaction and a third one opens the store, finds the dead process and
+ * runs recovery.  The daemon's handle must then say so, and a reopen works.
+ */
+static void test_open_handle_learns_of_recovery(void **state)
+{
+	struct fx *fx = *state;
+	struct ids ids = { .n = 0 };
+	struct cmk_store *st;
+	uint64_t last;
+	int status;
+	pid_t pid;
+
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0)
+		crash_child(fx->path);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_false(cmk_store_needs_recovery(fx->st));
+
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		if (cmk_store_open(fx->path, &st) != 0)
+			_exit(1);
+		cmk_store_close(st);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+
+	assert_int_equal(cmk_store_change_last(fx->st, &last), CMK_ERR_STORE);
+	assert_non_null(strstr(cmk_errdetail(), "run recovery"));
+	assert_true(cmk_store_needs_recovery(fx->st));
+	cmk_store_close(fx->st);
+	fx->st = NULL;
+
+	assert_int_equal(cmk_store_open(fx->path, &fx->st), 0);
+	assert_false(cmk_store_needs_recovery(fx->st));
+	assert_int_equal(cmk_store_cert_each(fx->st, NULL, NULL, collect, &ids), 0);
+	assert_ids(&ids, (uint64_t[]){ 1, 2, 3 }, 3);
+	assert_int_equal(cmk_store_change_last(fx->st, &last), 0);
+	assert_int_equal(last, 4);
+}
+
 static void writer_child(const char *path, int start_fd)
 {
 	struct cmk_store *st;
@@ -1365,6 +1411,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_change_log_is_trimmed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deadlock_is_busy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_after_killed_process, setup_dir, teardown),
+		cmocka_unit_test_setup_teardown(test_open_handle_learns_of_recovery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_processes_write_at_once, setup, teardown),
 		cmocka_unit_test(test_codec_refuses_every_truncation),
 		cmocka_unit_test(test_codec_refuses_bad_values),

@@ -480,7 +480,7 @@ static void close_db(struct cmk_store *st, DB **db)
 {
 	int ret;
 
-	if (*db != NULL && (ret = (*db)->close(*db, 0)) != 0)
+	if (*db != NULL && (ret = (*db)->close(*db, 0)) != 0 && !atomic_load(&st->broken))
 		cmk_log(CMK_LOG_WARN, "store_close: %s: %s", st->path, db_strerror(ret));
 	*db = NULL;
 }
@@ -491,6 +491,14 @@ void cmk_store_close(struct cmk_store *st)
 
 	if (st == NULL)
 		return;
+	/*
+	 * A panicked environment refuses every call, close included: BDB only
+	 * drops its file handles and registry slot and keeps the handles' memory.
+	 * Forcing it (DB_NOPANIC) could flush stale cache or log buffers over the
+	 * recovered files, so a few tens of KB are left behind instead.
+	 */
+	if (atomic_load(&st->broken))
+		cmk_log(CMK_LOG_INFO, "store_close: %s: closing a store that needs recovery", st->path);
 	/* Indexes before the database they index. */
 	close_db(st, &st->by_tts);
 	close_db(st, &st->by_renew);
@@ -503,7 +511,7 @@ void cmk_store_close(struct cmk_store *st)
 		/* A checkpoint at close keeps the next recovery short and lets old log files go. */
 		if (!atomic_load(&st->broken) && st->env->txn_checkpoint(st->env, 0, 0, 0) != 0)
 			cmk_log(CMK_LOG_WARN, "store_close: %s: checkpoint failed", st->path);
-		if ((ret = st->env->close(st->env, 0)) != 0)
+		if ((ret = st->env->close(st->env, 0)) != 0 && !atomic_load(&st->broken))
 			cmk_log(CMK_LOG_WARN, "store_close: %s: %s", st->path, db_strerror(ret));
 	}
 	release_store(st);

@@ -15,15 +15,16 @@
  *              transaction as every mutation of certs or keystores
  *
  * Every mutation takes a transaction.  Reads accept txn = NULL (read
- * committed data) or a transaction (reads its own writes, and locks for
- * update).  A deadlock or lock conflict returns CMK_ERR_BUSY: abort and
- * retry the whole transaction.  (Reads without a transaction are retried
+ * committed data) or a transaction (reads its own writes; single-record
+ * reads lock the record for update, walks take ordinary read locks).
+ * A deadlock or lock conflict returns CMK_ERR_BUSY: abort and retry the
+ * whole transaction.  (Reads without a transaction are retried
  * inside the store and rarely return CMK_ERR_BUSY.)
  *
  * Processes and threads: one struct cmk_store may be shared by the threads
  * of a process; a struct cmk_txn belongs to one thread.  DB_REGISTER tracks
  * processes, so a process may have only one handle on a given store open at
- * a time (a second open fails with CMK_ERR_STORE), and a child made by
+ * a time (a second open fails with CMK_ERR_STATE), and a child made by
  * fork() must not use its parent's handle: it opens its own.
  *
  * Get and find functions overwrite *out (they do not free what it held);
@@ -120,6 +121,10 @@ void cmk_store_close(struct cmk_store *st);
  * True once the environment has panicked (a failed write, or another process
  * ran recovery after a process died): every call then fails with
  * CMK_ERR_STORE "run recovery".  End the transactions, close and reopen.
+ *
+ * A process killed inside a transaction keeps its locks until some process
+ * opens the store (which finds the dead process and runs recovery): until
+ * then, operations of other processes that need those locks wait.
  */
 bool cmk_store_needs_recovery(const struct cmk_store *st);
 
@@ -177,6 +182,7 @@ int cmk_store_cert_due(struct cmk_store *st, struct cmk_txn *txn, int64_t now, c
 int cmk_store_keystore_put(struct cmk_txn *txn, const struct cmk_keystore_record *rec);
 int cmk_store_keystore_get(struct cmk_store *st, struct cmk_txn *txn, const char *tenant, const char *type,
 			   struct cmk_keystore_record *out);
+/* CMK_ERR_NOTFOUND when absent (and no change is logged). */
 int cmk_store_keystore_del(struct cmk_txn *txn, const char *tenant, const char *type);
 typedef int (*cmk_keystore_cb)(const struct cmk_keystore_record *rec, void *arg);
 int cmk_store_keystore_each(struct cmk_store *st, struct cmk_txn *txn, cmk_keystore_cb cb, void *arg);
@@ -192,7 +198,8 @@ typedef int (*cmk_change_cb)(const struct cmk_change *ch, void *arg);
  * Changes with seq > after, in order.  When some of them were already trimmed
  * (the caller fell more than CMK_STORE_CHANGES_KEPT behind), the first change
  * delivered has an empty tenant and type, meaning "anything may have
- * changed", and the seq just before the oldest entry kept.
+ * changed", and the seq just before the oldest entry kept.  A damaged entry
+ * is delivered the same way, with its own seq.
  */
 int cmk_store_changes_since(struct cmk_store *st, uint64_t after, cmk_change_cb cb, void *arg);
 /* Highest sequence (0 when empty). Cheap: safe to poll. */

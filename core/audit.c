@@ -53,6 +53,7 @@ struct cmk_audit {
 /* What the last line of the trail says: the next line continues from it. */
 struct tail {
 	off_t size;
+	off_t torn;             /* bytes of an incomplete last line removed (0 = none) */
 	uint64_t seq;
 	char hash[HASH_HEX_LEN + 1];
 };
@@ -279,14 +280,22 @@ static int read_tail(struct cmk_audit *a, struct tail *t)
 	if ((rc = read_at(a, &last, 1, sb.st_size - 1)) != 0)
 		return rc;
 	/*
-	 * Without its newline the last line was cut short (a crash or a full
-	 * disk mid-write).  Chaining onto it would hide that, so refuse and
-	 * make a person look.
+	 * Without its newline the last line was cut short: a writer died (or the
+	 * disk filled) in the middle of its write.  That line was never a
+	 * complete record, so it is removed, and the removal itself is recorded
+	 * as the next line: the trail goes on verifying, and says what happened.
 	 */
-	if (last != '\n')
-		return cmk_fail(CMK_ERR_AUDIT, "audit: %s: the trail's last line is incomplete (no newline at the "
-				"end: an earlier write was interrupted); run \"cmkcert audit verify\" and repair "
-				"the trail before appending", a->path);
+	if (last != '\n') {
+		if ((rc = find_line_start(a, sb.st_size, &start)) != 0)
+			return rc;
+		if (ftruncate(a->fd, start) != 0 || fsync(a->fd) != 0)
+			return cmk_fail(CMK_ERR_AUDIT, "audit: %s: removing an incomplete last line: %s", a->path,
+					strerror(errno));
+		cmk_log(CMK_LOG_WARN, "audit: %s: removed an incomplete last line of %lld bytes left by an "
+			"interrupted write", a->path, (long long)(sb.st_size - start));
+		t->torn = sb.st_size - start;
+		return read_tail(a, t);
+	}
 	if ((rc = find_line_start(a, sb.st_size - 1, &start)) != 0)
 		return rc;
 	len = (size_t)(sb.st_size - 1 - start);
@@ -466,12 +475,30 @@ static int write_line(struct cmk_audit *a, const char *line, off_t old_size)
 
 static int append_locked(struct cmk_audit *a, const struct cmk_audit_event *ev)
 {
-	struct tail t;
+	struct tail t = { 0 };
 	char *line = NULL;
 	int rc;
 
 	if ((rc = read_tail(a, &t)) != 0)
 		return rc;
+	if (t.torn > 0) {
+		struct cmk_audit_event repair = CMK_AUDIT_EVENT_INIT;
+		char detail[160];
+
+		snprintf(detail, sizeof(detail), "removed an incomplete last line of %lld bytes left by an "
+			 "interrupted write", (long long)t.torn);
+		repair.event = CMK_AUDIT_ERROR;
+		repair.outcome = "repaired";
+		repair.step = "audit";
+		repair.detail = detail;
+		if ((rc = build_line(&repair, &t, &line)) != 0)
+			return rc;
+		rc = write_line(a, line, t.size);
+		free(line);
+		line = NULL;
+		if (rc != 0 || (rc = read_tail(a, &t)) != 0)
+			return rc;
+	}
 	if ((rc = build_line(ev, &t, &line)) != 0)
 		return rc;
 	rc = write_line(a, line, t.size);

@@ -57,8 +57,11 @@ void cmk_audit_close(struct cmk_audit *a);
 
 /*
  * Append one line durably (write + fsync). CMK_ERR_AUDIT on failure, also
- * when the trail's last line is incomplete or not a record (the chain is
- * not continued over a damaged end: a person must look);
+ * when the trail's last line is a complete line that is not a record (the
+ * chain is not continued over a damaged end: a person must look).  An
+ * incomplete last line (no newline: a writer died mid-write) is removed
+ * first, and an "error" line with outcome "repaired" saying so is appended
+ * before the event;
  * CMK_ERR_INVALID when event or outcome is missing.  String fields are
  * JSON-escaped (a newline cannot start a second line); bytes that are not
  * UTF-8 are replaced by U+FFFD.  Safe from several threads and processes.

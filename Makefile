@@ -36,7 +36,7 @@ endif
 
 # Library modules, in dependency order.
 CORE := error log util crypto_mbedtls crypto_crl names config json http_curl openbao openbao_parse openbao_pki seal store_bdb store_codec audit \
-	probe_tls kmip lifecycle issue op_check op_add op_renew op_revoke
+	probe_tls kmip lifecycle issue op_check op_add op_renew op_revoke op_verify
 CORE_OBJS := $(CORE:%=$(BUILD)/core/%.o)
 LIB := $(BUILD)/libcmkcert.a
 

@@ -43,6 +43,7 @@ int cmd_audit(struct cli *cli, int argc, char **argv);
 int cmd_renew(struct cli *cli, int argc, char **argv);
 int cmd_revoke(struct cli *cli, int argc, char **argv);
 int cmd_keystore_remove(struct cli *cli, int argc, char **argv);
+int cmd_verify(struct cli *cli, int argc, char **argv);
 
 /* Actor name for the audit trail: "cli:uid=N". */
 const char *cli_actor(void);

@@ -110,7 +110,7 @@ static int open_and_recover(struct cli *cli, struct cmk_ctx **ctx)
 	if (rc != 0)
 		return cli_fail(cli, rc, "configuration");
 	if (cmk_recover(*ctx, &n) == 0 && n > 0)
-		fprintf(stderr, "%s: %u interrupted operation(s) found and marked failed\n", cli->prog, n);
+		fprintf(stderr, "%s: %u interrupted operation(s) recovered\n", cli->prog, n);
 	return 0;
 }
 
@@ -177,6 +177,33 @@ int cmd_keystore_remove(struct cli *cli, int argc, char **argv)
 	rc = cmk_keystore_remove(ctx, t.tenant, t.type, &res, step_text, cli);
 	rc = report(cli, "keystore remove", rc, &res);
 	cmk_op_result_clear(&res);
+	cmk_ctx_free(ctx);
+	return rc;
+}
+
+int cmd_verify(struct cli *cli, int argc, char **argv)
+{
+	struct cmk_verify_stats st;
+	struct cmk_ctx *ctx = NULL;
+	int rc;
+
+	if (argc > 2 || (argc == 2 && strcmp(argv[1], "--json") != 0))
+		return cli_usage_error(cli, "verify: unexpected argument \"%s\"", argv[1]);
+	if (argc == 2)
+		cli->json = true;
+	if ((rc = cmk_ctx_open(cli->config, cli_actor(), &ctx)) != 0)
+		return cli_fail(cli, rc, "configuration");
+	rc = cmk_verify_store(ctx, &st, step_text, cli);
+	if (cli->json)
+		cli_print_json(json_pack("{s:b, s:i, s:i, s:i}", "ok", rc == 0, "active", st.active, "bad", st.bad,
+					 "interrupted_reset", st.reset));
+	else
+		printf("%u active certificate(s) checked, %u bad, %u interrupted operation(s) reset\n", st.active,
+		       st.bad, st.reset);
+	if (rc != 0) {
+		fprintf(stderr, "%s: verify: %s\n", cli->prog, cmk_errdetail());
+		rc = cli_exit_code(rc);
+	}
 	cmk_ctx_free(ctx);
 	return rc;
 }

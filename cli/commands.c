@@ -90,6 +90,7 @@ static json_t *record_json(const struct cmk_cert_record *r, bool pem)
 	json_object_set_new(o, "revoked_at", time_json(r->revoked_at));
 	json_object_set_new(o, "supersedes", r->supersedes ? json_integer((json_int_t)r->supersedes) : json_null());
 	json_object_set_new(o, "key_sealed", json_boolean(r->sealed_key != NULL));
+	json_object_set_new(o, "revocation_pending", json_boolean((r->flags & CMK_CERT_F_REVOKING) != 0));
 	json_object_set_new(o, "last_error", r->last_error ? json_string(r->last_error) : json_null());
 	{
 		char *p = cmk_asprintf("/certs/%s-%s.crt", r->tenant, r->type);
@@ -325,7 +326,7 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 	{
 		unsigned n = 0;
 		if (cmk_recover(ctx, &n) == 0 && n > 0)
-			fprintf(stderr, "%s: %u interrupted operation(s) found and marked failed\n", cli->prog, n);
+			fprintf(stderr, "%s: %u interrupted operation(s) recovered\n", cli->prog, n);
 	}
 	s.list = json_array();
 	rc = cmk_keystore_add(ctx, &req, &res, on_step, &s);

@@ -32,6 +32,7 @@ static void usage(FILE *f)
 	      "  list [--tenant T] [--type K] [--status S]  certificate records (metadata only)\n"
 	      "  show --tenant T --type K [--pem]       one tenant's certificate (--pem: certificate and CA chain)\n"
 	      "  audit verify [FILE]                    check the audit trail's hash chain\n"
+	      "  verify                                 every active certificate's sealed key opens and matches it\n"
 	      "\n"
 	      "Options:\n"
 	      "  -c, --config FILE   configuration (default $CMKCERT_CONF or /etc/cmkcert/cmkcert.conf)\n"
@@ -106,6 +107,8 @@ int main(int argc, char **argv)
 		rc = cmd_renew(&cli, argc, argv);
 	else if (strcmp(cmd, "revoke") == 0)
 		rc = cmd_revoke(&cli, argc, argv);
+	else if (strcmp(cmd, "verify") == 0)
+		rc = cmd_verify(&cli, argc, argv);
 	else if (strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		rc = EXIT_OK;

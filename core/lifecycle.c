@@ -87,6 +87,7 @@ int cmk_lc_transition(struct cmk_txn *txn, struct cmk_cert_record *rec, enum cmk
 		/* A revoked key is never needed again. */
 		__attribute__((fallthrough));
 	case CMK_ST_CLEANED_UP:
+		rec->flags &= ~CMK_CERT_F_REVOKING;     /* nothing left to revoke or serve */
 		cmk_freezero(rec->sealed_key, rec->sealed_key_len);
 		rec->sealed_key = NULL;
 		rec->sealed_key_len = 0;
@@ -403,9 +404,14 @@ int cmk_recover(struct cmk_ctx *ctx, unsigned *n_reset)
 {
 	struct cmk_cert_filter f = { .status = CMK_ST_PENDING };
 	struct pending_ids p = { 0 };
+	unsigned revoked = 0;
 	int rc;
 
 	*n_reset = 0;
+	/* A revocation once requested is never dropped; without OpenBao it waits for the next run. */
+	if (cmk_lc_finish_revocations(ctx, &revoked) != 0)
+		cmk_log(CMK_LOG_WARN, "recover: a requested revocation could not be finished yet: %s", cmk_errdetail());
+	*n_reset += revoked;
 	if ((rc = cmk_store_cert_each(ctx->store, NULL, &f, collect_pending, &p)) != 0)
 		goto out;
 	for (size_t i = 0; i < p.n; i++) {

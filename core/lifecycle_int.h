@@ -91,4 +91,7 @@ int cmk_lc_fill_record(const char *tenant, const struct cmk_lc_plan *p, const st
 int cmk_lc_store_pending(struct cmk_ctx *ctx, struct cmk_txn *txn, struct cmk_cert_record *rec,
 			 const struct cmk_key *key);
 
+/* Finish revocations a crashed run left requested but unconfirmed (op_revoke.c). */
+int cmk_lc_finish_revocations(struct cmk_ctx *ctx, unsigned *n_done);
+
 #endif

@@ -53,11 +53,40 @@ static int collect_live(const struct cmk_cert_record *rec, void *arg)
 	return 0;
 }
 
+static int collect_revoking(const struct cmk_cert_record *rec, void *arg)
+{
+	if (!(rec->flags & CMK_CERT_F_REVOKING) || rec->status == CMK_ST_REVOKED || rec->status == CMK_ST_CLEANED_UP)
+		return 0;
+	return collect_live(rec, arg);
+}
+
 struct mark_arg {
 	uint64_t id;
 	enum cmk_status to;
 	const char *note;
 };
+
+/*
+ * Record the intent before OpenBao is asked: from here on the certificate
+ * is no longer served, and a crash before the revocation is confirmed is
+ * finished by the next run (cmk_recover) instead of being forgotten.
+ */
+static int mark_revoking(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
+{
+	uint64_t *id = arg;
+	struct cmk_cert_record rec = { 0 };
+	int rc;
+
+	if ((rc = cmk_store_cert_get(ctx->store, txn, *id, &rec)) != 0)
+		return rc;
+	if (!(rec.flags & CMK_CERT_F_REVOKING)) {
+		rec.flags |= CMK_CERT_F_REVOKING;
+		rec.updated_at = cmk_now();
+		rc = cmk_store_cert_put(txn, &rec);
+	}
+	cmk_cert_record_clear(&rec);
+	return rc;
+}
 
 static int mark(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
 {
@@ -132,7 +161,8 @@ static int revoke_locked(struct cmk_ctx *ctx, const char *tenant, const char *ty
 		int64_t t0 = cmk_monotonic_ms();
 		struct mark_arg m = { ids.v[i], CMK_ST_REVOKED, NULL };
 
-		if ((rc = cmk_store_cert_get(ctx->store, NULL, ids.v[i], &rec)) != 0)
+		if ((rc = cmk_lc_with_txn(ctx, mark_revoking, &ids.v[i])) != 0 ||
+		    (rc = cmk_store_cert_get(ctx->store, NULL, ids.v[i], &rec)) != 0)
 			break;
 		rc = revoke_one(ctx, &rec, &rv);
 		if (rc == CMK_ERR_STATE) {
@@ -171,6 +201,40 @@ static int revoke_locked(struct cmk_ctx *ctx, const char *tenant, const char *ty
 	rc = first;
 	if (rc != 0)
 		cmk_fail(rc, "%s", detail);
+out:
+	free(ids.v);
+	return rc;
+}
+
+int cmk_lc_finish_revocations(struct cmk_ctx *ctx, unsigned *n_done)
+{
+	struct cmk_cert_filter f = { .status = -1 };
+	struct ids ids = { 0 };
+	int rc;
+
+	*n_done = 0;
+	if ((rc = cmk_store_cert_each(ctx->store, NULL, &f, collect_revoking, &ids)) < 0)
+		goto out;
+	rc = 0;
+	for (size_t i = 0; i < ids.n; i++) {
+		struct cmk_cert_record rec = { 0 };
+		struct cmk_lc_lock *lock = NULL;
+		struct cmk_op_result res = { 0 };
+
+		if (cmk_store_cert_get(ctx->store, NULL, ids.v[i], &rec) != 0)
+			continue;
+		/* Held: the revocation is still running elsewhere. */
+		if (cmk_lc_lock(ctx, rec.tenant, rec.type, false, &lock) == 0) {
+			int r = revoke_locked(ctx, rec.tenant, rec.type, CMK_REVOKE_UNSPECIFIED, &res, NULL, NULL);
+			if (r == 0 || r == CMK_ERR_STATE || r == CMK_ERR_NOTFOUND)
+				(*n_done)++;
+			else if (rc == 0)
+				rc = r;
+			cmk_lc_unlock(lock);
+		}
+		cmk_op_result_clear(&res);
+		cmk_cert_record_clear(&rec);
+	}
 out:
 	free(ids.v);
 	return rc;

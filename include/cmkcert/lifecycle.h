@@ -135,6 +135,20 @@ int cmk_revoke(struct cmk_ctx *ctx, const char *tenant, const char *type, enum c
 int cmk_keystore_remove(struct cmk_ctx *ctx, const char *tenant, const char *type, struct cmk_op_result *res,
 			cmk_step_fn step, void *arg);
 
+struct cmk_verify_stats {
+	unsigned active;       /* active certificates checked */
+	unsigned bad;          /* of which failed */
+	unsigned reset;        /* interrupted operations reset by recovery first */
+};
+
+/*
+ * Integrity check: recover interrupted operations, then for every active
+ * certificate unseal its key, check it matches the certificate and that
+ * the certificate chains to its CA chain; one step report per certificate
+ * ("<tenant>-<type>").  CMK_ERR_VERIFY when any fails.
+ */
+int cmk_verify_store(struct cmk_ctx *ctx, struct cmk_verify_stats *st, cmk_step_fn step, void *arg);
+
 /* renew_at for a certificate valid [not_before, not_after] under cfg (without jitter when jitter_rand < 0). */
 int64_t cmk_renew_at(const struct cmk_config *cfg, int64_t not_before, int64_t not_after, double jitter_rand);
 

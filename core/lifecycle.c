@@ -170,11 +170,28 @@ fail:
 	return rc;
 }
 
+int cmk_ctx_thread(struct cmk_ctx *ctx, struct cmk_ctx **out)
+{
+	struct cmk_ctx *t = malloc(sizeof(*t));
+
+	if (t == NULL)
+		return CMK_ERR_NOMEM;
+	*t = *ctx;
+	t->bao = NULL;
+	t->shared = true;
+	*out = t;
+	return 0;
+}
+
 void cmk_ctx_free(struct cmk_ctx *ctx)
 {
 	if (ctx == NULL)
 		return;
 	cmk_bao_free(ctx->bao);
+	if (ctx->shared) {
+		free(ctx);
+		return;
+	}
 	cmk_audit_close(ctx->audit);
 	cmk_sealer_free(ctx->sealer);
 	cmk_store_close(ctx->store);

@@ -18,17 +18,19 @@
 #include "cmkcert/util.h"
 #include "lifecycle_int.h"
 
-#define BACKOFF_BASE 30          /* seconds before the first retry */
-#define BACKOFF_CAP 3600         /* never wait longer than an hour between tries */
-
 /*
  * When to try again after `attempts` failures: capped exponential backoff
- * with jitter, and never so late that the certificate expires first.
+ * with jitter.  The scale follows the scheduler's check interval (first
+ * retry after half of it, never more than 16 intervals apart: 30 s and
+ * 16 min with the default 1m), and a retry is never so late that the
+ * certificate expires first.
  */
-static int64_t retry_at(int64_t now, int64_t not_after, uint32_t attempts)
+static int64_t retry_at(const struct cmk_config *cfg, int64_t now, int64_t not_after, uint32_t attempts)
 {
-	int64_t cap = BACKOFF_CAP, delay = BACKOFF_BASE;
+	int64_t delay = cfg->renewal.check_interval / 2, cap = cfg->renewal.check_interval * 16;
 
+	if (delay < 1)
+		delay = 1;
 	/* Leave room for several more attempts before not_after. */
 	if ((not_after - now) / 4 < cap)
 		cap = (not_after - now) / 4;
@@ -67,7 +69,7 @@ static int record_failure(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
 	if (old.status != CMK_ST_ACTIVE)
 		goto out;
 	old.attempts++;
-	old.renew_at = a->next = retry_at(cmk_now(), old.not_after, old.attempts);
+	old.renew_at = a->next = retry_at(ctx->cfg, cmk_now(), old.not_after, old.attempts);
 	free(old.last_error);
 	old.last_error = a->error ? strdup(a->error) : NULL;
 	old.updated_at = cmk_now();
@@ -338,7 +340,7 @@ static int age(struct cmk_ctx *ctx, uint64_t id, enum cmk_status from, enum cmk_
 	return rc;
 }
 
-static void run_one(struct cmk_ctx *ctx, uint64_t id, int64_t now, struct cmk_pass_stats *st)
+void cmk_run_one(struct cmk_ctx *ctx, uint64_t id, int64_t now, struct cmk_pass_stats *st)
 {
 	struct cmk_cert_record rec = { 0 };
 	struct cmk_lc_lock *lock = NULL;
@@ -375,7 +377,7 @@ out:
 	cmk_lc_unlock(lock);
 }
 
-static void cleanup_rotating(struct cmk_ctx *ctx, int64_t now, struct cmk_pass_stats *st)
+void cmk_cleanup_due(struct cmk_ctx *ctx, int64_t now, struct cmk_pass_stats *st)
 {
 	struct cmk_cert_filter f = { .status = CMK_ST_ROTATING };
 	struct due d = { 0 };
@@ -398,20 +400,32 @@ out:
 	free(d.ids);
 }
 
+int cmk_due_ids(struct cmk_ctx *ctx, int64_t now, size_t max, uint64_t **ids, size_t *n)
+{
+	struct due d = { .max = max };
+	int rc = cmk_store_cert_due(ctx->store, NULL, now, collect, &d);
+
+	if (rc < 0) {
+		free(d.ids);
+		return rc;
+	}
+	*ids = d.ids;
+	*n = d.n;
+	return 0;
+}
+
 int cmk_run_due(struct cmk_ctx *ctx, int64_t now, unsigned max_ops, struct cmk_pass_stats *stats)
 {
-	struct due d = { .max = max_ops };
+	uint64_t *ids = NULL;
+	size_t n = 0;
 	int rc;
 
 	memset(stats, 0, sizeof(*stats));
-	rc = cmk_store_cert_due(ctx->store, NULL, now, collect, &d);
-	if (rc < 0)
-		goto out;
-	rc = 0;
-	for (size_t i = 0; i < d.n; i++)
-		run_one(ctx, d.ids[i], now, stats);
-	cleanup_rotating(ctx, now, stats);
-out:
-	free(d.ids);
-	return rc;
+	if ((rc = cmk_due_ids(ctx, now, max_ops, &ids, &n)) != 0)
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		cmk_run_one(ctx, ids[i], now, stats);
+	cmk_cleanup_due(ctx, now, stats);
+	free(ids);
+	return 0;
 }

@@ -25,6 +25,7 @@ struct cmk_ctx {
 	struct cmk_audit *audit;
 	struct cmk_bao *bao;        /* created on first use */
 	char actor[64];             /* audit actor: "cli:uid=0", "cmkcertfs" */
+	bool shared;                /* a thread's context: only bao is its own (cmk_ctx_thread) */
 };
 
 /*
@@ -33,6 +34,14 @@ struct cmk_ctx {
  */
 int cmk_ctx_open(const char *config_path, const char *actor, struct cmk_ctx **out);
 void cmk_ctx_free(struct cmk_ctx *ctx);
+
+/*
+ * A context for another thread: shares the configuration, store, sealer
+ * and audit trail of `ctx` (all safe to use from several threads) and has
+ * its own OpenBao client (one curl handle per thread).  Release it with
+ * cmk_ctx_free() before `ctx`.
+ */
+int cmk_ctx_thread(struct cmk_ctx *ctx, struct cmk_ctx **out);
 
 /* The OpenBao client, created on first call. */
 int cmk_ctx_bao(struct cmk_ctx *ctx, struct cmk_bao **out);
@@ -115,6 +124,14 @@ struct cmk_pass_stats {
  * not_after, and clean up rotating ones past the grace period.
  */
 int cmk_run_due(struct cmk_ctx *ctx, int64_t now, unsigned max_ops, struct cmk_pass_stats *stats);
+
+/* The scheduler's pieces, for callers that spread the work over threads. */
+/* Ids of active certificates with 0 < renew_at <= now, earliest first, at most max (0 = all). */
+int cmk_due_ids(struct cmk_ctx *ctx, int64_t now, size_t max, uint64_t **ids, size_t *n);
+/* Renew one due certificate, or expire it when past not_after; skipped (busy) when its lock is held. */
+void cmk_run_one(struct cmk_ctx *ctx, uint64_t id, int64_t now, struct cmk_pass_stats *st);
+/* Clean up rotating certificates whose grace period is over. */
+void cmk_cleanup_due(struct cmk_ctx *ctx, int64_t now, struct cmk_pass_stats *st);
 
 /* Reasons for revocation (RFC 5280 names). */
 enum cmk_revoke_reason { CMK_REVOKE_UNSPECIFIED = 0, CMK_REVOKE_COMPROMISE = 1, CMK_REVOKE_SUPERSEDED = 4,

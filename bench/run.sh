@@ -64,20 +64,24 @@ stop_fs() {
 	[ "$st" -eq 0 ] || { echo "cmkcertfs exited $st" >&2; exit 1; }
 }
 
-# table FSBENCH_OUTPUT: lines come in pairs, tmpfs then mount.
+# table FSBENCH_OUTPUT: lines come in threes per file: tmpfs, nullfs, cmkcertfs.
 table() {
 	awk '
-		NR % 2 == 1 { tmpfs = $2; next }
+		BEGIN { split("/certs /private /bundle", label, " ") }
+		NR % 3 == 1 { tmpfs = $2; next }
+		NR % 3 == 2 { null = $2; next }
 		{
-			n = split($1, p, "/")
-			printf "  %-9s %5d bytes   tmpfs %7.2f us/op   mount %7.2f us/op   mount/tmpfs %5.1fx\n", \
-				"/" p[n - 1], $3, tmpfs, $2, $2 / tmpfs
+			printf "  %-9s %5d B  tmpfs %6.1f  null FUSE %6.1f  cmkcertfs %6.1f us/op   cmkcertfs/tmpfs %5.1fx  /null %4.1fx\n", \
+				label[NR / 3], $3, tmpfs, null, $2, $2 / tmpfs, $2 / null
 		}' "$1"
 }
 
 # ---- tools ----------------------------------------------------------------------
 MBED_LIBS=$(pkg-config --libs mbedtls mbedx509 mbedcrypto 2>/dev/null || echo -lmbedtls -lmbedx509 -lmbedcrypto)
 $CC -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -o "$W/fsbench" "$ROOT/bench/fsbench.c"
+# shellcheck disable=SC2046
+$CC -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(pkg-config --cflags fuse3) -o "$W/nullfs" \
+	"$ROOT/bench/nullfs.c" $(pkg-config --libs fuse3)
 # shellcheck disable=SC2046
 $CC -O2 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Wall -Wextra -Werror -I"$ROOT/include" \
 	$(pkg-config --cflags libcurl inih jansson) -o "$W/populate" "$ROOT/bench/populate.c" \
@@ -141,11 +145,24 @@ cat "$MNT/certs/$T.crt" > "$SHM/$T.crt"
 cat "$MNT/private/$T.key" > "$SHM/$T.key"
 cat "$MNT/bundle/$T.pem" > "$SHM/$T.pem"
 chmod 400 "$SHM/$T.key" "$SHM/$T.pem"
-rounds() {  # rounds MOUNTPOINT [taskset args]: tmpfs and mount, alternately
+# The yardstick: the same bytes from a FUSE file system that does nothing else.
+mkdir "$W/null"
+"$W/nullfs" "$W/null" "$SHM/$T.crt" "$SHM/$T.key" "$SHM/$T.pem" 2>>"$W/cmkcertfs.log" &
+NULLPID=$!
+MOUNTS="$MOUNTS $NULLPID:$W/null"
+i=0
+until is_mounted "$W/null"; do
+	i=$((i + 1)); [ $i -le 200 ] || { echo "nullfs did not mount" >&2; exit 1; }
+	sleep 0.05
+done
+
+rounds() {  # rounds MOUNTPOINT [COMMAND PREFIX...]: tmpfs, nullfs, cmkcertfs for each file
 	m=$1
 	shift
-	"$@" "$W/fsbench" "$ITER" "$SHM/$T.crt" "$m/certs/$T.crt" "$SHM/$T.key" "$m/private/$T.key" \
-		"$SHM/$T.pem" "$m/bundle/$T.pem"
+	"$@" "$W/fsbench" "$ITER" \
+		"$SHM/$T.crt" "$W/null/$T.crt" "$m/certs/$T.crt" \
+		"$SHM/$T.key" "$W/null/$T.key" "$m/private/$T.key" \
+		"$SHM/$T.pem" "$W/null/$T.pem" "$m/bundle/$T.pem"
 }
 
 rounds "$MNT" > "$W/run1.out"
@@ -155,10 +172,13 @@ table "$W/run1.out"
 # A FUSE request wakes a daemon thread; on a virtual machine, a wake-up on another CPU can cost
 # more than the request itself.  The same rounds with the reader and every daemon thread on CPU 0:
 if [ "$(nproc)" -gt 1 ] && command -v taskset >/dev/null; then
+	all="0-$(( $(nproc) - 1 ))"
 	taskset -a -p -c 0 "$FSPID" >/dev/null
+	taskset -a -p -c 0 "$NULLPID" >/dev/null
 	rounds "$MNT" taskset -c 0 > "$W/run2.out"
-	taskset -a -p -c "0-$(( $(nproc) - 1 ))" "$FSPID" >/dev/null
-	echo "the same, reader and daemon on one CPU"
+	taskset -a -p -c "$all" "$FSPID" >/dev/null
+	taskset -a -p -c "$all" "$NULLPID" >/dev/null
+	echo "the same, reader and daemons on one CPU"
 	table "$W/run2.out"
 fi
 t5=$(now_ns)
@@ -167,13 +187,13 @@ t6=$(now_ns)
 reads=$(grep -c '"privateKeyRead"' "$W/audit.log" || true)
 
 # Every key read above also appended one fsync'd line to the audit trail (written by the
-# daemon's audit thread; key reads wait when it falls behind).  Without that cost:
+# daemon's audit thread; key reads wait when it falls behind).  With the trail on tmpfs:
 start_fs "$W/etc/shm-audit.conf" "$W/mnt2"
 rounds "$W/mnt2" > "$W/run3.out"
 stop_fs "$W/mnt2" "$FSPID"
-echo "the same, audit trail on tmpfs (no fsync cost)"
+stop_fs "$W/null" "$NULLPID"
+echo "the same, audit trail on tmpfs (no fsync)"
 table "$W/run3.out"
-
 echo
 echo "ls -l of /certs with $files certificates"
 echo "  first (nothing cached)  $(ms "$t0" "$t1")"
@@ -186,3 +206,10 @@ if grep -v ': info: ' "$W/cmkcertfs.log" | grep -q .; then
 	echo "cmkcertfs said:"
 	grep -v ': info: ' "$W/cmkcertfs.log"
 fi
+
+# The project's other benchmarks (bench/*_bench.py BUILD), each with its own table.
+for b in "$ROOT"/bench/*_bench.py; do
+	[ -e "$b" ] || continue
+	echo
+	"$PYTHON" "$b" "$BUILD"
+done

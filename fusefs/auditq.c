@@ -164,8 +164,9 @@ int auditq_push(struct auditq *q, const struct keyread_event *ev)
 		rc = cmk_fail(CMK_ERR_AUDIT, "audit trail cannot be written");
 	} else {
 		q->ring[(q->head + q->n) % q->cap] = *ev;
-		q->n++;
-		pthread_cond_signal(&q->not_empty);
+		/* The writer only sleeps on an empty queue: wake it once per batch, not per event. */
+		if (q->n++ == 0)
+			pthread_cond_signal(&q->not_empty);
 	}
 	pthread_mutex_unlock(&q->mu);
 	return rc;

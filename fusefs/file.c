@@ -22,13 +22,15 @@
 #include "tree.h"
 
 struct fh {
+	unsigned long refs;           /* atomic: the open file, and each read replying from it */
 	struct node *node;            /* kept alive by node->handles */
 	struct fsver *ver;            /* the version this handle reads */
 	bool cached;                  /* counted in node->cache_users */
 	const char *data;             /* what read() serves */
 	size_t len;
 	struct lockbuf buf;           /* key and bundle bytes */
-	struct fh *prev, *next;       /* fs->key_handles */
+	bool listed;                  /* in fs->key_handles, to be wiped if never released */
+	struct fh *prev, *next;
 };
 
 static const char *dir_of(enum node_kind kind)
@@ -41,18 +43,15 @@ static void fh_drop_locked(struct cmkfs *fs, struct fh *fh)
 {
 	struct node *n = fh->node;
 
-	if (fh->buf.p != NULL) {
+	if (fh->listed) {
 		if (fh->prev != NULL)
 			fh->prev->next = fh->next;
-		else if (fs->key_handles == fh)
+		else
 			fs->key_handles = fh->next;
 		if (fh->next != NULL)
 			fh->next->prev = fh->prev;
 	}
-	n->handles--;
-	if (fh->cached)
-		n->cache_users--;
-	tree_node_idle(fs->tree, n);
+	tree_handle_released(fs->tree, n, fh->cached);
 }
 
 static void fh_free(struct cmkfs *fs, struct fh *fh)
@@ -63,6 +62,17 @@ static void fh_free(struct cmkfs *fs, struct fh *fh)
 	lockmem_put(fs->lockmem, &fh->buf);
 	fsver_unref(fh->ver);
 	free(fh);
+}
+
+/*
+ * The kernel sends release only once no read of the handle is in flight,
+ * but "in flight" ends when it has the reply, which can be just before the
+ * reading thread returns from sending it: the last of the two frees.
+ */
+static void fh_put(struct cmkfs *fs, struct fh *fh)
+{
+	if (__atomic_sub_fetch(&fh->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		fh_free(fs, fh);
 }
 
 static void audit_event(struct keyread_event *ev, fuse_req_t req, enum node_kind kind, const char *name,
@@ -83,13 +93,33 @@ static void audit_event(struct keyread_event *ev, fuse_req_t req, enum node_kind
 	ev->pid = (long)c->pid;
 }
 
+bool file_stat(struct cmkfs *fs, const struct fuse_file_info *fi, struct stat *st)
+{
+	const struct fh *fh = (const struct fh *)(uintptr_t)fi->fh;
+	bool current;
+
+	tree_lock(fs->tree);
+	tree_stat_version(fs->tree, fh->node, fh->ver, st);
+	current = fh->node->ver == fh->ver;
+	tree_unlock(fs->tree);
+	return current;
+}
+
+/* Queue an event whose open fails anyway; if even that cannot be recorded, say so. */
+static void record_refusal(struct cmkfs *fs, const struct keyread_event *ev)
+{
+	if (auditq_push(fs->auditq, ev) != 0)
+		cmk_log(CMK_LOG_ERROR, "audit: privateKeyRead %s by uid %ld pid %ld (%s) not recorded: %s",
+			ev->outcome, ev->uid, ev->pid, ev->detail, cmk_errdetail());
+}
+
 void file_audit_refused(struct cmkfs *fs, fuse_req_t req, enum node_kind kind, const char *name,
 			const struct fsver *v)
 {
 	struct keyread_event ev;
 
 	audit_event(&ev, req, kind, name, v, "denied", "kernel permission check");
-	(void)auditq_push(fs->auditq, &ev);
+	record_refusal(fs, &ev);
 }
 
 /* Unseal the key (and for a bundle append leaf and chain) into locked memory. */
@@ -122,17 +152,16 @@ static int fill_key(struct cmkfs *fs, struct fh *fh)
 /* For a key file: unseal, then record the read.  Returns an errno value. */
 static int open_key(struct cmkfs *fs, fuse_req_t req, struct fh *fh)
 {
-	struct keyread_event ev;
-	int rc;
-
 	enum node_kind kind = fh->node->kind;
 	const char *name = fh->node->name;
+	struct keyread_event ev;
+	int rc;
 
 	if ((rc = fill_key(fs, fh)) != 0) {
 		cmk_log(CMK_LOG_ERROR, "open %s/%s: %s", dir_of(kind), name,
 			rc == CMK_ERR_NOMEM ? "out of memory" : cmk_errdetail());
 		audit_event(&ev, req, kind, name, fh->ver, "failure", cmk_strerror(rc));
-		(void)auditq_push(fs->auditq, &ev);
+		record_refusal(fs, &ev);
 		return rc == CMK_ERR_NOMEM ? ENOMEM : EIO;
 	}
 	audit_event(&ev, req, kind, name, fh->ver, "success", NULL);
@@ -150,7 +179,6 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fh *fh;
 	struct node *n;
 	struct stat st;
-	bool keep = false;
 	int err;
 
 	/* The mount is read-only; the kernel refuses these first, this is the second line. */
@@ -175,19 +203,13 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fh->ver = fsver_ref(n->ver);
 	n->handles++;
 	tree_stat(fs->tree, n, &st);
-	if (!node_has_key(n) && (n->cache_users == 0 || n->cache_gen == fh->ver->gen)) {
-		/* Reads of this version may use the page cache; keep it if it already holds this version. */
-		keep = n->cache_gen == fh->ver->gen;
-		n->cache_gen = fh->ver->gen;
-		n->cache_users++;
-		fh->cached = true;
-	}
+	fh->cached = tree_cache_acquire(fs->tree, n, fh->ver);
 	tree_unlock(fs->tree);
 
 	if (!access_may_read(req, st.st_uid, st.st_gid, st.st_mode)) {
 		if (node_has_key(n)) {
 			audit_event(&ev, req, n->kind, n->name, fh->ver, "denied", NULL);
-			(void)auditq_push(fs->auditq, &ev);
+			record_refusal(fs, &ev);
 		}
 		err = EACCES;
 		goto fail;
@@ -200,15 +222,18 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (fh->next != NULL)
 			fh->next->prev = fh;
 		fs->key_handles = fh;
+		fh->listed = true;
 		tree_unlock(fs->tree);
 		fi->direct_io = 1;
 	} else {
 		fh->data = n->kind == NODE_CERT ? fh->ver->cert : fh->ver->chain;
 		fh->len = n->kind == NODE_CERT ? fh->ver->cert_len : fh->ver->chain_len;
+		/* See tree.h: only the version that owns the page cache reads through it. */
 		fi->direct_io = fh->cached ? 0 : 1;
-		fi->keep_cache = keep ? 1 : 0;
+		fi->keep_cache = fh->cached ? 1 : 0;
 	}
 	fi->noflush = 1;
+	fh->refs = 1;
 	fi->fh = (uintptr_t)fh;
 	/* An interrupted open never reaches a release: free the handle here. */
 	if (fuse_reply_open(req, fi) != 0)
@@ -221,27 +246,29 @@ fail:
 
 void file_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	const struct fh *fh = (const struct fh *)(uintptr_t)fi->fh;
-	size_t n;
+	struct cmkfs *fs = fuse_req_userdata(req);
+	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
+	size_t n = 0;
 
 	(void)ino;
-	if (off < 0 || (uint64_t)off >= fh->len) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
+	__atomic_add_fetch(&fh->refs, 1, __ATOMIC_RELAXED);
+	if (off >= 0 && (uint64_t)off < fh->len) {
+		n = fh->len - (size_t)off;
+		if (n > size)
+			n = size;
 	}
-	n = fh->len - (size_t)off;
-	if (n > size)
-		n = size;
-	fuse_reply_buf(req, fh->data + off, n);
+	fuse_reply_buf(req, n > 0 ? fh->data + off : NULL, n);
+	fh_put(fs, fh);
 }
 
 void file_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct cmkfs *fs = fuse_req_userdata(req);
+	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	fh_free(fs, (struct fh *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
+	fh_put(fs, fh);
 }
 
 void file_shutdown(struct cmkfs *fs)

@@ -3,11 +3,11 @@
  * authorization and the key-read audit.
  *
  *   /certs, /ca     the handle points at the version's bytes; reads go
- *                   through the page cache (keep_cache) while every cached
- *                   handle of the inode reads the same version.  A handle
- *                   opened while older cached handles are still open
- *                   reads with direct I/O instead, so the cache never holds
- *                   two versions.
+ *                   through the page cache (keep_cache) only for the version
+ *                   that owns the inode's cache (tree.h); any other handle,
+ *                   for example one opened while readers of the previous
+ *                   version are still open, reads with direct I/O, so the
+ *                   cache never holds two versions.
  *   /private,       the key is unsealed at open() into locked memory owned
  *   /bundle         by the handle and wiped at release(); direct I/O, so
  *                   the plaintext never enters the page cache.
@@ -21,6 +21,12 @@
 void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void file_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 void file_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+
+/*
+ * Attributes as seen through an open handle `fi`: those of the version it
+ * reads.  Returns false when that is no longer the current version.
+ */
+bool file_stat(struct cmkfs *fs, const struct fuse_file_info *fi, struct stat *st);
 
 /*
  * Audit a refusal the kernel made on its own (default_permissions): after

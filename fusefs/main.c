@@ -45,6 +45,7 @@ struct options {
 	char mountpoint[PATH_MAX];
 };
 
+/* Set once the daemon runs in the background (stderr is /dev/null then); read by every thread. */
 static bool use_syslog;
 
 static void log_line(enum cmk_log_level level, const char *msg, void *arg)
@@ -52,7 +53,7 @@ static void log_line(enum cmk_log_level level, const char *msg, void *arg)
 	static const int prio[] = { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR };
 
 	(void)arg;
-	if (use_syslog)
+	if (__atomic_load_n(&use_syslog, __ATOMIC_ACQUIRE))
 		syslog(prio[level], "%s", msg);
 	else
 		fprintf(stderr, "cmkcertfs: %s: %s\n", cmk_log_level_name(level), msg);
@@ -200,11 +201,11 @@ static int serve(const struct options *o)
 		goto out;
 	}
 	tree_lock(fs.tree);
-	cmk_log(CMK_LOG_INFO, "serving %zu files at %s", tree_count(fs.tree) - 5, o->mountpoint);
+	cmk_log(CMK_LOG_INFO, "serving %zu files at %s", tree_files(fs.tree), o->mountpoint);
 	tree_unlock(fs.tree);
-	detach_done(0);
 	if (!o->foreground)
-		use_syslog = true;
+		__atomic_store_n(&use_syslog, true, __ATOMIC_RELEASE);
+	detach_done(0);
 
 	rc = fuse_session_loop_mt(fs.se, &loop);
 	/* 0: unmounted (fusermount3 -u); > 0: the signal that stopped us; < 0: an error. */

@@ -110,7 +110,17 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct node *n;
 	struct stat st;
 
-	(void)fi;
+	/*
+	 * Asked through an open file (the kernel does so when a cached read
+	 * reaches the size it knows): answer with that handle's version, so an
+	 * older reader is not cut short by a newer version's size.  Such an
+	 * answer must not outlive the read: no caching unless it is current.
+	 */
+	if (fi != NULL) {
+		bool current = file_stat(fs, fi, &st);
+		fuse_reply_attr(req, &st, current ? CMKFS_ATTR_TIMEOUT : 0.0);
+		return;
+	}
 	tree_lock(fs->tree);
 	n = tree_node(fs->tree, ino);
 	if (n != NULL) {
@@ -248,7 +258,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	sv.f_bsize = 4096;
 	sv.f_frsize = 4096;
 	tree_lock(fs->tree);
-	sv.f_files = tree_count(fs->tree);
+	sv.f_files = tree_files(fs->tree) + INO_BUNDLE;   /* and the root and its four directories */
 	tree_unlock(fs->tree);
 	sv.f_namemax = 255;
 	fuse_reply_statfs(req, &sv);

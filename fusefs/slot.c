@@ -62,6 +62,7 @@ static void show(struct tree *t, struct node *n, struct fsver *v, struct notes *
 	if (n->ver != v) {
 		fsver_unref(n->ver);
 		n->ver = fsver_ref(v);
+		tree_cache_changed(t, n);
 	}
 	if (!n->attached) {
 		tree_attach(t, n);

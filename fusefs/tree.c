@@ -11,7 +11,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cmkcert/error.h"
 #include "cmkcert/util.h"
@@ -105,6 +104,7 @@ void tree_free(struct tree *t)
 	free(t->names);
 	free(t->inos);
 	free(t->unsettled);
+	free(t->rearm);
 	pthread_mutex_destroy(&t->mu);
 	free(t);
 }
@@ -304,11 +304,9 @@ static mode_t file_mode(const struct tree *t, enum node_kind kind)
 	return 0;
 }
 
-static size_t file_size(const struct node *n)
+static size_t file_size(enum node_kind kind, const struct fsver *v)
 {
-	const struct fsver *v = n->ver;
-
-	switch (n->kind) {
+	switch (kind) {
 	case NODE_CERT: return v->cert_len;
 	case NODE_CHAIN: return v->chain_len;
 	case NODE_KEY: return v->key_len;
@@ -318,7 +316,7 @@ static size_t file_size(const struct node *n)
 	return 0;
 }
 
-void tree_stat(const struct tree *t, const struct node *n, struct stat *st)
+void tree_stat_version(const struct tree *t, const struct node *n, const struct fsver *v, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = n->ino;
@@ -337,12 +335,17 @@ void tree_stat(const struct tree *t, const struct node *n, struct stat *st)
 		st->st_uid = t->cfg->fuse.uid;
 		st->st_gid = t->cfg->fuse.gid;
 	} else {
-		st->st_uid = n->ver->uid;
-		st->st_gid = n->ver->gid;
+		st->st_uid = v->uid;
+		st->st_gid = v->gid;
 	}
-	st->st_size = (off_t)file_size(n);
+	st->st_size = (off_t)file_size(n->kind, v);
 	st->st_blocks = (st->st_size + 511) / 512;
-	st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec = n->ver->activated_at;
+	st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec = v->activated_at;
+}
+
+void tree_stat(const struct tree *t, const struct node *n, struct stat *st)
+{
+	tree_stat_version(t, n, n->ver, st);
 }
 
 void tree_ref(struct tree *t, struct node *n)
@@ -361,9 +364,74 @@ void tree_forget(struct tree *t, fuse_ino_t ino, uint64_t count)
 	tree_node_maybe_free(t, n);
 }
 
-void tree_node_idle(struct tree *t, struct node *n)
+/* Wait for an invalidation before the cache of `n` is used again (or none is needed). */
+static void rearm_later(struct tree *t, struct node *n)
 {
+	n->cache_gen = 0;
+	if (n->nlookup == 0) {
+		n->cache_gen = n->ver->gen;
+		return;
+	}
+	if (t->n_rearm == t->cap_rearm) {
+		size_t cap = t->cap_rearm ? t->cap_rearm * 2 : 16;
+		fuse_ino_t *p = realloc(t->rearm, cap * sizeof(*p));
+		/* Without room the inode stays uncached (direct I/O): slower, never wrong. */
+		if (p == NULL)
+			return;
+		t->rearm = p;
+		t->cap_rearm = cap;
+	}
+	t->rearm[t->n_rearm++] = n->ino;
+}
+
+void tree_cache_changed(struct tree *t, struct node *n)
+{
+	/* Cached handles of the old version keep the cache until the last one goes. */
+	if (n->cache_users == 0)
+		rearm_later(t, n);
+}
+
+bool tree_cache_acquire(struct tree *t, struct node *n, const struct fsver *v)
+{
+	(void)t;
+	if (node_has_key(n) || n->cache_gen != v->gen)
+		return false;
+	n->cache_users++;
+	return true;
+}
+
+void tree_handle_released(struct tree *t, struct node *n, bool cached)
+{
+	n->handles--;
+	if (cached && --n->cache_users == 0 && n->cache_gen != n->ver->gen)
+		rearm_later(t, n);
 	tree_node_maybe_free(t, n);
+}
+
+size_t tree_take_rearm(struct tree *t, struct rearm **out)
+{
+	struct rearm *r;
+	size_t n = 0;
+
+	*out = NULL;
+	if (t->n_rearm == 0 || (r = malloc(t->n_rearm * sizeof(*r))) == NULL)
+		return 0;   /* out of memory: they stay queued for the next tick */
+	for (size_t i = 0; i < t->n_rearm; i++) {
+		struct node *node = tree_node(t, t->rearm[i]);
+		if (node != NULL && node->kind != NODE_DIR && node->cache_gen == 0)
+			r[n++] = (struct rearm){ node->ino, node->ver->gen };
+	}
+	t->n_rearm = 0;
+	*out = r;
+	return n;
+}
+
+void tree_arm(struct tree *t, const struct rearm *r)
+{
+	struct node *n = tree_node(t, r->ino);
+
+	if (n != NULL && n->kind != NODE_DIR && n->cache_users == 0 && n->cache_gen == 0 && n->ver->gen == r->gen)
+		n->cache_gen = r->gen;
 }
 
 struct dirsnap *tree_dir_snapshot(struct tree *t, fuse_ino_t dir)
@@ -385,9 +453,9 @@ struct dirsnap *tree_dir_snapshot(struct tree *t, fuse_ino_t dir)
 	return s;
 }
 
-size_t tree_count(const struct tree *t)
+size_t tree_files(const struct tree *t)
 {
-	return t->n_nodes + N_DIRS;
+	return t->n_nodes;
 }
 
 void notes_clear(struct notes *ns)

@@ -48,7 +48,7 @@ struct node {
 	bool attached;                /* visible under its name */
 	unsigned handles;             /* open file handles */
 	unsigned cache_users;         /* of those, the ones reading through the page cache */
-	uint64_t cache_gen;           /* version whose bytes the page cache may hold; 0 = none */
+	uint64_t cache_gen;           /* version allowed in the page cache; 0 = none (see below) */
 	int64_t mtime;                /* directories: last change of the listing */
 	struct node *hnext;           /* inode hash chain */
 	struct node *dprev, *dnext;   /* the parent directory's listing */
@@ -72,7 +72,7 @@ struct note {
 struct notes {
 	struct note *v;
 	size_t n, cap;
-	bool oom;                     /* a note could not be recorded: invalidate everything */
+	bool oom;                     /* a note could not be recorded: invalidate every directory */
 };
 
 /* Append a note; on failure ns->oom is set.  NULL `ns` is a no-op. */
@@ -103,13 +103,52 @@ struct node *tree_node(struct tree *t, fuse_ino_t ino);
 struct node *tree_lookup(struct tree *t, fuse_ino_t parent, const char *name);
 /* Attributes of a node. */
 void tree_stat(const struct tree *t, const struct node *n, struct stat *st);
+/* Attributes of a file as version `v` of it (what a handle opened on `v` reads). */
+void tree_stat_version(const struct tree *t, const struct node *n, const struct fsver *v, struct stat *st);
+
+/*
+ * The page cache of /certs and /ca files.  The kernel keeps one page cache
+ * and one file size per inode, but a handle reads the version it opened.
+ * A cached read past the end of a shorter old version even makes the kernel
+ * shrink the inode's size, which would then cut short a reader of the newer,
+ * longer version.  So only one version at a time may read through the cache:
+ *
+ *   - cache_gen names it; handles of that version open with keep_cache,
+ *     every other handle opens with direct I/O (never touching the cache or
+ *     being limited by the kernel's idea of the size);
+ *   - when the shown version changes, cache_gen becomes 0 ("none") until the
+ *     kernel has dropped its pages and attributes for the inode, or it stays
+ *     with the old version while cached handles of it are open;
+ *   - when the last of those is released, the inode is queued for the same
+ *     invalidation (tree_take_rearm), after which tree_arm() lets the current
+ *     version use the cache.  The watcher invalidates twice, a tick apart,
+ *     before arming: a lookup answered just before a change can reach the
+ *     kernel after the first invalidation and leave the old size behind.
+ * An inode the kernel does not know (nlookup 0) has no pages and no size in
+ * the kernel: it is armed at once.
+ */
+
+/* May a new handle of `v` on `n` read through the page cache?  If so it is counted as such. */
+bool tree_cache_acquire(struct tree *t, struct node *n, const struct fsver *v);
+/* A handle on `n` was released; `cached` as tree_cache_acquire() answered.  May free `n`. */
+void tree_handle_released(struct tree *t, struct node *n, bool cached);
+/* An inode waiting to be armed, and the version it waits with. */
+struct rearm {
+	fuse_ino_t ino;
+	uint64_t gen;
+};
+/* The inodes that wait for an invalidation before their cache can be used; the caller frees *out. */
+size_t tree_take_rearm(struct tree *t, struct rearm **out);
+/*
+ * The kernel dropped pages and attributes of r->ino since r->gen was shown:
+ * that version may use the cache now (unless it changed again meanwhile).
+ */
+void tree_arm(struct tree *t, const struct rearm *r);
 
 /* The kernel took one more reference (a lookup or a readdirplus entry). */
 void tree_ref(struct tree *t, struct node *n);
 /* The kernel dropped `count` references (forget). */
 void tree_forget(struct tree *t, fuse_ino_t ino, uint64_t count);
-/* An open handle on `n` was released (after n->handles was decremented). */
-void tree_node_idle(struct tree *t, struct node *n);
 
 /*
  * Make `v` (one reference, stolen; NULL = no active certificate) the
@@ -130,8 +169,8 @@ int tree_each_slot(struct tree *t, int (*cb)(const char *tenant, const char *typ
 /* Copy the listing of a directory; NULL when out of memory or not a directory. */
 struct dirsnap *tree_dir_snapshot(struct tree *t, fuse_ino_t dir);
 
-/* Number of nodes (for statfs). */
-size_t tree_count(const struct tree *t);
+/* Number of files (nodes other than the directories). */
+size_t tree_files(const struct tree *t);
 
 /* True for the file kinds that hold a private key. */
 static inline bool node_has_key(const struct node *n)

@@ -32,6 +32,8 @@ struct tree {
 	fuse_ino_t next_ino;
 	char (*unsettled)[CMK_TYPE_MAX + 1];  /* types whose /ca source must be chosen again */
 	size_t n_unsettled, cap_unsettled;
+	fuse_ino_t *rearm;                    /* inodes waiting for an invalidation (tree.h) */
+	size_t n_rearm, cap_rearm;
 };
 
 /* tree.c */
@@ -40,6 +42,8 @@ struct name_ent *tree_name_add(struct tree *t, fuse_ino_t parent, const char *na
 struct node *tree_node_new(struct tree *t, struct name_ent *ent, enum node_kind kind);
 void tree_attach(struct tree *t, struct node *n);
 void tree_detach(struct tree *t, struct node *n);
+/* The version shown by `n` changed (slot.c): update its page-cache state. */
+void tree_cache_changed(struct tree *t, struct node *n);
 /* Free `n` when it is neither visible, known to the kernel, nor open. */
 void tree_node_maybe_free(struct tree *t, struct node *n);
 

@@ -47,7 +47,8 @@ struct watcher {
 	pthread_cond_t cv;
 	bool stop;
 	uint64_t last;
-	struct notes again;           /* names to invalidate once more on the next tick */
+	struct notes again;           /* notes to send once more on the next tick */
+	struct rearm_pending rearm;   /* inodes to invalidate once more, then arm */
 	bool failing;                 /* the last tick failed (log once per streak) */
 };
 
@@ -272,14 +273,16 @@ static int tick(struct watcher *w, struct notes *ns)
 	uint64_t seq;
 	int rc;
 
-	if (cmk_store_needs_recovery(fs->ctx->store)) {
+	if (fs->ctx->store != NULL && cmk_store_needs_recovery(fs->ctx->store)) {
 		/* Another process ran recovery: this handle is dead; open a new one and reload. */
 		cmk_log(CMK_LOG_WARN, "watch: the store needs recovery; reopening it");
 		cmk_store_close(fs->ctx->store);
 		fs->ctx->store = NULL;
+	}
+	if (fs->ctx->store == NULL) {
 		if ((rc = cmk_store_open(fs->ctx->cfg->store.path, &fs->ctx->store)) != 0)
 			return rc;
-		w->last = UINT64_MAX;
+		w->last = UINT64_MAX;     /* whatever the log says now: reload everything */
 	}
 	if ((rc = cmk_store_change_last(fs->ctx->store, &seq)) != 0)
 		return rc;
@@ -337,6 +340,7 @@ static void *run(void *arg)
 		w->failing = rc != 0;
 		/* Notes of a failed tick describe changes already made to the tree: send them too. */
 		notify_send(w->fs->se, &ns, &w->again);
+		notify_rearm(w->fs->se, w->fs->tree, &w->rearm);
 		pthread_mutex_lock(&w->mu);
 	}
 	pthread_mutex_unlock(&w->mu);
@@ -379,6 +383,7 @@ void watcher_stop(struct watcher *w)
 	pthread_mutex_unlock(&w->mu);
 	pthread_join(w->thread, NULL);
 	notes_clear(&w->again);
+	free(w->rearm.v);
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);
 	free(w);

@@ -9,6 +9,7 @@ import errno
 import json
 import mmap
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -295,6 +296,26 @@ def test_tenant_owner_reads_its_key_and_no_other(bao, cmk, fuse, tmp_path):
     assert cmk("audit", "verify").returncode == 0
 
 
+def test_supplementary_group_grants_group_read(bao, cmk, fuse, tmp_path):
+    """The daemon's own check looks at supplementary groups too (fuse_req_getgroups)."""
+    add(cmk, "alice", "aws_kms")
+    conf = edit_conf(bao.conf, "fuse", "key_mode", "0440", out=tmp_path / "groups.conf")
+    conf.write_text(conf.read_text() + "\n[tenant:alice]\nowner = 0\ngroup = 1234\n")
+    conf.chmod(0o600)
+    m = fuse(conf)
+    key = m / "private" / "alice-aws_kms.key"
+    st = os.stat(key)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 1234, 0o440)
+    member = subprocess.run(["setpriv", "--reuid", "1000", "--regid", "1000", "--groups", "1234",
+                             "cat", str(key)], capture_output=True, timeout=30)
+    assert member.returncode == 0, member.stderr
+    assert member.stdout == read(key)
+    stranger = as_uid(1000, "cat", str(key))
+    assert stranger.returncode != 0 and b"Permission denied" in stranger.stderr
+    assert wait_for(lambda: key_reads(bao, uid=1000, outcome="success") and
+                    key_reads(bao, uid=1000, outcome="denied"))
+
+
 def test_every_key_read_is_audited_in_order(bao, cmk, fuse):
     add(cmk, "acme", "aws_kms")
     m = fuse()
@@ -387,8 +408,24 @@ def test_system_call_writes_get_erofs(ro_mount, name, op):
 # ---- snapshots and changes without a remount -----------------------------------------
 
 
-def test_open_handle_keeps_its_version_new_opens_see_the_new_one(bao, cmk, fuse):
-    add(cmk, "acme", "aws_kms")
+def rsa_conf(bao, tmp_path):
+    """The aws_kms template with RSA-2048 keys: its certificates and keys are longer than EC-256 ones."""
+    conf = edit_conf(bao.conf, "template:aws_kms", "key_type", "rsa", out=tmp_path / "rsa.conf")
+    return edit_conf(conf, "template:aws_kms", "key_bits", "2048")
+
+
+def read_rest(fd):
+    rest = b""
+    while True:
+        chunk = os.read(fd, 7)
+        if not chunk:
+            return rest
+        rest += chunk
+
+
+def test_open_handle_keeps_its_version_new_opens_see_the_new_one(bao, cmk, fuse, tmp_path):
+    # The old version is the longer one (RSA), so a reader cut short by the new size would show.
+    add(cmk, "acme", "aws_kms", conf=rsa_conf(bao, tmp_path))
     m = fuse()
     names = {"key": m / "private" / "acme-aws_kms.key", "bundle": m / "bundle" / "acme-aws_kms.pem",
              "crt": m / "certs" / "acme-aws_kms.crt"}
@@ -398,29 +435,52 @@ def test_open_handle_keeps_its_version_new_opens_see_the_new_one(bao, cmk, fuse)
         head = {k: os.read(fd, 16) for k, fd in fds.items()}
         r = cmk("renew", "--tenant", "acme", "--type", "aws_kms")
         assert r.returncode == 0, r.stderr
-        # Wait for the change through a file that is not open here, so nothing
-        # else refreshes what the kernel knows about the open files.
+        # Wait for the change through a file that is not open here.
         probe = m / "private" / "acme-aws_kms.key"
         assert wait_for(lambda: read(probe) != old["key"])
         for k, fd in fds.items():
-            rest = b""
-            while True:
-                chunk = os.read(fd, 7)
-                if not chunk:
-                    break
-                rest += chunk
-            assert head[k] + rest == old[k], k
+            assert head[k] + read_rest(fd) == old[k], k
     finally:
         for fd in fds.values():
             os.close(fd)
     new = {k: read(p) for k, p in names.items()}
     for k in names:
-        assert new[k] != old[k], k
+        assert len(new[k]) < len(old[k]), k
     rec = show(cmk, "acme", "aws_kms")
     assert new["crt"].decode() == nl(rec["certificate"])
     priv = serialization.load_pem_private_key(new["key"], password=None)
     assert pubkey_der(priv) == pubkey_der(x509.load_pem_x509_certificate(new["crt"]))
-    assert os.stat(names["crt"]).st_size == len(new["crt"])
+    assert new["bundle"] == new["key"] + b"\n" + new["crt"] + nl(rec["ca_chain"]).encode()
+    # Once the old readers are gone the kernel's size settles on the new version (cmkcertfs(8), CACHING).
+    assert wait_for(lambda: os.stat(names["crt"]).st_size == len(new["crt"]), timeout=1.0)
+
+
+def test_cached_reader_of_an_old_version_never_cuts_short_a_new_reader(bao, cmk, fuse, tmp_path):
+    """The kernel keeps one size per inode.  A cached reader of a shorter old
+    version that reads past its end makes the kernel shrink that size; a
+    reader of the newer, longer version must still get all of it."""
+    add(cmk, "acme", "aws_kms")
+    m = fuse()
+    crt = m / "certs" / "acme-aws_kms.crt"
+    old = read(crt)
+    fd = os.open(crt, os.O_RDONLY)
+    try:
+        head = os.read(fd, 16)
+        r = cmk("renew", "--tenant", "acme", "--type", "aws_kms", conf=rsa_conf(bao, tmp_path))
+        assert r.returncode == 0, r.stderr
+        new = nl(show(cmk, "acme", "aws_kms")["certificate"]).encode()
+        assert len(new) > len(old)
+        # The kernel learns the new, longer size; then the old reader reads past its own end.
+        assert wait_for(lambda: os.stat(crt).st_size == len(new))
+        assert head + os.read(fd, 1 << 16) == old
+        assert os.read(fd, 1 << 16) == b""
+    finally:
+        os.close(fd)
+    # Right after the old reader is gone, and once the daemon has settled the cache.
+    assert read(crt) == new
+    time.sleep(0.5)
+    assert read(crt) == new and read(crt) == new
+    assert wait_for(lambda: os.stat(crt).st_size == len(new), timeout=1.0)
 
 
 def test_new_and_removed_certificates_show_without_remount(bao, cmk, fuse):
@@ -435,16 +495,18 @@ def test_new_and_removed_certificates_show_without_remount(bao, cmk, fuse):
     assert wait_for(lambda: subprocess.run(["cat", str(crt)], capture_output=True).stdout == want)
     assert "late-aws_kms.crt" in os.listdir(m / "certs")
     assert (m / "private" / "late-aws_kms.key").is_file()
+    ino = os.stat(crt).st_ino
 
     assert cmk("revoke", "--tenant", "late", "--type", "aws_kms").returncode == 0
     assert wait_for(lambda: not crt.exists())
     assert "late-aws_kms.crt" not in os.listdir(m / "certs")
     assert not (m / "private" / "late-aws_kms.key").exists()
     assert not (m / "bundle" / "late-aws_kms.pem").exists()
-    # Re-added: same name, works again.
+    # Re-added: same name, same inode number (stable for the life of the mount), new content.
     add(cmk, "late", "aws_kms")
     want = nl(show(cmk, "late", "aws_kms")["certificate"]).encode()
     assert wait_for(lambda: crt.exists() and read(crt) == want)
+    assert os.stat(crt).st_ino == ino
 
 
 def test_renewal_is_visible_to_cat_within_a_second(bao, cmk, fuse):
@@ -511,6 +573,28 @@ def test_keys_bypass_the_page_cache(bao, cmk, fuse):
 
 
 # ---- life of the daemon -----------------------------------------------------------------
+
+
+def test_mount_options_and_process_hardening(bao, cmk, fuse):
+    add(cmk, "acme", "aws_kms")
+    # Start it with core files allowed: the daemon itself must turn them off.
+    old = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    try:
+        m = fuse()
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, old)
+    with open("/proc/self/mountinfo") as f:
+        line = next(l for l in f if l.split()[4] == str(m.mnt))
+    pre, post = line.split(" - ")
+    fstype, source, super_opts = post.split()
+    assert fstype == "fuse.cmkcert" and source == "cmkcertfs"
+    assert "ro" in pre.split()[5].split(",")
+    opts = super_opts.split(",")
+    assert "default_permissions" in opts and "allow_other" in opts and "ro" in opts
+    limits = open("/proc/%d/limits" % m.proc.pid).read()
+    core = next(l for l in limits.splitlines() if l.startswith("Max core file size"))
+    assert core.split()[4:6] == ["0", "0"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

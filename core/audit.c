@@ -473,10 +473,12 @@ static int write_line(struct cmk_audit *a, const char *line, off_t old_size)
 	return 0;
 }
 
-static int append_locked(struct cmk_audit *a, const struct cmk_audit_event *ev)
+static int append_locked(struct cmk_audit *a, const struct cmk_audit_event *evs, size_t n)
 {
 	struct tail t = { 0 };
-	char *line = NULL;
+	char *line = NULL, *all = NULL;
+	size_t used = 0, cap = 0;
+	off_t start;
 	int rc;
 
 	if ((rc = read_tail(a, &t)) != 0)
@@ -499,23 +501,50 @@ static int append_locked(struct cmk_audit *a, const struct cmk_audit_event *ev)
 		if (rc != 0 || (rc = read_tail(a, &t)) != 0)
 			return rc;
 	}
-	if ((rc = build_line(ev, &t, &line)) != 0)
-		return rc;
-	rc = write_line(a, line, t.size);
+	/* Chain the lines in memory, then one write and one fsync for all of them. */
+	start = t.size;
+	for (size_t i = 0; i < n; i++) {
+		size_t len;
+
+		if ((rc = build_line(&evs[i], &t, &line)) != 0)
+			goto out;
+		len = strlen(line);
+		if (used + len + 1 > cap) {
+			size_t ncap = (used + len + 1) * 2;
+			char *nb = realloc(all, ncap);
+			if (nb == NULL) {
+				rc = CMK_ERR_NOMEM;
+				goto out;
+			}
+			all = nb;
+			cap = ncap;
+		}
+		memcpy(all + used, line, len + 1);
+		used += len;
+		t.seq++;
+		hash_hex(line, len - 1, t.hash);
+		free(line);
+		line = NULL;
+	}
+	rc = n == 0 ? 0 : write_line(a, all, start);
+out:
 	free(line);
+	free(all);
 	return rc;
 }
 
-int cmk_audit_append(struct cmk_audit *a, const struct cmk_audit_event *ev)
+int cmk_audit_append_batch(struct cmk_audit *a, const struct cmk_audit_event *evs, size_t n)
 {
 	int rc;
 
-	if (a == NULL || ev == NULL)
+	if (a == NULL || (evs == NULL && n > 0))
 		return cmk_fail(CMK_ERR_INVALID, "audit: no audit trail or no event");
-	if (ev->event == NULL || *ev->event == '\0')
-		return cmk_fail(CMK_ERR_INVALID, "audit: event name missing");
-	if (ev->outcome == NULL || *ev->outcome == '\0')
-		return cmk_fail(CMK_ERR_INVALID, "audit: %s: outcome missing", ev->event);
+	for (size_t i = 0; i < n; i++) {
+		if (evs[i].event == NULL || *evs[i].event == '\0')
+			return cmk_fail(CMK_ERR_INVALID, "audit: event name missing");
+		if (evs[i].outcome == NULL || *evs[i].outcome == '\0')
+			return cmk_fail(CMK_ERR_INVALID, "audit: %s: outcome missing", evs[i].event);
+	}
 
 	pthread_mutex_lock(&a->lock);
 	if ((rc = own_fd(a)) != 0)
@@ -526,11 +555,18 @@ int cmk_audit_append(struct cmk_audit *a, const struct cmk_audit_event *ev)
 		rc = cmk_fail(CMK_ERR_AUDIT, "audit: %s: lock: %s", a->path, strerror(errno));
 		goto out;
 	}
-	rc = append_locked(a, ev);
+	rc = append_locked(a, evs, n);
 	flock(a->fd, LOCK_UN);
 out:
 	pthread_mutex_unlock(&a->lock);
 	return rc;
+}
+
+int cmk_audit_append(struct cmk_audit *a, const struct cmk_audit_event *ev)
+{
+	if (ev == NULL)
+		return cmk_fail(CMK_ERR_INVALID, "audit: no audit trail or no event");
+	return cmk_audit_append_batch(a, ev, 1);
 }
 
 /* ---- verifying -------------------------------------------------------- */

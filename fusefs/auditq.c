@@ -35,9 +35,11 @@ struct auditq {
 	pthread_t thread;
 };
 
-/* Append events in order; returns how many reached the trail. */
+/* Append events in order with one fsync; returns how many reached the trail (all or none). */
 static size_t write_events(struct auditq *q, const struct keyread_event *evs, size_t n)
 {
+	struct cmk_audit_event batch[BATCH];
+
 	for (size_t i = 0; i < n; i++) {
 		const struct keyread_event *k = &evs[i];
 		struct cmk_audit_event ev = CMK_AUDIT_EVENT_INIT;
@@ -54,10 +56,11 @@ static size_t write_events(struct auditq *q, const struct keyread_event *evs, si
 		ev.uid = k->uid;
 		ev.gid = k->gid;
 		ev.pid = k->pid;
-		if (cmk_audit_append(q->audit, &ev) != 0) {
-			cmk_log(CMK_LOG_ERROR, "audit: privateKeyRead: %s", cmk_errdetail());
-			return i;
-		}
+		batch[i] = ev;
+	}
+	if (cmk_audit_append_batch(q->audit, batch, n) != 0) {
+		cmk_log(CMK_LOG_ERROR, "audit: privateKeyRead: %s", cmk_errdetail());
+		return 0;
 	}
 	return n;
 }

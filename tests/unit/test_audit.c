@@ -447,6 +447,36 @@ static void test_incomplete_last_line(void **state)
 	free(l.text);
 }
 
+static void test_batch_append(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_audit *a = NULL;
+	struct cmk_audit_event evs[3];
+	struct lines l;
+
+	make_trail(fx->path, 2);
+	for (int i = 0; i < 3; i++) {
+		evs[i] = (struct cmk_audit_event)CMK_AUDIT_EVENT_INIT;
+		evs[i].event = CMK_AUDIT_KEY_READ;
+		evs[i].outcome = "success";
+		evs[i].uid = 1000 + i;
+	}
+	assert_int_equal(cmk_audit_open(fx->path, &a), 0);
+	assert_int_equal(cmk_audit_append_batch(a, evs, 3), 0);
+	/* A bad event anywhere in a batch refuses the whole batch. */
+	evs[1].outcome = NULL;
+	assert_int_equal(cmk_audit_append_batch(a, evs, 3), CMK_ERR_INVALID);
+	cmk_audit_close(a);
+	expect_ok(fx->path, 5);
+	read_lines(fx->path, &l);
+	assert_int_equal(l.n, 5);
+	assert_contains(l.v[2], "\"seq\":3");
+	assert_contains(l.v[2], "\"uid\":1000");
+	assert_contains(l.v[4], "\"seq\":5");
+	assert_contains(l.v[4], "\"uid\":1002");
+	free(l.text);
+}
+
 static void test_garbage_last_line_refused(void **state)
 {
 	struct fx *fx = *state;
@@ -746,6 +776,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deleted_first_line_renumbered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_swapped_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_incomplete_last_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_append, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_last_line_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_field, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_empty_and_missing_files, setup, teardown),

@@ -8,9 +8,10 @@
  *     (local AES-GCM) at open();
  *   - the watcher tails the store's change log and swaps new versions into
  *     the tree, then tells the kernel what to forget (watch.c);
- *   - the audit writer drains key-read events to the audit trail (auditq.c).
- * A renewal scheduler will be one more member here with its own start and
- * stop, like the watcher.
+ *   - the audit writer drains key-read events to the audit trail (auditq.c);
+ *   - the renewal scheduler and its workers renew, expire and clean up
+ *     (sched.c); they talk to OpenBao and change the store, and the watcher
+ *     brings their changes into the tree like any other process's.
  */
 #ifndef CMKCERTFS_CMKFS_H
 #define CMKCERTFS_CMKFS_H
@@ -26,6 +27,7 @@ struct tree;
 struct lockmem;
 struct auditq;
 struct watcher;
+struct sched;
 struct fh;
 
 /*
@@ -45,6 +47,7 @@ struct cmkfs {
 	struct lockmem *lockmem;      /* locked pages for unsealed keys */
 	struct auditq *auditq;        /* key-read events on their way to the trail */
 	struct watcher *watcher;      /* store change log -> tree -> kernel */
+	struct sched *sched;          /* renewals; NULL with -n */
 	struct fh *key_handles;       /* open handles holding a plaintext key (under the tree lock) */
 	struct fuse_session *se;
 	const char *mountpoint;

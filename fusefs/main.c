@@ -6,7 +6,7 @@
  * can be in memory; fork (in the background) before opening the store; load
  * the tree before mounting so the first lookup sees every certificate; start
  * the audit writer before the first open can happen; start the watcher once
- * the kernel can be told about changes.  Shutdown (SIGTERM, SIGINT, SIGHUP,
+ * the kernel can be told about changes, then the renewal scheduler.  Shutdown (SIGTERM, SIGINT, SIGHUP,
  * or `fusermount3 -u`) runs the same steps backwards and exits 0.
  */
 #include <errno.h>
@@ -29,6 +29,7 @@
 #include "detach.h"
 #include "file.h"
 #include "lockmem.h"
+#include "sched.h"
 #include "tree.h"
 #include "watch.h"
 
@@ -39,6 +40,7 @@
 struct options {
 	const char *config;       /* NULL: $CMKCERT_CONF or the default path */
 	bool foreground;
+	bool no_scheduler;        /* -n: serve only; renewals run elsewhere (cmkcert renew --due) */
 	bool debug;               /* libfuse request tracing (implies foreground) */
 	int verbose;
 	char *fuse_opts;          /* -o values joined with ',' */
@@ -75,7 +77,7 @@ static void fuse_log_line(enum fuse_log_level level, const char *fmt, va_list ap
 
 static void usage(FILE *f)
 {
-	fputs("usage: cmkcertfs [-c FILE] [-f] [-d] [-v] [-o OPTIONS] MOUNTPOINT\n"
+	fputs("usage: cmkcertfs [-c FILE] [-f] [-n] [-d] [-v] [-o OPTIONS] MOUNTPOINT\n"
 	      "\n"
 	      "Serve the active certificates of the cmkcert store as a read-only file tree:\n"
 	      "  /certs/<tenant>-<type>.crt  /private/<tenant>-<type>.key\n"
@@ -83,6 +85,7 @@ static void usage(FILE *f)
 	      "\n"
 	      "  -c FILE      configuration (default $CMKCERT_CONF or " CMK_CONFIG_DEFAULT_PATH ")\n"
 	      "  -f           stay in the foreground, log to standard error\n"
+	      "  -n           do not run the renewal scheduler (serve files only)\n"
 	      "  -d           trace FUSE requests (implies -f)\n"
 	      "  -v           log debug messages\n"
 	      "  -o OPTIONS   more FUSE mount options (always: " FIXED_OPTS ", allow_other as root)\n"
@@ -105,10 +108,11 @@ static int parse_args(int argc, char **argv, struct options *o)
 {
 	int c;
 
-	while ((c = getopt(argc, argv, "c:fdvo:hV")) != -1) {
+	while ((c = getopt(argc, argv, "c:fndvo:hV")) != -1) {
 		switch (c) {
 		case 'c': o->config = optarg; break;
 		case 'f': o->foreground = true; break;
+		case 'n': o->no_scheduler = true; break;
 		case 'd': o->debug = o->foreground = true; o->verbose++; break;
 		case 'v': o->verbose++; break;
 		case 'o':
@@ -195,6 +199,8 @@ static int serve(const struct options *o)
 	rc = auditq_start(fs.ctx->audit, fs.ctx->actor, AUDIT_QUEUE_LEN, &fs.auditq);
 	if (rc == 0)
 		rc = watcher_start(&fs, seq, &fs.watcher);
+	if (rc == 0 && !o->no_scheduler)
+		rc = sched_start(fs.ctx, &fs.sched);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
 		cmk_log(CMK_LOG_ERROR, "%s", cmk_errdetail());
@@ -213,6 +219,7 @@ static int serve(const struct options *o)
 	if (rc < 0)
 		cmk_log(CMK_LOG_ERROR, "fuse loop: %s", strerror(-rc));
 out:
+	sched_stop(fs.sched);
 	watcher_stop(fs.watcher);
 	if (mounted)
 		fuse_session_unmount(fs.se);

@@ -66,7 +66,8 @@ def make_mount_root():
 
 
 class Mount:
-    def __init__(self, conf, root, name="mnt", args=(), wait=True):
+    def __init__(self, conf, root, name="mnt", args=(), wait=True, allowed=()):
+        self.allowed = ALLOWED + [re.compile(p) for p in allowed]
         self.conf = pathlib.Path(conf)
         self.mnt = pathlib.Path(root) / name
         self.mnt.mkdir()
@@ -99,7 +100,7 @@ class Mount:
 
     def unexpected_stderr(self):
         return [line for line in self.stderr().splitlines()
-                if line.strip() and not any(p.match(line) for p in ALLOWED)]
+                if line.strip() and not any(p.match(line) for p in self.allowed)]
 
     def signal(self, sig=signal.SIGTERM, timeout=10.0):
         """Stop the daemon with a signal; returns its exit status."""
@@ -154,13 +155,14 @@ class Mount:
 class Mounts:
     """Factory fixture: mounts on demand, all unmounted and checked at teardown."""
 
-    def __init__(self, default_conf):
+    def __init__(self, default_conf, allowed=()):
         self.default_conf = default_conf
+        self.allowed = allowed
         self.root = make_mount_root()
         self.all = []
 
     def __call__(self, conf=None, name=None, args=(), wait=True):
-        m = Mount(conf or self.default_conf, self.root, name or "mnt%d" % len(self.all), args, wait)
+        m = Mount(conf or self.default_conf, self.root, name or "mnt%d" % len(self.all), args, wait, self.allowed)
         self.all.append(m)
         return m
 

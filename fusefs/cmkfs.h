@@ -28,6 +28,7 @@ struct lockmem;
 struct auditq;
 struct watcher;
 struct sched;
+struct pins;
 struct fh;
 
 /*
@@ -48,6 +49,7 @@ struct cmkfs {
 	struct auditq *auditq;        /* key-read events on their way to the trail */
 	struct watcher *watcher;      /* store change log -> tree -> kernel */
 	struct sched *sched;          /* renewals; NULL with -n */
+	struct pins *pins;            /* (process, tenant, type) -> version, under the tree lock (pin.h) */
 	struct fh *key_handles;       /* open handles holding a plaintext key (under the tree lock) */
 	struct fuse_session *se;
 	const char *mountpoint;

@@ -15,10 +15,12 @@
 #include "cmkcert/error.h"
 #include "cmkcert/log.h"
 #include "cmkcert/seal.h"
+#include "cmkcert/util.h"
 #include "access.h"
 #include "auditq.h"
 #include "file.h"
 #include "lockmem.h"
+#include "pin.h"
 #include "tree.h"
 
 struct fh {
@@ -179,6 +181,7 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fh *fh;
 	struct node *n;
 	struct stat st;
+	pid_t tgid;
 	int err;
 
 	/* The mount is read-only; the kernel refuses these first, this is the second line. */
@@ -190,6 +193,7 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	tgid = pins_tgid(fuse_req_ctx(req)->pid);
 	tree_lock(fs->tree);
 	n = tree_node(fs->tree, ino);
 	if (n == NULL || n->kind == NODE_DIR || !n->attached) {
@@ -200,7 +204,12 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fh->node = n;
-	fh->ver = fsver_ref(n->ver);
+	/* A certificate, key or bundle: the version this process already read, if it did lately (pin.h). */
+	if (n->kind == NODE_CHAIN)
+		fh->ver = fsver_ref(n->ver);
+	else
+		fh->ver = pins_choose(fs->pins, tgid, n->kind == NODE_CERT ? PIN_CERT : n->kind == NODE_KEY ? PIN_KEY
+							: PIN_BUNDLE, n->ver, cmk_monotonic_ms());
 	n->handles++;
 	tree_stat(fs->tree, n, &st);
 	fh->cached = tree_cache_acquire(fs->tree, n, fh->ver);

@@ -29,6 +29,7 @@
 #include "detach.h"
 #include "file.h"
 #include "lockmem.h"
+#include "pin.h"
 #include "sched.h"
 #include "tree.h"
 #include "watch.h"
@@ -179,7 +180,7 @@ static int serve(const struct options *o)
 		cmk_log(CMK_LOG_ERROR, "%s: %s", cmk_strerror(rc), cmk_errdetail());
 		goto out;
 	}
-	if (tree_new(fs.ctx->cfg, &fs.tree) != 0 || lockmem_new(&fs.lockmem) != 0) {
+	if (tree_new(fs.ctx->cfg, &fs.tree) != 0 || lockmem_new(&fs.lockmem) != 0 || pins_new(&fs.pins) != 0) {
 		cmk_log(CMK_LOG_ERROR, "out of memory");
 		goto out;
 	}
@@ -230,6 +231,7 @@ out:
 		fuse_session_destroy(fs.se);
 	if (fs.tree != NULL && fs.lockmem != NULL)
 		file_shutdown(&fs);
+	pins_free(fs.pins);
 	tree_free(fs.tree);
 	lockmem_free(fs.lockmem);
 	cmk_ctx_free(fs.ctx);

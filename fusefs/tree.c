@@ -394,7 +394,13 @@ void tree_cache_changed(struct tree *t, struct node *n)
 bool tree_cache_acquire(struct tree *t, struct node *n, const struct fsver *v)
 {
 	(void)t;
-	if (node_has_key(n) || n->cache_gen != v->gen)
+	/*
+	 * Certificate files are pinned per process (pin.h), so a process may
+	 * open an older version after the change.  Two sizes on one inode would
+	 * let the kernel cut a cached read short: /certs reads always go to the
+	 * daemon (direct I/O), like keys and bundles.
+	 */
+	if (node_has_key(n) || n->kind == NODE_CERT || n->cache_gen != v->gen)
 		return false;
 	n->cache_users++;
 	return true;

@@ -5,6 +5,7 @@ ratio to a baseline measured in the same run:
   check            `cmkcert check` (reach, login, mount, roles) vs one bare curl to sys/health
   add ec256/rsa4096 `cmkcert keystore add` in sign mode (key generation, CSR, sign, checks,
                    seal, store, audit) vs the same sign request (a ready CSR) made by bare curl
+  renew ec256      `cmkcert renew` (the same, plus the rotation) and the renewals per minute it sustains
 
 Usage: cli_bench.py BUILD_DIR [ROUNDS]"""
 
@@ -76,12 +77,20 @@ def main():
                                          url + "/v1/pki_client_certs/sign/openkcm-client-cert-role",
                                          "--data-binary", "@" + str(body)])[0])
                 rows.append((name, statistics.median(ours), "curl sign (CSR ready)", statistics.median(theirs)))
+                if ktype == "aws_kms":
+                    # Renewal: sign, check, seal, store pending, activate + rotate, audit.
+                    renew = [timed([cmk, "-c", conf, "renew", "--tenant", "b0", "--type", ktype])[0]
+                             for _ in range(rounds * 4)]
+                    rows.append(("renew ec256 (sign)", statistics.median(renew), "curl sign (CSR ready)",
+                                 statistics.median(theirs)))
         finally:
             bao.terminate()
             bao.wait()
     print("%-22s %10s   %-24s %10s %8s" % ("cmkcert", "median", "baseline (same run)", "median", "ratio"))
     for name, a, base, b in rows:
         print("%-22s %8.1f ms   %-24s %8.1f ms %7.1fx" % (name, a * 1000, base, b * 1000, a / b))
+        if name.startswith("renew"):
+            print("%-22s %8.0f /min  (one process at a time, each a full CLI run)" % ("  renewals sustained", 60 / a))
 
 
 if __name__ == "__main__":

@@ -74,3 +74,33 @@ def test_no_key_material_anywhere(bao, cmk, keystore, tmp_path, ktype):
         assert b"PRIVATE KEY" not in data, name
         for n in needles:
             assert n not in data, "key material found in %s" % name
+
+
+def test_no_key_material_in_sign_mode_or_daemon_logs(bao, cmk, keystore, tmp_path):
+    """Keys generated here (sign mode) are read back through the mount, then searched for
+    in the store, the audit trail, the CLI's output and the daemon's log."""
+    from fusefix import Mounts
+    outputs = []
+    for tenant, ktype in (("s-one", "aws_kms"), ("s-two", "thales_luna")):
+        r = cmk("-v", "-v", "keystore", "add", "--tenant", tenant, "--type", ktype, "--endpoint", keystore.endpoint,
+                "--server-ca", keystore.server_ca)
+        assert r.returncode == 0, r.stderr
+        outputs += [r.stdout, r.stderr]
+    ms = Mounts(bao.conf)
+    try:
+        m = ms(args=("-n", "-v"))
+        keys = [(m / "private" / name).read_text() for name in ("s-one-aws_kms.key", "s-two-thales_luna.key")]
+        r = cmk("-v", "-v", "renew", "--tenant", "s-one", "--type", "aws_kms")
+        assert r.returncode == 0, r.stderr
+        outputs += [r.stdout, r.stderr]
+        daemon_log = m.stderr()
+    finally:
+        assert not ms.close()
+    needles = [n for k in keys for n in key_fingerprints(k)]
+    haystacks = [("cli output %d" % i, o.encode()) for i, o in enumerate(outputs)]
+    haystacks.append(("daemon log", daemon_log.encode()))
+    haystacks += [(str(p), p.read_bytes()) for p in files_under(bao.dir / "store", bao.dir / "audit.log")]
+    for name, data in haystacks:
+        assert b"PRIVATE KEY" not in data, name
+        for n in needles:
+            assert n not in data, "key material found in %s" % name

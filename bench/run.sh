@@ -41,7 +41,7 @@ is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/s
 # start_fs CONF MNT: start the daemon in the foreground (as a job) and wait for the mount.
 start_fs() {
 	mkdir -p "$2"
-	"$BUILD/cmkcertfs" -f -c "$1" "$2" 2>>"$W/cmkcertfs.log" &
+	"$BUILD/cmkcertfs" -f -n -c "$1" "$2" 2>>"$W/cmkcertfs.log" &
 	MOUNTS="$MOUNTS $!:$2"
 	FSPID=$!
 	i=0

@@ -7,7 +7,6 @@
  * not just parsed: a CRL from another CA, or an altered one, is no proof.
  */
 #include <string.h>
-#include <time.h>
 
 #include <mbedtls/x509_crl.h>
 #include <mbedtls/x509_crt.h>
@@ -15,25 +14,6 @@
 #include "cmkcert/crypto.h"
 #include "cmkcert/error.h"
 #include "crypto_int.h"
-
-static int64_t crl_time(const mbedtls_x509_time *t)
-{
-	struct tm tm = { 0 };
-
-	tm.tm_year = t->year - 1900;
-	tm.tm_mon = t->mon - 1;
-	tm.tm_mday = t->day;
-	tm.tm_hour = t->hour;
-	tm.tm_min = t->min;
-	tm.tm_sec = t->sec;
-	return (int64_t)timegm(&tm);
-}
-
-static bool self_signed(const mbedtls_x509_crt *c)
-{
-	return c->subject_raw.len == c->issuer_raw.len &&
-	       memcmp(c->subject_raw.p, c->issuer_raw.p, c->issuer_raw.len) == 0;
-}
 
 static int parse_pem(mbedtls_x509_crt *crt, const char *pem, const char *what)
 {
@@ -73,7 +53,7 @@ int cmk_crl_lists(const char *crl_pem, const char *leaf_pem, const char *chain_p
 	}
 	/* Intermediates follow the leaf; self-signed roots are the trust anchors. */
 	for (const mbedtls_x509_crt *c = &cas; c != NULL && c->raw.p != NULL; c = c->next) {
-		ret = mbedtls_x509_crt_parse_der(self_signed(c) ? &roots : &presented, c->raw.p, c->raw.len);
+		ret = mbedtls_x509_crt_parse_der(cmk_x509_is_self_signed(c) ? &roots : &presented, c->raw.p, c->raw.len);
 		if (ret != 0) {
 			rc = cmk_mbedtls_fail(ret, "crl: CA chain");
 			goto out;
@@ -104,7 +84,7 @@ int cmk_crl_lists(const char *crl_pem, const char *leaf_pem, const char *chain_p
 		if (e->serial.len == presented.serial.len &&
 		    memcmp(e->serial.p, presented.serial.p, e->serial.len) == 0) {
 			if (revoked_at != NULL)
-				*revoked_at = crl_time(&e->revocation_date);
+				*revoked_at = cmk_x509_time_unix(&e->revocation_date);
 			break;
 		}
 	}

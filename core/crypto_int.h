@@ -10,7 +10,11 @@
 
 #include <stddef.h>
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include <mbedtls/pk.h>
+#include <mbedtls/x509_crt.h>
 
 #include "cmkcert/crypto.h"
 
@@ -49,5 +53,11 @@ int cmk_rng_ready(void);
  * example "csr: signing".  Returns the CMK_ERR_* code.
  */
 int cmk_mbedtls_fail(int mbedtls_ret, const char *what);
+
+/* Unix seconds of an X.509 time (UTC calendar fields). */
+int64_t cmk_x509_time_unix(const mbedtls_x509_time *t);
+
+/* Subject and issuer are the same name: a root, a trust anchor. */
+bool cmk_x509_is_self_signed(const mbedtls_x509_crt *crt);
 
 #endif

@@ -649,7 +649,7 @@ int cmk_pem_cert_count(const char *pem)
 }
 
 /* mbedTLS dates are UTC calendar fields; timegm() reads them as UTC whatever TZ says. */
-static int64_t x509_time_unix(const mbedtls_x509_time *t)
+int64_t cmk_x509_time_unix(const mbedtls_x509_time *t)
 {
 	struct tm tm;
 
@@ -752,8 +752,8 @@ static int cert_info_fill(const mbedtls_x509_crt *crt, struct cmk_cert_info *inf
 	if (mbedtls_x509_dn_gets(info->issuer, sizeof(info->issuer), &crt->issuer) < 0)
 		return cmk_fail(CMK_ERR_INVALID, "cert_parse: issuer is longer than %zu characters",
 				sizeof(info->issuer) - 1);
-	info->not_before = x509_time_unix(&crt->valid_from);
-	info->not_after = x509_time_unix(&crt->valid_to);
+	info->not_before = cmk_x509_time_unix(&crt->valid_from);
+	info->not_after = cmk_x509_time_unix(&crt->valid_to);
 	if ((rc = cert_key_info(crt, info)) != 0)
 		return rc;
 	/* 0 also when the certificate has no EKU extension at all: then every usage is allowed. */
@@ -821,7 +821,7 @@ out:
 	return rc;
 }
 
-static bool is_self_signed(const mbedtls_x509_crt *crt)
+bool cmk_x509_is_self_signed(const mbedtls_x509_crt *crt)
 {
 	return crt->subject_raw.len == crt->issuer_raw.len &&
 	       memcmp(crt->subject_raw.p, crt->issuer_raw.p, crt->subject_raw.len) == 0;
@@ -844,7 +844,7 @@ static void cert_label(const mbedtls_x509_crt *crt, bool leaf, char *buf, size_t
 /* Our own validity check, so the detail says which certificate and when. */
 static int check_validity(const mbedtls_x509_crt *crt, bool leaf, int64_t now)
 {
-	int64_t from = x509_time_unix(&crt->valid_from), to = x509_time_unix(&crt->valid_to);
+	int64_t from = cmk_x509_time_unix(&crt->valid_from), to = cmk_x509_time_unix(&crt->valid_to);
 	char label[320], when[32];
 
 	if (now >= from && now <= to)
@@ -884,7 +884,7 @@ static int split_chain(const mbedtls_x509_crt *cas, mbedtls_x509_crt *presented,
 	int ret;
 
 	for (c = cas; c != NULL && c->raw.p != NULL; c = c->next) {
-		ret = mbedtls_x509_crt_parse_der(is_self_signed(c) ? roots : presented, c->raw.p, c->raw.len);
+		ret = mbedtls_x509_crt_parse_der(cmk_x509_is_self_signed(c) ? roots : presented, c->raw.p, c->raw.len);
 		if (ret != 0)
 			return cmk_mbedtls_fail(ret, "verify_chain");
 	}

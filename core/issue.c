@@ -203,3 +203,20 @@ int cmk_lc_store_pending(struct cmk_ctx *ctx, struct cmk_txn *txn, struct cmk_ce
 		return rc;
 	return cmk_store_cert_put(txn, rec);
 }
+
+const char *cmk_lc_issue_step_name(const struct cmk_ctx *ctx)
+{
+	return ctx->cfg->openbao.mode == CMK_MODE_SIGN ? "sign" : "issue";
+}
+
+int cmk_lc_issue_step(struct cmk_ctx *ctx, const struct cmk_lc_plan *p, cmk_step_fn step, void *arg,
+		      struct cmk_bao_cert *cert, struct cmk_key **key, struct cmk_cert_info *info)
+{
+	int64_t t0 = cmk_monotonic_ms();
+	int rc = cmk_lc_obtain(ctx, p, cert, key);
+
+	if (rc == 0)
+		rc = cmk_lc_check_issued(p, cert, *key, info);
+	cmk_lc_report(step, arg, cmk_lc_issue_step_name(ctx), rc, t0, rc ? cmk_errdetail() : cert->serial_number);
+	return rc;
+}

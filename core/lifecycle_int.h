@@ -84,6 +84,11 @@ int cmk_lc_obtain(struct cmk_ctx *ctx, const struct cmk_lc_plan *p, struct cmk_b
 /* The answer is what was asked for, for this key, under its chain, valid now. */
 int cmk_lc_check_issued(const struct cmk_lc_plan *p, const struct cmk_bao_cert *cert, const struct cmk_key *key,
 			struct cmk_cert_info *info);
+/* "sign" or "issue": the name of the step that obtains a certificate in this configuration. */
+const char *cmk_lc_issue_step_name(const struct cmk_ctx *ctx);
+/* cmk_lc_obtain() then cmk_lc_check_issued(), reported as one timed step. */
+int cmk_lc_issue_step(struct cmk_ctx *ctx, const struct cmk_lc_plan *p, cmk_step_fn step, void *arg,
+		      struct cmk_bao_cert *cert, struct cmk_key **key, struct cmk_cert_info *info);
 /* A pending record for the issued certificate (no id or sealed key yet). */
 int cmk_lc_fill_record(const char *tenant, const struct cmk_lc_plan *p, const struct cmk_bao_cert *cert,
 		       const struct cmk_cert_info *info, struct cmk_cert_record *rec);

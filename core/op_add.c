@@ -280,17 +280,11 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 	snprintf(res->type, sizeof(res->type), "%s", plan.tpl->type);
 
 	/* 2. Issue (or sign) and check the answer. */
-	t0 = cmk_monotonic_ms();
-	rc = cmk_lc_obtain(ctx, &plan, &cert, &key);
-	if (rc == 0)
-		rc = cmk_lc_check_issued(&plan, &cert, key, &info);
-	cmk_lc_report(step, arg, ctx->cfg->openbao.mode == CMK_MODE_SIGN ? "sign" : "issue", rc, t0,
-	       rc ? cmk_errdetail() : cert.serial_number);
+	rc = cmk_lc_issue_step(ctx, &plan, step, arg, &cert, &key, &info);
 	if (rc != 0) {
 		char detail[512];
 		snprintf(detail, sizeof(detail), "%s", cmk_errdetail());
-		cmk_lc_audit_failure(ctx, req->tenant, plan.tpl->type,
-			      ctx->cfg->openbao.mode == CMK_MODE_SIGN ? "sign" : "issue", detail);
+		cmk_lc_audit_failure(ctx, req->tenant, plan.tpl->type, cmk_lc_issue_step_name(ctx), detail);
 		cmk_fail(rc, "%s", detail);
 		goto out;
 	}

@@ -167,14 +167,9 @@ static int renew_locked(struct cmk_ctx *ctx, const struct cmk_cert_record *old, 
 		goto fail;
 	}
 
-	t0 = cmk_monotonic_ms();
-	rc = cmk_lc_obtain(ctx, &plan, &cert, &key);
-	if (rc == 0)
-		rc = cmk_lc_check_issued(&plan, &cert, key, &info);
-	cmk_lc_report(step, arg, ctx->cfg->openbao.mode == CMK_MODE_SIGN ? "sign" : "issue", rc, t0,
-		      rc ? cmk_errdetail() : cert.serial_number);
+	rc = cmk_lc_issue_step(ctx, &plan, step, arg, &cert, &key, &info);
 	if (rc != 0) {
-		failed_step = ctx->cfg->openbao.mode == CMK_MODE_SIGN ? "sign" : "issue";
+		failed_step = cmk_lc_issue_step_name(ctx);
 		goto fail;
 	}
 	res->warnings = cert.warnings;

@@ -193,7 +193,7 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	tgid = pins_tgid(fuse_req_ctx(req)->pid);
+	tgid = pins_tgid(fuse_req_ctx(req)->pid, cmk_monotonic_ms());
 	tree_lock(fs->tree);
 	n = tree_node(fs->tree, ino);
 	if (n == NULL || n->kind == NODE_DIR || !n->attached) {

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,7 +126,17 @@ struct fsver *pins_choose(struct pins *p, pid_t tgid, enum pin_file file, struct
 	return fsver_ref(cur);
 }
 
-pid_t pins_tgid(pid_t tid)
+/* Reading /proc costs more than the rest of an open: remember recent answers for a second. */
+#define TGID_SLOTS 256
+#define TGID_TTL_MS 1000
+
+static struct {
+	pid_t tid, tgid;
+	int64_t at_ms;
+} tgid_cache[TGID_SLOTS];
+static pthread_mutex_t tgid_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static pid_t read_tgid(pid_t tid)
 {
 	char path[64], buf[512];
 	ssize_t n;
@@ -143,4 +154,25 @@ pid_t pins_tgid(pid_t tid)
 	if ((t = strstr(buf, "\nTgid:")) == NULL)
 		return tid;
 	return (pid_t)strtol(t + 6, NULL, 10);
+}
+
+pid_t pins_tgid(pid_t tid, int64_t now_ms)
+{
+	size_t slot = (size_t)tid % TGID_SLOTS;
+	pid_t tgid;
+
+	pthread_mutex_lock(&tgid_lock);
+	if (tgid_cache[slot].tid == tid && now_ms - tgid_cache[slot].at_ms < TGID_TTL_MS) {
+		tgid = tgid_cache[slot].tgid;
+		pthread_mutex_unlock(&tgid_lock);
+		return tgid;
+	}
+	pthread_mutex_unlock(&tgid_lock);
+	tgid = read_tgid(tid);
+	pthread_mutex_lock(&tgid_lock);
+	tgid_cache[slot].tid = tid;
+	tgid_cache[slot].tgid = tgid;
+	tgid_cache[slot].at_ms = now_ms;
+	pthread_mutex_unlock(&tgid_lock);
+	return tgid;
 }

@@ -14,7 +14,7 @@
  * longer served: a revoked or expired (tenant, type) is gone from the tree,
  * and open() fails before a pin is consulted.
  *
- * All functions expect the tree lock to be held.
+ * The pins_* functions but pins_tgid expect the tree lock to be held.
  */
 #ifndef CMKCERTFS_PIN_H
 #define CMKCERTFS_PIN_H
@@ -42,7 +42,11 @@ enum pin_file { PIN_CERT = 1, PIN_KEY = 2, PIN_BUNDLE = 4 };
  */
 struct fsver *pins_choose(struct pins *p, pid_t tgid, enum pin_file file, struct fsver *cur, int64_t now_ms);
 
-/* The thread group of a caller's thread id (from /proc), or `tid` itself when that cannot be read. */
-pid_t pins_tgid(pid_t tid);
+/*
+ * The thread group of a caller's thread id (from /proc, remembered for a
+ * second), or `tid` itself when that cannot be read.  Thread-safe; call it
+ * without the tree lock.
+ */
+pid_t pins_tgid(pid_t tid, int64_t now_ms);
 
 #endif

@@ -72,10 +72,10 @@ if [ -x "$build/cmkcertfs" ]; then
 	ls -l "$mnt/certs" "$mnt/private" "$mnt/ca"
 
 	say "mTLS connection to the keystore with the mounted certificate and key"
-	echo | openssl s_client -connect "127.0.0.1:$port" -CAfile "$work/ks-ca.pem" \
+	echo | openssl s_client -connect "127.0.0.1:$port" -servername localhost -CAfile "$work/ks-ca.pem" \
 		-cert "$mnt/certs/acme-corp-12345-aws_kms.crt" -key "$mnt/private/acme-corp-12345-aws_kms.key" \
 		-verify_return_error -brief 2>&1 | sed -n '1,8p'
-	echo | openssl s_client -connect "127.0.0.1:$port" -CAfile "$work/ks-ca.pem" \
+	echo | openssl s_client -connect "127.0.0.1:$port" -servername localhost -CAfile "$work/ks-ca.pem" \
 		-cert "$mnt/certs/acme-corp-12345-aws_kms.crt" -key "$mnt/private/acme-corp-12345-aws_kms.key" \
 		-verify_return_error >/dev/null 2>&1 && echo "handshake with the tenant's certificate: OK"
 fi

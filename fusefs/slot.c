@@ -60,6 +60,14 @@ static struct node *prepare(struct tree *t, enum node_kind kind, const char *nam
 static void show(struct tree *t, struct node *n, struct fsver *v, struct notes *ns)
 {
 	if (n->ver != v) {
+		/*
+		 * A rotation: tell the kernel the name's old file is gone (it is
+		 * looked up afresh at the next access), so watchers of the file get
+		 * a deletion event (IN_DELETE_SELF; fsnotify's Remove) — a plain
+		 * invalidation reaches no watcher.  Open handles keep their version.
+		 */
+		if (n->ver != NULL && n->attached && n->nlookup > 0 && !fsver_same(n->ver, v))
+			notes_add(ns, NOTE_DELETE, n->parent, n->ino, n->name);
 		fsver_unref(n->ver);
 		n->ver = fsver_ref(v);
 		tree_cache_changed(t, n);

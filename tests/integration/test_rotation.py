@@ -134,3 +134,39 @@ def test_readers_through_a_hundred_rotations(bao, cmk, mounts):
     print([r[3] for r in results])
     assert len(rotating) == 100
     assert reads > 400 and failures == 0 and mismatches == 0
+
+
+def test_file_watchers_get_an_event_on_rotation(bao, cmk, mounts):
+    import ctypes
+    import select
+    import struct
+    add(cmk, "watched")
+    m = mounts(args=("-n",))
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert fd >= 0
+    try:
+        watches = {}
+        for rel in ("certs/watched-aws_kms.crt", "private/watched-aws_kms.key"):
+            wd = libc.inotify_add_watch(fd, str(m / rel).encode(), 0x00000FFF)   # IN_ALL_EVENTS
+            assert wd >= 0, ctypes.get_errno()
+            watches[wd] = rel
+        assert cmk("renew", "--tenant", "watched", "--type", "aws_kms").returncode == 0
+        seen = set()
+        deadline = time.monotonic() + 2
+        while len(seen) < len(watches) and time.monotonic() < deadline:
+            if not select.select([fd], [], [], 0.1)[0]:
+                continue
+            buf = os.read(fd, 4096)
+            i = 0
+            while i < len(buf):
+                wd, mask, _, n = struct.unpack_from("iIII", buf, i)
+                if mask & 0x400:                                   # IN_DELETE_SELF: fsnotify's Remove
+                    seen.add(watches[wd])
+                i += 16 + n
+        assert seen == set(watches.values())
+    finally:
+        os.close(fd)
+    # The names are still there, with the new version.
+    crt = read(m / "certs/watched-aws_kms.crt")
+    assert serial_of(crt) == current_serial(cmk, "watched")

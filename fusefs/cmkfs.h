@@ -48,7 +48,9 @@ struct cmkfs {
 	struct lockmem *lockmem;      /* locked pages for unsealed keys */
 	struct auditq *auditq;        /* key-read events on their way to the trail */
 	struct watcher *watcher;      /* store change log -> tree -> kernel */
-	struct sched *sched;          /* renewals; NULL with -n */
+	struct sched *sched;          /* renewals; NULL with -n (owned by the watcher once it runs: it
+					 restarts the scheduler when the store must be reopened) */
+	bool run_scheduler;
 	struct pins *pins;            /* (process, tenant, type) -> version, under the tree lock (pin.h) */
 	struct fh *key_handles;       /* open handles holding a plaintext key (under the tree lock) */
 	struct fuse_session *se;

@@ -198,10 +198,11 @@ static int serve(const struct options *o)
 	mounted = true;
 	block_signals(&old);
 	rc = auditq_start(fs.ctx->audit, fs.ctx->actor, AUDIT_QUEUE_LEN, &fs.auditq);
+	fs.run_scheduler = !o->no_scheduler;
+	if (rc == 0 && fs.run_scheduler)
+		rc = sched_start(fs.ctx, &fs.sched);
 	if (rc == 0)
 		rc = watcher_start(&fs, seq, &fs.watcher);
-	if (rc == 0 && !o->no_scheduler)
-		rc = sched_start(fs.ctx, &fs.sched);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
 		cmk_log(CMK_LOG_ERROR, "%s", cmk_errdetail());
@@ -220,8 +221,9 @@ static int serve(const struct options *o)
 	if (rc < 0)
 		cmk_log(CMK_LOG_ERROR, "fuse loop: %s", strerror(-rc));
 out:
-	sched_stop(fs.sched);
+	/* The watcher first: it may restart the scheduler. */
 	watcher_stop(fs.watcher);
+	sched_stop(fs.sched);
 	if (mounted)
 		fuse_session_unmount(fs.se);
 	auditq_stop(fs.auditq);

@@ -23,6 +23,7 @@
 #include "notify.h"
 #include "tree.h"
 #include "version.h"
+#include "sched.h"
 #include "watch.h"
 
 struct pair {
@@ -274,8 +275,14 @@ static int tick(struct watcher *w, struct notes *ns)
 	int rc;
 
 	if (fs->ctx->store != NULL && cmk_store_needs_recovery(fs->ctx->store)) {
-		/* Another process ran recovery: this handle is dead; open a new one and reload. */
+		/*
+		 * Another process ran recovery: this handle is dead; open a new one
+		 * and reload.  The scheduler's threads use the same handle, so they
+		 * are stopped first and started again on the new one.
+		 */
 		cmk_log(CMK_LOG_WARN, "watch: the store needs recovery; reopening it");
+		sched_stop(fs->sched);
+		fs->sched = NULL;
 		cmk_store_close(fs->ctx->store);
 		fs->ctx->store = NULL;
 	}
@@ -284,6 +291,8 @@ static int tick(struct watcher *w, struct notes *ns)
 			return rc;
 		w->last = UINT64_MAX;     /* whatever the log says now: reload everything */
 	}
+	if (fs->run_scheduler && fs->sched == NULL && sched_start(fs->ctx, &fs->sched) != 0)
+		cmk_log(CMK_LOG_ERROR, "watch: restarting the renewal scheduler: %s", cmk_errdetail());
 	if ((rc = cmk_store_change_last(fs->ctx->store, &seq)) != 0)
 		return rc;
 	if (seq == w->last)

@@ -123,3 +123,36 @@ def test_outage_keeps_serving_and_requests_stay_bounded(bao, cmk, mounts, tmp_pa
     # After recovery every renewal completes (the next attempt is at most 16 check intervals away).
     ok = wait_for(lambda: all(r["supersedes"] for r in records(cmk, conf, status="active")), 40, step=0.5)
     assert ok, records(cmk, conf, status="active")
+
+
+def test_daemon_survives_recovery_run_by_another_process(bao, cmk, tmp_path):
+    """A CLI killed mid-operation makes the next opener run recovery, which invalidates the
+    daemon's store handle: the daemon reopens it (restarting its scheduler on the new handle)
+    and keeps serving and following changes."""
+    conf = daemon_conf(bao, tmp_path)
+    add(cmk, conf, "steady")
+    # What the daemon says while its store handle is dead and being replaced.
+    ms = Mounts(conf, allowed=[r"cmkcertfs: warning: watch: (the store needs recovery|cannot read changes)",
+                               r"cmkcertfs: (warning|error): store: "])
+    try:
+        recovered(cmk, conf, ms())
+    finally:
+        problems = ms.close()
+    assert not problems, problems
+
+
+def recovered(cmk, conf, m):
+    import signal
+    import subprocess
+    from conftest import CMKCERT
+    for i in range(3):
+        p = subprocess.Popen([str(CMKCERT), "-c", str(conf), "keystore", "add", "--tenant", "k%d" % i, "--type",
+                              "aws_kms", "--verify", "none"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.02 + 0.01 * i)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert cmk("verify", conf=conf).returncode == 0      # opens the store: recovery runs
+    assert (m / "private/steady-aws_kms.key").read_text().startswith("-----BEGIN")
+    add(cmk, conf, "after")
+    assert wait_for(lambda: (m / "certs/after-aws_kms.crt").exists(), 3)
+    assert "reopening it" in m.stderr()

@@ -9,6 +9,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <ctype.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -30,14 +32,6 @@
 
 #define ZEROS "0000000000000000000000000000000000000000000000000000000000000000"
 
-static void check_contains(const char *hay, const char *needle, const char *file, int line)
-{
-	if (hay == NULL || strstr(hay, needle) == NULL) {
-		print_error("\"%s\" does not contain \"%s\"\n", hay ? hay : "(null)", needle);
-		_fail(file, line);
-	}
-}
-#define assert_contains(h, n) check_contains((h), (n), __FILE__, __LINE__)
 
 /* ---- fixture: a temporary directory; the trail goes in a subdirectory not yet made ---- */
 
@@ -52,8 +46,7 @@ static int setup(void **state)
 
 	if (fx == NULL)
 		return -1;
-	strcpy(fx->dir, "/tmp/cmk-test-audit-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL) {
+	if (tu_mkdtemp(fx->dir, sizeof(fx->dir), "audit") != 0) {
 		free(fx);
 		return -1;
 	}
@@ -62,18 +55,10 @@ static int setup(void **state)
 	return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int teardown(void **state)
 {
 	struct fx *fx = *state;
-	int rc = nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	int rc = tu_rmtree(fx->dir);
 
 	free(fx);
 	return rc;

@@ -9,6 +9,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,14 +23,6 @@
 #include "cmkcert/crypto.h"
 #include "cmkcert/error.h"
 #include "cmkcert/util.h"
-
-#define assert_ok(expr)                                                                            \
-	do {                                                                                       \
-		int rc_ = (expr);                                                                  \
-		if (rc_ != 0)                                                                      \
-			print_error("%s -> %s: %s\n", #expr, cmk_strerror(rc_), cmk_errdetail()); \
-		assert_int_equal(rc_, 0);                                                          \
-	} while (0)
 
 /* The serial given to openssl (a leading zero octet, as DER needs before 0xab) and how OpenBao prints it. */
 #define LEAF_SERIAL_HEX "0x00ab0102030405060708090a0b0c0d0e0f101112"

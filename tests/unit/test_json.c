@@ -8,6 +8,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,14 +21,6 @@
 #include "cmkcert/json.h"
 #include "cmkcert/util.h"
 
-static void check_contains(const char *hay, const char *needle, const char *file, int line)
-{
-	if (hay == NULL || strstr(hay, needle) == NULL) {
-		print_error("\"%s\" does not contain \"%s\"\n", hay ? hay : "(null)", needle);
-		_fail(file, line);
-	}
-}
-#define assert_contains(h, n) check_contains((h), (n), __FILE__, __LINE__)
 
 static void check_lacks(const char *hay, const char *needle, const char *file, int line)
 {
@@ -298,8 +292,7 @@ static int dir_setup(void **state)
 
 	if (d == NULL)
 		return -1;
-	strcpy(d->path, "/tmp/cmk-test-json-XXXXXX");
-	if (mkdtemp(d->path) == NULL) {
+	if (tu_mkdtemp(d->path, sizeof(d->path), "json") != 0) {
 		free(d);
 		return -1;
 	}
@@ -307,18 +300,10 @@ static int dir_setup(void **state)
 	return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int dir_teardown(void **state)
 {
 	struct dir *d = *state;
-	int rc = nftw(d->path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	int rc = tu_rmtree(d->path);
 
 	free(d);
 	return rc;

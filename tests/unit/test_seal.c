@@ -9,6 +9,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,14 +23,6 @@
 #include "cmkcert/log.h"
 #include "cmkcert/seal.h"
 #include "cmkcert/util.h"
-
-#define assert_ok(expr)                                                                            \
-	do {                                                                                       \
-		int rc_ = (expr);                                                                  \
-		if (rc_ != 0)                                                                      \
-			print_error("%s -> %s: %s\n", #expr, cmk_strerror(rc_), cmk_errdetail()); \
-		assert_int_equal(rc_, 0);                                                          \
-	} while (0)
 
 #define assert_detail(code, expr, text)                                                           \
 	do {                                                                                       \

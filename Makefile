@@ -35,13 +35,13 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 # Library modules, in dependency order.
-CORE := error log util crypto_mbedtls crypto_crl names config json http_curl openbao openbao_parse openbao_pki seal store_bdb store_codec audit \
+CORE := error log util crypto_mbedtls crypto_crl names config json http_curl openbao openbao_parse openbao_pki seal store_env store_bdb store_codec audit \
 	probe_tls kmip lifecycle issue op_check op_add op_renew op_revoke op_verify
 CORE_OBJS := $(CORE:%=$(BUILD)/core/%.o)
 LIB := $(BUILD)/libcmkcert.a
 
 CLI_OBJS := $(BUILD)/cli/main.o $(BUILD)/cli/output.o $(BUILD)/cli/commands.o $(BUILD)/cli/cmd_lifecycle.o
-FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops file access lockmem auditq watch notify sched pin)
+FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops file access lockmem auditq watch notify sched keeper pin)
 
 # Unit tests: tests/unit/test_<name>.c, linked with the objects they exercise.
 BASE := error log util crypto_mbedtls
@@ -53,7 +53,7 @@ T_config := $(BASE) names config
 T_json := $(BASE) json
 T_crypto := $(BASE) crypto_crl
 T_seal := $(BASE) names config seal
-T_store := $(BASE) names config store_bdb store_codec
+T_store := $(BASE) names config store_env store_bdb store_codec
 T_audit := $(BASE) json audit
 T_http := $(BASE) http_curl
 T_openbao := $(BASE) names config json http_curl openbao openbao_parse openbao_pki
@@ -96,7 +96,12 @@ unit: $(UNIT_BINS)
 unit-asan:
 	@$(MAKE) --no-print-directory SAN=1 unit
 
-integration: all
+# Test helpers run by the integration tests.
+HELPERS := $(BUILD)/tests/die_inside_store
+$(BUILD)/tests/die_inside_store: $(BUILD)/tests/helpers/die_inside_store.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+integration: all $(HELPERS)
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/baosim tests/integration
 
 check: deps

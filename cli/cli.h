@@ -45,6 +45,10 @@ int cmd_revoke(struct cli *cli, int argc, char **argv);
 int cmd_keystore_remove(struct cli *cli, int argc, char **argv);
 int cmd_verify(struct cli *cli, int argc, char **argv);
 
+/* cmk_ctx_open() for this run: a run whose thread is wedged in a recovered store stops (exit 1). */
+struct cmk_ctx;
+int cli_open_ctx(const struct cli *cli, struct cmk_ctx **ctx);
+
 /* Actor name for the audit trail: "cli:uid=N". */
 const char *cli_actor(void);
 

@@ -105,7 +105,7 @@ static int report(struct cli *cli, const char *what, int rc, const struct cmk_op
 static int open_and_recover(struct cli *cli, struct cmk_ctx **ctx)
 {
 	unsigned n = 0;
-	int rc = cmk_ctx_open(cli->config, cli_actor(), ctx);
+	int rc = cli_open_ctx(cli, ctx);
 
 	if (rc != 0)
 		return cli_fail(cli, rc, "configuration");
@@ -191,7 +191,7 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 		return cli_usage_error(cli, "verify: unexpected argument \"%s\"", argv[1]);
 	if (argc == 2)
 		cli->json = true;
-	if ((rc = cmk_ctx_open(cli->config, cli_actor(), &ctx)) != 0)
+	if ((rc = cli_open_ctx(cli, &ctx)) != 0)
 		return cli_fail(cli, rc, "configuration");
 	rc = cmk_verify_store(ctx, &st, step_text, cli);
 	if (cli->json)

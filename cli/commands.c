@@ -46,7 +46,7 @@ static void on_step(const char *step, int rc, int64_t ms, const char *detail, vo
 
 static int open_ctx(const struct cli *cli, struct cmk_ctx **ctx)
 {
-	int rc = cmk_ctx_open(cli->config, cli_actor(), ctx);
+	int rc = cli_open_ctx(cli, ctx);
 
 	if (rc != 0)
 		return cli_fail(cli, rc, "configuration");
@@ -131,7 +131,7 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 	if (optind != argc)
 		return cli_usage_error(cli, "check: unexpected argument \"%s\"", argv[optind]);
 	s.list = json_array();
-	rc = cmk_ctx_open(cli->config, cli_actor(), &ctx);
+	rc = cli_open_ctx(cli, &ctx);
 	on_step("config", rc, cmk_monotonic_ms() - t0, rc ? cmk_errdetail() : "configuration, store, master key, "
 		"audit trail", &s);
 	if (rc == 0)

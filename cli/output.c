@@ -9,6 +9,7 @@
 
 #include "cmkcert/error.h"
 #include "cmkcert/json.h"
+#include "cmkcert/lifecycle.h"
 #include "cli.h"
 
 int cli_exit_code(int rc)
@@ -67,6 +68,29 @@ void cli_print_json(json_t *v)
 		fputs(s, stdout);
 	free(s);
 	json_decref(v);
+}
+
+/*
+ * A thread of this process waits where a killed process left the store and
+ * will never be released: the store was recovered under it.  Stop rather
+ * than hang; the next run finds everything as the last commit left it.
+ */
+static void on_wedged(const char *path, void *arg)
+{
+	const struct cli *cli = arg;
+
+	fprintf(stderr, "%s: the store %s had to be recovered while this command was waiting on it (a process "
+		"using it was killed); stopped without finishing: run the command again\n", cli->prog, path);
+	_exit(EXIT_FAILED);
+}
+
+int cli_open_ctx(const struct cli *cli, struct cmk_ctx **ctx)
+{
+	int rc = cmk_ctx_open(cli->config, cli_actor(), ctx);
+
+	if (rc == 0)
+		cmk_store_on_wedged((*ctx)->store, on_wedged, (void *)cli);
+	return rc;
 }
 
 const char *cli_actor(void)

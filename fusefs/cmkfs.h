@@ -7,18 +7,24 @@
  *     the in-memory tree only; the one slow-ish thing they do is unseal a key
  *     (local AES-GCM) at open();
  *   - the watcher tails the store's change log and swaps new versions into
- *     the tree, then tells the kernel what to forget (watch.c);
+ *     the tree, then tells the kernel what to forget (watch.c); while it is
+ *     behind, key files fail closed;
  *   - the audit writer drains key-read events to the audit trail (auditq.c);
  *   - the renewal scheduler and its workers renew, expire and clean up
  *     (sched.c); they talk to OpenBao and change the store, and the watcher
- *     brings their changes into the tree like any other process's.
+ *     brings their changes into the tree like any other process's;
+ *   - keeper.c replaces the watcher and the scheduler when one of them is
+ *     stuck where a dead process left the store.
  */
 #ifndef CMKCERTFS_CMKFS_H
 #define CMKCERTFS_CMKFS_H
 
 #define FUSE_USE_VERSION 35
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <fuse_lowlevel.h>
 
 #include "cmkcert/lifecycle.h"
@@ -47,10 +53,15 @@ struct cmkfs {
 	struct tree *tree;            /* what the mount shows */
 	struct lockmem *lockmem;      /* locked pages for unsealed keys */
 	struct auditq *auditq;        /* key-read events on their way to the trail */
+	pthread_mutex_t keeper_mu;    /* guards watcher, sched, stopping (keeper.c) */
 	struct watcher *watcher;      /* store change log -> tree -> kernel */
-	struct sched *sched;          /* renewals; NULL with -n (owned by the watcher once it runs: it
-					 restarts the scheduler when the store must be reopened) */
+	struct sched *sched;          /* renewals; NULL with -n */
 	bool run_scheduler;
+	bool stopping;                /* shutting down: nothing is restarted */
+	bool abandoned_threads;       /* a watcher or scheduler was left behind, stuck in the store */
+	atomic_int_fast64_t synced_ms;  /* when the tree last showed the store as it was (watch.h) */
+	pthread_mutex_t synced_mu;    /* with synced_cv: key opens wait for the watcher to catch up */
+	pthread_cond_t synced_cv;     /* CLOCK_MONOTONIC */
 	struct pins *pins;            /* (process, tenant, type) -> version, under the tree lock (pin.h) */
 	struct fh *key_handles;       /* open handles holding a plaintext key (under the tree lock) */
 	struct fuse_session *se;

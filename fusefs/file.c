@@ -22,6 +22,10 @@
 #include "lockmem.h"
 #include "pin.h"
 #include "tree.h"
+#include "watch.h"
+
+/* How long a key open waits for the watcher to catch up before it fails closed. */
+#define KEY_WAIT_MS 2000
 
 struct fh {
 	unsigned long refs;           /* atomic: the open file, and each read replying from it */
@@ -224,6 +228,19 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		goto fail;
 	}
 	if (node_has_key(n)) {
+		/*
+		 * A key that may have been revoked meanwhile is not served: fail
+		 * closed.  After a recovery the watcher catches up within a
+		 * second or two; give it that long before refusing.
+		 */
+		if (!watch_wait_current(fs, KEY_WAIT_MS)) {
+			audit_event(&ev, req, n->kind, n->name, fh->ver, "failure", "the mount is not following the store");
+			record_refusal(fs, &ev);
+			cmk_log(CMK_LOG_WARN, "open %s/%s: refused: the mount is not following the store right now",
+				dir_of(n->kind), n->name);
+			err = EIO;
+			goto fail;
+		}
 		if ((err = open_key(fs, req, fh)) != 0)
 			goto fail;
 		tree_lock(fs->tree);

@@ -7,7 +7,8 @@
  * the tree before mounting so the first lookup sees every certificate; start
  * the audit writer before the first open can happen; start the watcher once
  * the kernel can be told about changes, then the renewal scheduler.  Shutdown (SIGTERM, SIGINT, SIGHUP,
- * or `fusermount3 -u`) runs the same steps backwards and exits 0.
+ * or `fusermount3 -u`) runs the same steps backwards and exits 0, within STOP_LIMIT_MS whatever
+ * the store's other processes did.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -28,6 +29,7 @@
 #include "cmkfs.h"
 #include "detach.h"
 #include "file.h"
+#include "keeper.h"
 #include "lockmem.h"
 #include "pin.h"
 #include "sched.h"
@@ -36,6 +38,9 @@
 
 #define CMKCERTFS_VERSION "0.1.0"
 #define AUDIT_QUEUE_LEN 4096
+/* After SIGTERM: worker threads get this long to finish, the whole shutdown at most STOP_LIMIT_MS. */
+#define STOP_WORKERS_MS 3000
+#define STOP_LIMIT_MS 10000
 #define FIXED_OPTS "ro,default_permissions,fsname=cmkcertfs,subtype=cmkcert"
 
 struct options {
@@ -158,6 +163,29 @@ out:
 	return se;
 }
 
+/*
+ * The last resort of a bounded shutdown: if stopping takes longer than
+ * STOP_LIMIT_MS (a thread stuck where a dead process left the store, a
+ * trail that cannot be written), log it and exit anyway.  Nothing is lost:
+ * the store recovers unfinished operations at the next start.
+ */
+static void *stop_watchdog(void *arg)
+{
+	(void)arg;
+	usleep(STOP_LIMIT_MS * 1000);
+	cmk_log(CMK_LOG_ERROR, "shutdown took longer than %d s; exiting now", STOP_LIMIT_MS / 1000);
+	_exit(1);
+	return NULL;
+}
+
+static void arm_stop_watchdog(void)
+{
+	pthread_t t;
+
+	if (pthread_create(&t, NULL, stop_watchdog, NULL) == 0)
+		pthread_detach(t);
+}
+
 /* Start a helper thread with signals blocked, so they reach libfuse's threads. */
 static void block_signals(sigset_t *old)
 {
@@ -170,9 +198,10 @@ static void block_signals(sigset_t *old)
 static int serve(const struct options *o)
 {
 	struct fuse_loop_config loop = { .clone_fd = 0, .max_idle_threads = 10 };
-	struct cmkfs fs = { .mountpoint = o->mountpoint };
-	bool mounted = false, handlers = false;
+	struct cmkfs fs = { .mountpoint = o->mountpoint, .keeper_mu = PTHREAD_MUTEX_INITIALIZER };
+	bool mounted = false, handlers = false, started = false;
 	uint64_t seq = 0;
+	pthread_condattr_t ca;
 	sigset_t old;
 	int rc, ret = 1;
 
@@ -180,6 +209,11 @@ static int serve(const struct options *o)
 		cmk_log(CMK_LOG_ERROR, "%s: %s", cmk_strerror(rc), cmk_errdetail());
 		goto out;
 	}
+	pthread_mutex_init(&fs.synced_mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&fs.synced_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	if (tree_new(fs.ctx->cfg, &fs.tree) != 0 || lockmem_new(&fs.lockmem) != 0 || pins_new(&fs.pins) != 0) {
 		cmk_log(CMK_LOG_ERROR, "out of memory");
 		goto out;
@@ -199,10 +233,8 @@ static int serve(const struct options *o)
 	block_signals(&old);
 	rc = auditq_start(fs.ctx->audit, fs.ctx->actor, AUDIT_QUEUE_LEN, &fs.auditq);
 	fs.run_scheduler = !o->no_scheduler;
-	if (rc == 0 && fs.run_scheduler)
-		rc = sched_start(fs.ctx, &fs.sched);
-	if (rc == 0)
-		rc = watcher_start(&fs, seq, &fs.watcher);
+	if (rc == 0 && (rc = keeper_start(&fs, seq)) == 0)
+		started = true;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
 		cmk_log(CMK_LOG_ERROR, "%s", cmk_errdetail());
@@ -221,9 +253,11 @@ static int serve(const struct options *o)
 	if (rc < 0)
 		cmk_log(CMK_LOG_ERROR, "fuse loop: %s", strerror(-rc));
 out:
-	/* The watcher first: it may restart the scheduler. */
-	watcher_stop(fs.watcher);
-	sched_stop(fs.sched);
+	block_signals(&old);
+	arm_stop_watchdog();
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (started && !keeper_stop(&fs, cmk_monotonic_ms() + STOP_WORKERS_MS))
+		cmk_log(CMK_LOG_WARN, "a worker thread stuck in the store was left behind");
 	if (mounted)
 		fuse_session_unmount(fs.se);
 	auditq_stop(fs.auditq);
@@ -233,10 +267,13 @@ out:
 		fuse_session_destroy(fs.se);
 	if (fs.tree != NULL && fs.lockmem != NULL)
 		file_shutdown(&fs);
-	pins_free(fs.pins);
-	tree_free(fs.tree);
-	lockmem_free(fs.lockmem);
-	cmk_ctx_free(fs.ctx);
+	/* A thread left behind may still point at the tree and the store: leave them to the exit. */
+	if (!fs.abandoned_threads) {
+		pins_free(fs.pins);
+		tree_free(fs.tree);
+		lockmem_free(fs.lockmem);
+		cmk_ctx_free(fs.ctx);
+	}
 	detach_done(ret != 0 ? ret : 1);
 	return ret;
 }

@@ -18,6 +18,7 @@
 #include "cmkcert/error.h"
 #include "cmkcert/log.h"
 #include "cmkcert/util.h"
+#include "keeper.h"
 #include "sched.h"
 
 #define MAX_WORKERS 64
@@ -236,14 +237,34 @@ int sched_start(struct cmk_ctx *ctx, struct sched **out)
 	return 0;
 }
 
-void sched_stop(struct sched *s)
+static void ask_to_stop(struct sched *s)
 {
-	if (s == NULL)
-		return;
 	pthread_mutex_lock(&s->lock);
 	s->stop = true;
 	pthread_cond_broadcast(&s->wake);
 	pthread_mutex_unlock(&s->lock);
-	pthread_join(s->thread, NULL);
+}
+
+void sched_abandon(struct sched *s)
+{
+	if (s == NULL)
+		return;
+	/* Its memory stays: a worker may still be inside the store and come back to it. */
+	ask_to_stop(s);
+	pthread_detach(s->thread);
+}
+
+bool sched_stop(struct sched *s, int64_t deadline_ms)
+{
+	if (s == NULL)
+		return true;
+	ask_to_stop(s);
+	if (!keeper_join_until(s->thread, deadline_ms)) {
+		pthread_detach(s->thread);
+		cmk_log(CMK_LOG_WARN, "scheduler: an operation did not finish in time; left behind (the next start "
+			"recovers it)");
+		return false;
+	}
 	free_sched(s);
+	return true;
 }

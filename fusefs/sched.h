@@ -4,6 +4,9 @@
 #ifndef CMKCERTFS_SCHED_H
 #define CMKCERTFS_SCHED_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "cmkcert/lifecycle.h"
 
 struct sched;
@@ -18,7 +21,15 @@ struct sched;
  */
 int sched_start(struct cmk_ctx *ctx, struct sched **out);
 
-/* Stop: no new operation starts; running ones finish; threads are joined. NULL is a no-op. */
-void sched_stop(struct sched *s);
+/*
+ * Stop: no new operation starts; running ones may finish until
+ * `deadline_ms` (monotonic), after which the scheduler is left behind
+ * (false; an operation cut short is recovered like a crash).  NULL is a
+ * no-op.
+ */
+bool sched_stop(struct sched *s, int64_t deadline_ms);
+
+/* Let a scheduler go without waiting: it starts nothing new.  NULL is a no-op. */
+void sched_abandon(struct sched *s);
 
 #endif

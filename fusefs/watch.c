@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,8 @@
 
 #include "cmkcert/error.h"
 #include "cmkcert/log.h"
+#include "cmkcert/util.h"
+#include "keeper.h"
 #include "notify.h"
 #include "tree.h"
 #include "version.h"
@@ -47,6 +50,7 @@ struct watcher {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool stop;
+	atomic_bool abandoned;        /* replaced by another watcher: must not touch the tree again */
 	uint64_t last;
 	struct notes again;           /* notes to send once more on the next tick */
 	struct rearm_pending rearm;   /* inodes to invalidate once more, then arm */
@@ -207,7 +211,8 @@ static void log_pair(const struct pair *p)
  * pairs shown but not in the batch are removed.  Changed pairs are logged
  * when `verbose`.
  */
-static int apply(struct cmkfs *fs, struct batch *b, bool full, struct notes *ns, bool verbose)
+static int apply(struct cmkfs *fs, const atomic_bool *abandoned, struct batch *b, bool full, struct notes *ns,
+		 bool verbose)
 {
 	struct batch gone = { 0 };
 	struct scan scan = { b, &gone };
@@ -217,6 +222,12 @@ static int apply(struct cmkfs *fs, struct batch *b, bool full, struct notes *ns,
 	if ((changed = calloc(b->n + 1, sizeof(*changed))) == NULL)
 		return CMK_ERR_NOMEM;
 	tree_lock(fs->tree);
+	/* A watcher that was replaced while it read may hold older versions than its successor shows. */
+	if (abandoned != NULL && atomic_load(abandoned)) {
+		tree_unlock(fs->tree);
+		free(changed);
+		return CMK_ERR_STATE;
+	}
 	/* Collected first and removed after the walk: the tree cannot change while it is walked. */
 	if (full)
 		rc = tree_each_slot(fs->tree, find_missing, &scan);
@@ -242,7 +253,7 @@ static int apply(struct cmkfs *fs, struct batch *b, bool full, struct notes *ns,
 }
 
 /* Reload every active record. */
-static int load_all(struct cmkfs *fs, struct notes *ns, bool verbose)
+static int load_all(struct cmkfs *fs, const atomic_bool *abandoned, struct notes *ns, bool verbose)
 {
 	struct cmk_cert_filter f = { NULL, NULL, CMK_ST_ACTIVE };
 	struct batch b = { .cfg = fs->ctx->cfg };
@@ -251,7 +262,7 @@ static int load_all(struct cmkfs *fs, struct notes *ns, bool verbose)
 	rc = cmk_store_cert_each(fs->ctx->store, NULL, &f, on_active, &b);
 	if (rc == 0) {
 		batch_unique(&b);
-		rc = apply(fs, &b, true, ns, verbose);
+		rc = apply(fs, abandoned, &b, true, ns, verbose);
 	}
 	batch_clear(&b);
 	return rc;
@@ -261,9 +272,48 @@ int watch_load(struct cmkfs *fs, uint64_t *seq)
 {
 	int rc;
 
-	if ((rc = cmk_store_change_last(fs->ctx->store, seq)) != 0)
+	if ((rc = cmk_store_change_last(fs->ctx->store, seq)) != 0 || (rc = load_all(fs, NULL, NULL, false)) != 0)
 		return rc;
-	return load_all(fs, NULL, false);
+	watch_synced(fs);
+	return 0;
+}
+
+static void set_synced(struct cmkfs *fs, int64_t at)
+{
+	pthread_mutex_lock(&fs->synced_mu);
+	atomic_store(&fs->synced_ms, at);
+	pthread_cond_broadcast(&fs->synced_cv);
+	pthread_mutex_unlock(&fs->synced_mu);
+}
+
+void watch_synced(struct cmkfs *fs)
+{
+	set_synced(fs, cmk_monotonic_ms());
+}
+
+bool watch_is_current(struct cmkfs *fs)
+{
+	return cmk_monotonic_ms() - atomic_load(&fs->synced_ms) <= WATCH_STALE_MS;
+}
+
+bool watch_wait_current(struct cmkfs *fs, int64_t max_ms)
+{
+	int64_t deadline = cmk_monotonic_ms() + max_ms;
+	bool current;
+
+	pthread_mutex_lock(&fs->synced_mu);
+	while (!(current = watch_is_current(fs)) && cmk_monotonic_ms() < deadline) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += 50 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&fs->synced_cv, &fs->synced_mu, &ts);
+	}
+	pthread_mutex_unlock(&fs->synced_mu);
+	return current;
 }
 
 /* One tick; returns 0 or the error that kept the position where it was. */
@@ -271,54 +321,43 @@ static int tick(struct watcher *w, struct notes *ns)
 {
 	struct cmkfs *fs = w->fs;
 	struct batch b = { .cfg = fs->ctx->cfg };
+	int64_t started = cmk_monotonic_ms();
 	uint64_t seq;
 	int rc;
 
-	if (fs->ctx->store != NULL && cmk_store_needs_recovery(fs->ctx->store)) {
-		/*
-		 * Another process ran recovery: this handle is dead; open a new one
-		 * and reload.  The scheduler's threads use the same handle, so they
-		 * are stopped first and started again on the new one.
-		 */
-		cmk_log(CMK_LOG_WARN, "watch: the store needs recovery; reopening it");
-		sched_stop(fs->sched);
-		fs->sched = NULL;
-		cmk_store_close(fs->ctx->store);
-		fs->ctx->store = NULL;
-	}
-	if (fs->ctx->store == NULL) {
-		if ((rc = cmk_store_open(fs->ctx->cfg->store.path, &fs->ctx->store)) != 0)
-			return rc;
-		w->last = UINT64_MAX;     /* whatever the log says now: reload everything */
-	}
-	if (fs->run_scheduler && fs->sched == NULL && sched_start(fs->ctx, &fs->sched) != 0)
-		cmk_log(CMK_LOG_ERROR, "watch: restarting the renewal scheduler: %s", cmk_errdetail());
 	if ((rc = cmk_store_change_last(fs->ctx->store, &seq)) != 0)
 		return rc;
 	if (seq == w->last)
-		return 0;
+		goto synced;
 	if (seq < w->last) {
 		if (w->last != UINT64_MAX)
 			cmk_log(CMK_LOG_WARN, "watch: change log went back from %llu to %llu; reloading everything",
 				(unsigned long long)w->last, (unsigned long long)seq);
-		if ((rc = load_all(fs, ns, true)) == 0)
-			w->last = seq;
-		return rc;
+		if ((rc = load_all(fs, &w->abandoned, ns, true)) != 0)
+			return rc;
+		w->last = seq;
+		goto synced;
 	}
 	b.last = w->last;
 	rc = cmk_store_changes_since(fs->ctx->store, w->last, on_change, &b);
 	if (rc == 0 && b.everything) {
 		cmk_log(CMK_LOG_WARN, "watch: fell behind the change log; reloading everything");
-		rc = load_all(fs, ns, true);
+		rc = load_all(fs, &w->abandoned, ns, true);
 	} else if (rc == 0) {
 		batch_unique(&b);
 		if ((rc = read_pairs(fs, &b)) == 0)
-			rc = apply(fs, &b, false, ns, true);
+			rc = apply(fs, &w->abandoned, &b, false, ns, true);
 	}
 	if (rc == 0)
 		w->last = b.last > w->last ? b.last : seq;
 	batch_clear(&b);
-	return rc;
+	if (rc != 0)
+		return rc;
+synced:
+	/* The tree showed the store as it was when this tick began. */
+	if (!atomic_load(&w->abandoned))
+		set_synced(fs, started);
+	return 0;
 }
 
 static void *run(void *arg)
@@ -328,8 +367,8 @@ static void *run(void *arg)
 	struct timespec ts;
 	int rc;
 
-	pthread_mutex_lock(&w->mu);
-	while (!w->stop) {
+	for (;;) {
+		pthread_mutex_lock(&w->mu);
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_nsec += WATCH_INTERVAL_MS * 1000000L;
 		if (ts.tv_nsec >= 1000000000L) {
@@ -338,10 +377,12 @@ static void *run(void *arg)
 		}
 		while (!w->stop && pthread_cond_timedwait(&w->cv, &w->mu, &ts) != ETIMEDOUT)
 			;
-		if (w->stop)
-			break;
 		pthread_mutex_unlock(&w->mu);
+		if (w->stop || atomic_load(&w->abandoned))
+			break;
 		rc = tick(w, &ns);
+		if (atomic_load(&w->abandoned))
+			break;
 		if (rc != 0 && !w->failing)
 			cmk_log(CMK_LOG_WARN, "watch: cannot read changes (will retry): %s", cmk_errdetail());
 		else if (rc == 0 && w->failing)
@@ -350,9 +391,7 @@ static void *run(void *arg)
 		/* Notes of a failed tick describe changes already made to the tree: send them too. */
 		notify_send(w->fs->se, &ns, &w->again);
 		notify_rearm(w->fs->se, w->fs->tree, &w->rearm);
-		pthread_mutex_lock(&w->mu);
 	}
-	pthread_mutex_unlock(&w->mu);
 	notes_clear(&ns);
 	return NULL;
 }
@@ -367,6 +406,7 @@ int watcher_start(struct cmkfs *fs, uint64_t seq, struct watcher **out)
 		return CMK_ERR_NOMEM;
 	w->fs = fs;
 	w->last = seq;
+	atomic_init(&w->abandoned, false);
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -382,18 +422,37 @@ int watcher_start(struct cmkfs *fs, uint64_t seq, struct watcher **out)
 	return 0;
 }
 
-void watcher_stop(struct watcher *w)
+static void ask_to_stop(struct watcher *w)
 {
-	if (w == NULL)
-		return;
 	pthread_mutex_lock(&w->mu);
 	w->stop = true;
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
-	pthread_join(w->thread, NULL);
+}
+
+void watcher_abandon(struct watcher *w)
+{
+	if (w == NULL)
+		return;
+	/* Its memory stays: the thread may still be inside the store, and reads w when it returns. */
+	atomic_store(&w->abandoned, true);
+	ask_to_stop(w);
+	pthread_detach(w->thread);
+}
+
+bool watcher_stop(struct watcher *w, int64_t deadline_ms)
+{
+	if (w == NULL)
+		return true;
+	ask_to_stop(w);
+	if (!keeper_join_until(w->thread, deadline_ms)) {
+		watcher_abandon(w);
+		return false;
+	}
 	notes_clear(&w->again);
 	free(w->rearm.v);
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);
 	free(w);
+	return true;
 }

@@ -2,9 +2,8 @@
  * store.h - the Berkeley DB store (DESIGN §5).
  *
  * One transactional environment (DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG |
- * DB_INIT_MPOOL, DB_REGISTER | DB_RECOVER so recovery runs when, and only
- * when, a process died holding it; durable commits).  Several processes (the
- * daemon and CLI runs) share it.  Databases:
+ * DB_INIT_MPOOL, durable commits) that several processes (the daemon and CLI
+ * runs) share.  Databases:
  *   meta       store id, next record id, format version
  *   certs      id -> certificate record (versioned encoding)
  *   by_tts     secondary: (tenant, type, status) -> id
@@ -21,11 +20,23 @@
  * whole transaction.  (Reads without a transaction are retried
  * inside the store and rarely return CMK_ERR_BUSY.)
  *
+ * Dead processes.  Any process using the store may be killed at any moment.
+ * Every handle runs Berkeley DB's failure check every 200 ms on a thread of
+ * its own: the transactions and locks of a dead process are released
+ * without recovery, so nobody waits on them for long.  A process killed
+ * inside a Berkeley DB call can leave shared memory that only recovery
+ * repairs: then every handle replaces its environment by a new one (one of
+ * them runs recovery, the others wait for it), transparently: a transaction
+ * that began in the old environment answers CMK_ERR_BUSY (redo it, as after
+ * a deadlock), reads without a transaction are retried.  A thread that waits
+ * on something the dead process held never comes back; the handle notices
+ * it and calls the wedged callback (cmk_store_on_wedged()).
+ *
  * Processes and threads: one struct cmk_store may be shared by the threads
- * of a process; a struct cmk_txn belongs to one thread.  DB_REGISTER tracks
- * processes, so a process may have only one handle on a given store open at
- * a time (a second open fails with CMK_ERR_STATE), and a child made by
- * fork() must not use its parent's handle: it opens its own.
+ * of a process; a struct cmk_txn belongs to one thread.  The registry of
+ * processes is per process, so a process may have only one handle on a given
+ * store open at a time (a second open fails with CMK_ERR_STATE), and a child
+ * made by fork() must not use its parent's handle: it opens its own.
  *
  * Get and find functions overwrite *out (they do not free what it held);
  * release it with the matching _clear().  On failure *out is zeroed.
@@ -110,25 +121,43 @@ struct cmk_change {
 
 /*
  * Open (creating the directory 0700 and the environment when missing;
- * recovery runs when a process died with the store open).  An existing
- * directory must be owned by root or the effective user and give group and
- * others no access (CMK_ERR_PERM otherwise).  A store written by a newer
- * format is refused with CMK_ERR_STORE.
+ * whatever dead processes left is released, by recovery when needed).  An
+ * existing directory must be owned by root or the effective user and give
+ * group and others no access (CMK_ERR_PERM otherwise); a symbolic link is
+ * refused (CMK_ERR_INVALID: name the real directory).  A store written by a
+ * newer format is refused with CMK_ERR_STORE.
  */
 int cmk_store_open(const char *path, struct cmk_store **out);
 /* End every transaction first.  NULL is a no-op. */
 void cmk_store_close(struct cmk_store *st);
 
 /*
- * True once the environment has panicked (a failed write, or another process
- * ran recovery after a process died): every call then fails with
- * CMK_ERR_STORE "run recovery".  End the transactions, close and reopen.
- *
- * A process killed inside a transaction keeps its locks until some process
- * opens the store (which finds the dead process and runs recovery): until
- * then, operations of other processes that need those locks wait.
+ * True while the environment under the handle has failed and not been
+ * replaced yet (the next call replaces it).
  */
 bool cmk_store_needs_recovery(const struct cmk_store *st);
+
+/* How many environments the handle has opened: more than 1 once a recovery replaced one. */
+uint64_t cmk_store_generation(const struct cmk_store *st);
+
+/*
+ * Run the failure check now (the handle's monitor does it every 200 ms):
+ * release what dead processes held, and replace the environment when that
+ * is not enough.  0, or the error of the replacement.
+ */
+int cmk_store_check(struct cmk_store *st);
+
+/* Threads of this process wedged in a replaced environment (they will not return). */
+unsigned cmk_store_stuck(const struct cmk_store *st);
+
+/*
+ * `fn` is called (on the monitor thread) when a thread of this process is
+ * found wedged: it has waited more than 2 s inside an environment that was
+ * replaced, on something only a dead process could have released.  The CLI
+ * exits; a daemon replaces the threads.
+ */
+typedef void (*cmk_store_wedged_fn)(const char *path, void *arg);
+void cmk_store_on_wedged(struct cmk_store *st, cmk_store_wedged_fn fn, void *arg);
 
 /* The store's random 16-byte id (sealing salt). */
 const uint8_t *cmk_store_id(const struct cmk_store *st);

@@ -22,6 +22,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILD = pathlib.Path(os.environ.get("CMKCERT_BUILD", ROOT / "build"))
 CMKCERT = BUILD / "cmkcert"
 CMKCERTFS = BUILD / "cmkcertfs"
+# Test helper: gets itself killed inside a Berkeley DB call on a store (tests/helpers/die_inside_store.c).
+DIE_INSIDE_STORE = BUILD / "tests" / "die_inside_store"
 BAOSIM = ROOT / "tests" / "baosim" / "baosim.py"
 PYTHON = "/usr/bin/python3"
 

@@ -23,10 +23,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
 #include "cmkcert/error.h"
+#include "cmkcert/log.h"
 #include "cmkcert/store.h"
 #include "cmkcert/util.h"
-#include "store_int.h"
+/* White box: the dead-process tests reach the environment to die inside a Berkeley DB call. */
+#include "store_bdb_int.h"
 
 struct fx {
 	char dir[64];
@@ -1118,78 +1122,199 @@ static void test_recovery_after_killed_process(void **state)
 	assert_int_equal(put_new(fx->st, "after", "x", CMK_ST_PENDING, 0), 4);
 }
 
-/*
- * The daemon side of the test below, run in a child: BDB cannot free the
- * handles of an environment that panicked (it refuses to touch the region),
- * so that memory is left to the process that held them.
- */
-static void daemon_child(const char *path, int ready_fd, int go_fd)
+/* Wait for a child and check it was killed by SIGKILL. */
+static void reap_killed(pid_t pid)
 {
-	struct ids ids = { .n = 0 };
-	struct cmk_store *st;
-	uint64_t last;
-	char c;
+	int status;
 
-	if (cmk_store_open(path, &st) != 0 || write(ready_fd, "r", 1) != 1 || read(go_fd, &c, 1) != 1)
-		_exit(30);
-	/* Another process ran recovery while this handle was open. */
-	if (cmk_store_change_last(st, &last) != CMK_ERR_STORE || strstr(cmk_errdetail(), "run recovery") == NULL)
-		_exit(31);
-	if (!cmk_store_needs_recovery(st))
-		_exit(32);
-	cmk_store_close(st);
-	/* Close and reopen is all it takes. */
-	if (cmk_store_open(path, &st) != 0 || cmk_store_needs_recovery(st))
-		_exit(33);
-	if (cmk_store_cert_each(st, NULL, NULL, collect, &ids) != 0 || ids.n != 3 || ids.v[2] != 3)
-		_exit(34);
-	if (cmk_store_change_last(st, &last) != 0 || last != 4)
-		_exit(35);
-	cmk_store_close(st);
-	_exit(0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+		fail_msg("child did not die by SIGKILL (status 0x%x)", status);
 }
 
 /*
- * The daemon's case: its handle stays open while another process dies inside
- * a transaction and a third one opens the store, finds the dead process and
- * runs recovery.  The daemon's handle must then say so, and a reopen works.
+ * A process that dies *inside* a Berkeley DB call, holding a mutex of the
+ * shared lock region: the lock statistics print their lines through the
+ * message callback while holding it, and this process's log callback kills
+ * the process at the first line.  Failure checking cannot release a mutex;
+ * only recovery repairs this.
  */
-static void test_open_handle_learns_of_recovery(void **state)
+static void die_on_bdb_message(enum cmk_log_level level, const char *msg, void *arg)
 {
-	struct fx *fx = *state;
+	(void)level;
+	(void)arg;
+	if (strstr(msg, "berkeley db") != NULL)
+		kill(getpid(), SIGKILL);
+}
+
+static void die_inside_bdb(struct cmk_store *st)
+{
+	cmk_set_log(die_on_bdb_message, NULL, CMK_LOG_DEBUG);
+	st->gen->env->lock_stat_print(st->gen->env, DB_STAT_ALL);
+	_exit(40);
+}
+
+static void inside_child(const char *path, int go_fd)
+{
 	struct cmk_store *st;
-	int ready[2], go[2], status;
-	pid_t daemon, pid;
 	char c;
 
-	assert_int_equal(pipe(ready), 0);
-	assert_int_equal(pipe(go), 0);
-	assert_true((daemon = fork()) >= 0);
-	if (daemon == 0)
-		daemon_child(fx->path, ready[1], go[0]);
-	assert_int_equal(read(ready[0], &c, 1), 1);
+	if (cmk_store_open(path, &st) != 0)
+		_exit(41);
+	/* Hold a write lock on record 1 while dying, when told to. */
+	if (go_fd >= 0) {
+		struct cmk_cert_record r;
+		struct cmk_txn *txn;
+
+		make_rec(&r, 1, "committed", "x", CMK_ST_FAILED);
+		if (cmk_store_begin(st, &txn) != 0 || cmk_store_cert_put(txn, &r) != 0)
+			_exit(42);
+		if (write(go_fd, "l", 1) != 1 || read(go_fd, &c, 1) != 1)
+			_exit(43);
+	}
+	die_inside_bdb(st);
+}
+
+/*
+ * The daemon's case: its handle stays open while another process dies
+ * holding locks, outside any Berkeley DB call.  Failure checking releases
+ * them: the daemon's next write of the locked record goes through, in the
+ * same environment (no recovery ran), and sees only committed data.
+ */
+static void test_locks_of_a_dead_process_are_released(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_cert_record r;
+	struct cmk_txn *txn;
+	struct ids ids = { .n = 0 };
+	pid_t pid;
 
 	assert_true((pid = fork()) >= 0);
 	if (pid == 0)
 		crash_child(fx->path);
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFSIGNALED(status));
+	reap_killed(pid);
+	/* The dead transaction had changed record 1 and holds its lock: this waits until the monitor frees it. */
+	assert_int_equal(cmk_store_begin(fx->st, &txn), 0);
+	assert_int_equal(cmk_store_cert_get(fx->st, txn, 1, &r), 0);
+	assert_int_equal(r.status, CMK_ST_PENDING);
+	r.status = CMK_ST_FAILED;
+	assert_int_equal(cmk_store_cert_put(txn, &r), 0);
+	cmk_cert_record_clear(&r);
+	assert_int_equal(cmk_store_commit(txn), 0);
+	assert_int_equal(cmk_store_generation(fx->st), 1);
+	assert_int_equal(cmk_store_cert_each(fx->st, NULL, NULL, collect, &ids), 0);
+	assert_ids(&ids, (uint64_t[]){ 1, 2, 3 }, 3);
+	assert_int_equal(put_new(fx->st, "after", "x", CMK_ST_PENDING, 0), 4);
+}
 
+/*
+ * A process killed inside Berkeley DB: the daemon's handle finds it, a new
+ * environment is opened (recovery runs once), and the same handle goes on
+ * with every committed record and takes writes.
+ */
+static void test_handle_outlives_a_process_killed_inside_bdb(void **state)
+{
+	struct fx *fx = *state;
+	struct ids ids = { .n = 0 };
+	uint64_t last;
+	pid_t pid;
+
+	for (int i = 0; i < 3; i++)
+		put_new(fx->st, "committed", "x", CMK_ST_PENDING, 0);
 	assert_true((pid = fork()) >= 0);
 	if (pid == 0)
-		_exit(cmk_store_open(fx->path, &st) == 0 ? 0 : 1);
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
+		inside_child(fx->path, -1);
+	reap_killed(pid);
+	assert_int_equal(cmk_store_check(fx->st), 0);
+	assert_int_equal(cmk_store_generation(fx->st), 2);
+	assert_false(cmk_store_needs_recovery(fx->st));
+	assert_int_equal(cmk_store_cert_each(fx->st, NULL, NULL, collect, &ids), 0);
+	assert_ids(&ids, (uint64_t[]){ 1, 2, 3 }, 3);
+	assert_int_equal(cmk_store_change_last(fx->st, &last), 0);
+	assert_int_equal(last, 3);
+	assert_int_equal(put_new(fx->st, "after", "x", CMK_ST_PENDING, 0), 4);
+	assert_int_equal(cmk_store_stuck(fx->st), 0);
+}
 
-	assert_int_equal(write(go[1], "g", 1), 1);
-	assert_int_equal(waitpid(daemon, &status, 0), daemon);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
-	close(ready[0]);
-	close(ready[1]);
-	close(go[0]);
-	close(go[1]);
+struct blocked {
+	struct cmk_store *st;
+	int rc;
+	bool done;
+};
+
+/* Write record 1: blocks on the lock the child holds. */
+static void *write_record_1(void *arg)
+{
+	struct blocked *b = arg;
+	struct cmk_cert_record r;
+	struct cmk_txn *txn;
+
+	b->rc = cmk_store_begin(b->st, &txn);
+	if (b->rc == 0) {
+		make_rec(&r, 1, "committed", "x", CMK_ST_ACTIVE);
+		if ((b->rc = cmk_store_cert_put(txn, &r)) == 0)
+			b->rc = cmk_store_commit(txn);
+		else
+			cmk_store_abort(txn);
+	}
+	__atomic_store_n(&b->done, true, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static int wedged_calls;
+
+static void on_wedged(const char *path, void *arg)
+{
+	(void)path;
+	(void)arg;
+	__atomic_add_fetch(&wedged_calls, 1, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * A thread of the daemon waits for a lock that a process holds when it is
+ * killed inside Berkeley DB: nothing will ever release that wait.  The
+ * handle reports the thread as wedged (once), and every other thread goes
+ * on in the new environment.
+ */
+static void test_thread_waiting_on_a_dead_process_is_reported(void **state)
+{
+	struct fx *fx = *state;
+	static struct blocked b;   /* the wedged thread keeps using it after the test */
+	struct cmk_cert_record r;
+	int sv[2];
+	pthread_t t;
+	pid_t pid;
+	char c;
+
+	b.st = fx->st;
+	put_new(fx->st, "committed", "x", CMK_ST_PENDING, 0);
+	cmk_store_on_wedged(fx->st, on_wedged, NULL);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		close(sv[0]);
+		inside_child(fx->path, sv[1]);
+	}
+	close(sv[1]);
+	assert_int_equal(read(sv[0], &c, 1), 1);
+	assert_int_equal(pthread_create(&t, NULL, write_record_1, &b), 0);
+	pthread_detach(t);
+	usleep(300000);                 /* the thread is waiting for the child's lock */
+	assert_int_equal(write(sv[0], "g", 1), 1);
+	reap_killed(pid);
+	close(sv[0]);
+	for (int i = 0; i < 100 && __atomic_load_n(&wedged_calls, __ATOMIC_SEQ_CST) == 0; i++)
+		usleep(100000);
+	assert_int_equal(__atomic_load_n(&wedged_calls, __ATOMIC_SEQ_CST), 1);
+	assert_int_equal(cmk_store_stuck(fx->st), 1);
+	assert_false(__atomic_load_n(&b.done, __ATOMIC_SEQ_CST));
+	/* The record the child had locked is free in the new environment. */
+	assert_int_equal(cmk_store_generation(fx->st), 2);
+	assert_int_equal(cmk_store_cert_get(fx->st, NULL, 1, &r), 0);
+	assert_int_equal(r.status, CMK_ST_PENDING);
+	cmk_cert_record_clear(&r);
+	set_status(fx->st, 1, CMK_ST_FAILED);
+	assert_int_equal(put_new(fx->st, "after", "x", CMK_ST_PENDING, 0), 2);
 }
 
 static void writer_child(const char *path, int start_fd)
@@ -1429,8 +1554,16 @@ static void test_status_names(void **state)
 	assert_int_equal(cmk_status_parse(NULL), -1);
 }
 
+static void log_stderr(enum cmk_log_level level, const char *msg, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "log: %s: %s\n", cmk_log_level_name(level), msg);
+}
+
 int main(void)
 {
+	if (getenv("CMK_TEST_LOG") != NULL)
+		cmk_set_log(log_stderr, NULL, CMK_LOG_DEBUG);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_creates_private_dir_and_keeps_id, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_stores_have_different_ids, setup, teardown),
@@ -1456,7 +1589,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_change_log_is_trimmed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deadlock_is_busy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_after_killed_process, setup_dir, teardown),
-		cmocka_unit_test_setup_teardown(test_open_handle_learns_of_recovery, setup_dir, teardown),
+		cmocka_unit_test_setup_teardown(test_locks_of_a_dead_process_are_released, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_handle_outlives_a_process_killed_inside_bdb, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_thread_waiting_on_a_dead_process_is_reported, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_processes_write_at_once, setup, teardown),
 		cmocka_unit_test(test_codec_refuses_every_truncation),
 		cmocka_unit_test(test_codec_refuses_bad_values),

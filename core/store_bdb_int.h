@@ -1,0 +1,127 @@
+/*
+ * store_bdb_int.h - what the Berkeley DB files of the store share: the
+ * handle, its environment generations, transactions and the translation of
+ * BDB results.  Only store_env.c (environment, liveness, recovery) and
+ * store_bdb.c (records, indexes, change log) include it; nothing else in the
+ * project sees db.h.
+ *
+ * Generations.  A struct cmk_store lives as long as the caller keeps it; the
+ * Berkeley DB environment under it may have to be replaced: when a process
+ * died inside Berkeley DB (failure checking cannot release what it held) or
+ * another process recovered the environment, every handle on it is dead.
+ * Each environment opened for the store is a generation.  Every call enters
+ * the current generation (reopening it first when it has failed), and a
+ * transaction stays in the generation it began in: once that one fails, the
+ * transaction's calls answer CMK_ERR_BUSY and the caller redoes the whole
+ * transaction, as after a deadlock.  A failed generation is retired: its
+ * environment is closed the way BDB closes a panicked one (file handles and
+ * the registry slot go, memory stays), and its memory is released once no
+ * thread is inside it.  A thread that never comes back (it waits on a mutex
+ * that a dead process held) is reported as wedged and its generation is
+ * never freed.
+ */
+#ifndef CMKCERT_STORE_BDB_INT_H
+#define CMKCERT_STORE_BDB_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <db.h>
+
+#include "cmkcert/store.h"
+#include "store_int.h"
+
+/* A mapping of one of the environment's region files, unmapped when its generation is freed. */
+struct region_map {
+	uintptr_t start, end;
+};
+
+struct store_gen {
+	struct cmk_store *st;
+	uint64_t number;              /* 1 for the first environment of this handle, then +1 per reopen */
+	DB_ENV *env;
+	DB *meta, *certs, *by_tts, *by_renew, *by_serial, *keystores, *changes;
+	int reg_fd;                   /* our own descriptor on __db.register, for is_alive (store_env.c) */
+	bool opening;                 /* set until its open finished (panic events then concern the old one) */
+	atomic_bool broken;           /* needs recovery: no new call enters it */
+	atomic_int inside;            /* threads inside a call */
+	atomic_int txns;              /* open transactions */
+	/* Under st->mu: */
+	bool retired;
+	bool wedge_reported;
+	int64_t retired_ms;
+	struct region_map *maps;
+	size_t n_maps;
+	struct store_gen *next;       /* in st->retired */
+};
+
+struct cmk_store {
+	struct cmk_store *next;       /* in the process's list of open stores */
+	dev_t dev;
+	ino_t ino;
+	pid_t pid;
+	char *path;
+	char *real_path;              /* resolved, as /proc/self/maps names the region files */
+	uint8_t id[CMK_STORE_ID_LEN];
+
+	pthread_mutex_t mu;           /* guards gen and retired */
+	struct store_gen *gen;        /* current; NULL when a reopen failed (the next call tries again) */
+	struct store_gen *retired;    /* replaced generations that threads are still inside */
+	atomic_uint_fast64_t generations;
+	atomic_uint stuck;            /* threads found waiting in retired generations */
+
+	pthread_t monitor;
+	pthread_cond_t monitor_cv;    /* CLOCK_MONOTONIC */
+	bool monitor_stop;            /* under mu */
+	bool monitor_running;
+	cmk_store_wedged_fn wedged;
+	void *wedged_arg;
+};
+
+struct cmk_txn {
+	struct store_gen *g;
+	DB_TXN *t;
+	bool wrote;
+};
+
+/*
+ * Enter the current generation (opening a new one when it has failed); on
+ * success the caller must gen_leave(*g).  Fails with the error of the reopen.
+ */
+int gen_enter(struct cmk_store *st, struct store_gen **g);
+void gen_leave(struct store_gen *g);
+
+/* Enter the generation of txn; CMK_ERR_BUSY when it failed since (redo the transaction). */
+int gen_enter_txn(struct cmk_txn *txn);
+
+/* A transaction handle counts as a user of its generation until it ends. */
+void gen_txn_begun(struct store_gen *g);
+void gen_txn_ended(struct store_gen *g);
+
+/* True when calls must not reach BDB through g any more. */
+bool gen_is_broken(const struct store_gen *g);
+
+/*
+ * The one translation of a BDB result into CMK_ERR_* with detail
+ * "<what>: <BDB text>".  DB_RUNRECOVERY marks the generation broken and is
+ * CMK_ERR_BUSY: nothing was committed, redo the transaction (a new
+ * environment is opened for it).
+ */
+int db_fail(struct store_gen *g, int ret, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The short BDB error text of this thread's last failure (consumed by db_fail). */
+extern _Thread_local char cmk_bdb_msg[256];
+
+/* Databases of a generation: opened by store_env.c, defined by store_bdb.c. */
+int store_open_dbs(struct store_gen *g);
+void store_close_dbs(struct store_gen *g);
+/* Read or create the store id (meta) in a new generation. */
+int store_load_meta(struct store_gen *g, uint8_t id[CMK_STORE_ID_LEN]);
+
+/* Pause before a retry: attempt * 2 ms. */
+void store_backoff(int attempt);
+
+#endif

@@ -150,3 +150,29 @@ def test_daemon_survives_a_process_killed_inside_the_store(bao, cmk, tmp_path):
     finally:
         problems = ms.close()
     assert not problems, problems
+
+
+def test_daemon_replaces_a_thread_stuck_behind_a_dead_process(bao, cmk, tmp_path):
+    """The process killed inside Berkeley DB held a lock the daemon's watcher was waiting for:
+    that wait can never end.  The daemon finds the stuck thread, starts a new watcher (and
+    scheduler) from a full reload, and goes on; SIGTERM still ends it."""
+    conf = daemon_conf(bao, tmp_path)
+    add(cmk, conf, "steady")
+    ms = Mounts(conf, allowed=[r"cmkcertfs: warning: (store: |watch: cannot read changes|a worker thread stuck)",
+                               r"cmkcertfs: error: store:? "])
+    try:
+        m = ms()
+        key = (m / "private/steady-aws_kms.key").read_text()
+        r = subprocess.run([str(DIE_INSIDE_STORE), "--hold-changes", str(bao.dir / "store")], capture_output=True,
+                           text=True)
+        assert r.returncode == -signal.SIGKILL, r.stderr
+        assert wait_for(lambda: "starting new watcher" in m.stderr(), 10)
+        add(cmk, conf, "after")
+        assert wait_for(lambda: (m / "certs/after-aws_kms.crt").exists(), 1.0, step=0.02)
+        assert (m / "private/steady-aws_kms.key").read_text() == key
+        assert not (m / "certs/zz-dying-helper.crt").exists()
+        # The stated bound is 10 s; the stuck thread is left behind.
+        assert m.signal(signal.SIGTERM, timeout=12) == 0
+    finally:
+        problems = ms.close()
+    assert not problems, problems

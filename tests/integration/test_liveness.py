@@ -7,6 +7,7 @@ second, a revoked key leaves it within a second, renewals continue, and
 SIGTERM still stops the daemon."""
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 from conftest import CMKCERT, edit_conf
 from fusefix import Mounts
 
-ITERATIONS = 100
+ITERATIONS = int(os.environ.get("CMK_LIVENESS_ITERATIONS", "100"))
 
 
 @pytest.fixture

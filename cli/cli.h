@@ -20,6 +20,8 @@ struct cli {
 	bool json;            /* --json: machine-readable output on stdout */
 	int verbose;
 	const char *prog;
+	char **argv;          /* as given: a run whose store open is wedged starts again (cli_open_ctx) */
+	bool read_stdin;      /* standard input was consumed: the run cannot start again */
 };
 
 /* Exit code for a library result code. */
@@ -45,9 +47,15 @@ int cmd_revoke(struct cli *cli, int argc, char **argv);
 int cmd_keystore_remove(struct cli *cli, int argc, char **argv);
 int cmd_verify(struct cli *cli, int argc, char **argv);
 
-/* cmk_ctx_open() for this run: a run whose thread is wedged in a recovered store stops (exit 1). */
+/* cmk_ctx_open() for this run. */
 struct cmk_ctx;
 int cli_open_ctx(const struct cli *cli, struct cmk_ctx **ctx);
+
+/*
+ * The store's wedged callback for this run (set in main()): wedged while
+ * opening the store, the run starts again; later, it stops with exit 1.
+ */
+void cli_on_wedged(const char *path, bool whole_store, void *arg);
 
 /* Actor name for the audit trail: "cli:uid=N". */
 const char *cli_actor(void);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cmkcert/audit.h"
 #include "cmkcert/error.h"
@@ -289,6 +290,7 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 			ret = cli_usage_error(cli, "keystore add: give either --json FILE or --tenant/--type/--endpoint");
 			goto out;
 		}
+		cli->read_stdin = strcmp(json_path, "-") == 0;
 		if ((rc = read_request_file(json_path, &text, &len)) != 0 ||
 		    (rc = cmk_keystore_request_from_json(text, len, &req)) != 0) {
 			ret = cli_fail(cli, rc, "keystore add");
@@ -513,39 +515,89 @@ out:
 
 /* ---- audit verify ----------------------------------------------------- */
 
+static bool same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+static void print_audit_report(const char *path, const struct cmk_audit_report *r, bool anchored)
+{
+	printf("%s: %" PRIu64 " lines, hash chain intact", path, r->lines);
+	if (r->keyed_from == 1)
+		printf(", every line's MAC checked");
+	else if (r->keyed_from > 1)
+		printf(", MACs checked from line %" PRIu64 " (lines before it are in the older unkeyed format, "
+		       "vouched for by that line)", r->keyed_from);
+	else
+		printf(", no keyed line yet");
+	if (r->anchored > 0)
+		printf("; ends where the store's anchor says (line %" PRIu64 ")", r->anchored);
+	else if (anchored)
+		printf("; the store has no anchor yet");
+	else
+		printf("; not this store's trail: no anchor checked");
+	if (r->unanchored > 0)
+		printf(", %" PRIu64 " line(s) after it from operations that did not complete", r->unanchored);
+	if (r->repairs > 0)
+		printf("; %" PRIu64 " interrupted write(s) removed and recorded", r->repairs);
+	printf("\n");
+}
+
 int cmd_audit(struct cli *cli, int argc, char **argv)
 {
-	struct cmk_config *cfg = NULL;
+	struct cmk_audit_report rep = { 0 };
+	struct cmk_audit_anchor anchor = { 0 };
+	struct cmk_audit_check chk = { NULL, NULL };
+	struct cmk_ctx *ctx = NULL;
+	uint8_t key[32];
 	const char *path;
-	uint64_t n = 0, bad = 0;
+	bool own;
 	int rc;
 
 	if (argc < 2 || strcmp(argv[1], "verify") != 0)
 		return cli_usage_error(cli, "audit: expected \"audit verify [FILE]\"");
 	if (argc > 3)
 		return cli_usage_error(cli, "audit verify: too many arguments");
-	if (argc == 3) {
-		path = argv[2];
-	} else {
-		if ((rc = cmk_config_load(cli->config, &cfg)) != 0)
-			return cli_fail(cli, rc, "configuration");
-		path = cfg->audit.path;
+	/* The MAC key comes from the master key, the anchor from the store: both need the configuration. */
+	if ((rc = cli_open_ctx(cli, &ctx)) != 0)
+		return cli_fail(cli, rc, "configuration");
+	path = argc == 3 ? argv[2] : ctx->cfg->audit.path;
+	own = argc == 2 || same_file(path, ctx->cfg->audit.path);
+	if ((rc = cmk_sealer_audit_key(ctx->sealer, key)) != 0) {
+		rc = cli_fail(cli, rc, "audit verify");
+		goto out;
 	}
-	rc = cmk_audit_verify(path, &n, &bad);
+	chk.key = key;
+	if (own) {
+		rc = cmk_store_audit_anchor_get(ctx->store, NULL, &anchor);
+		if (rc != 0 && rc != CMK_ERR_NOTFOUND) {
+			rc = cli_fail(cli, rc, "audit verify");
+			goto out;
+		}
+		chk.anchor = &anchor;
+	}
+	rc = cmk_audit_verify(path, &chk, &rep);
 	if (cli->json) {
-		json_t *o = json_pack("{s:b, s:s, s:I}", "ok", rc == 0, "file", path, "lines", (json_int_t)n);
+		json_t *o = json_pack("{s:b, s:s, s:I, s:I, s:I, s:I, s:I}", "ok", rc == 0, "file", path, "lines",
+				      (json_int_t)rep.lines, "keyed_from", (json_int_t)rep.keyed_from, "anchored_line",
+				      (json_int_t)rep.anchored, "unanchored_lines", (json_int_t)rep.unanchored,
+				      "repairs", (json_int_t)rep.repairs);
 		if (rc != 0) {
-			json_object_set_new(o, "first_bad_line", json_integer((json_int_t)bad));
+			json_object_set_new(o, "first_bad_line", json_integer((json_int_t)rep.bad_line));
 			json_object_set_new(o, "detail", json_string(cmk_errdetail()));
 		}
 		cli_print_json(o);
 	} else if (rc == 0) {
-		printf("%s: %" PRIu64 " lines, hash chain intact\n", path, n);
+		print_audit_report(path, &rep, own);
 	}
 	if (rc != 0) {
 		fprintf(stderr, "%s: audit verify: %s: %s\n", cli->prog, path, cmk_errdetail());
 		rc = rc == CMK_ERR_AUDIT ? EXIT_FAILED : cli_exit_code(rc);
 	}
-	cmk_config_free(cfg);
+out:
+	cmk_wipe(key, sizeof(key));
+	cmk_ctx_free(ctx);
 	return rc;
 }

@@ -12,6 +12,7 @@
 #include "cmkcert/error.h"
 #include "cmkcert/http.h"
 #include "cmkcert/log.h"
+#include "cmkcert/store.h"
 #include "cmkcert/util.h"
 #include "cli.h"
 
@@ -61,7 +62,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct cli cli = { .prog = "cmkcert" };
+	struct cli cli = { .prog = "cmkcert", .argv = argv };
 	const char *cmd;
 	int c, rc;
 
@@ -84,6 +85,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "cmkcert: warning: %s\n", cmk_errdetail());
 	cmk_set_log(log_to_stderr, &cli,
 		    cli.verbose >= 2 ? CMK_LOG_DEBUG : cli.verbose == 1 ? CMK_LOG_INFO : CMK_LOG_WARN);
+	cmk_store_set_wedged_default(cli_on_wedged, &cli);
 	if (cmk_http_global_init() != 0) {
 		fprintf(stderr, "cmkcert: %s\n", cmk_errdetail());
 		return EXIT_FAILED;

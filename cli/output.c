@@ -2,8 +2,10 @@
  * output.c - how the CLI reports: text for people on stdout/stderr, or one
  * JSON document on stdout with --json.  Exit codes are decided here.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -70,15 +72,29 @@ void cli_print_json(json_t *v)
 	json_decref(v);
 }
 
+#define MAX_RESTARTS 3
+
 /*
  * A thread of this process waits where a killed process left the store and
- * will never be released: the store was recovered under it.  Stop rather
- * than hang; the next run finds everything as the last commit left it.
+ * will never be released.  If that happened while the store was being
+ * opened, nothing was done yet: start the run again (the store is recovered
+ * meanwhile).  Otherwise stop rather than hang; the next run finds
+ * everything as the last commit left it.
  */
-static void on_wedged(const char *path, void *arg)
+void cli_on_wedged(const char *path, bool whole_store, void *arg)
 {
 	const struct cli *cli = arg;
+	const char *n = getenv("CMKCERT_RESTARTS");
+	int restarts = n != NULL ? atoi(n) : 0;
+	char count[16];
 
+	if (whole_store && !cli->read_stdin && cli->argv != NULL && restarts < MAX_RESTARTS) {
+		snprintf(count, sizeof(count), "%d", restarts + 1);
+		if (setenv("CMKCERT_RESTARTS", count, 1) == 0) {
+			execv("/proc/self/exe", cli->argv);
+			fprintf(stderr, "%s: starting again: %s\n", cli->prog, strerror(errno));
+		}
+	}
 	fprintf(stderr, "%s: the store %s had to be recovered while this command was waiting on it (a process "
 		"using it was killed); stopped without finishing: run the command again\n", cli->prog, path);
 	_exit(EXIT_FAILED);
@@ -86,11 +102,7 @@ static void on_wedged(const char *path, void *arg)
 
 int cli_open_ctx(const struct cli *cli, struct cmk_ctx **ctx)
 {
-	int rc = cmk_ctx_open(cli->config, cli_actor(), ctx);
-
-	if (rc == 0)
-		cmk_store_on_wedged((*ctx)->store, on_wedged, (void *)cli);
-	return rc;
+	return cmk_ctx_open(cli->config, cli_actor(), ctx);
 }
 
 const char *cli_actor(void)

@@ -1,10 +1,6 @@
 /*
- * audit.c - the tamper-evident audit trail (DESIGN §9, REQ-012).
- *
- * One JSON object per line, keys in a fixed order, the last key "prev"
- * holding the SHA-256 of the previous line's bytes (without its newline).
- * Editing, deleting or reordering any line therefore breaks the chain at
- * that point, and cmk_audit_verify() names the first line where it breaks.
+ * audit.c - appending to the tamper-evident audit trail (DESIGN §9, REQ-012);
+ * audit_verify.c checks it.  The line format is in audit_int.h.
  *
  * The next sequence number and the previous hash are read from the file
  * itself on every append, never remembered in memory: the daemon and any
@@ -13,8 +9,22 @@
  * between processes; flock() belongs to the open file description, which
  * all threads of a process share, so a mutex does the same between threads.
  *
- * A line is written with one write() and fsync'd before the append returns:
- * an audited action is not reported done before its record is on disk.
+ * A bound trail (cmk_audit_bind()) is keyed and anchored.  Each line carries
+ * an HMAC under a key derived from the master key, so nobody without the
+ * secret can append a line or re-chain edited ones.  Each append records its
+ * last line (sequence number and MAC) in the store's anchor, in the same
+ * transaction as the operation it records: lines removed from the end no
+ * longer reach the anchor, and `cmkcert audit verify` says so.  Appenders
+ * take the anchor (a store lock) before the file lock, always in that order.
+ *
+ * Lines are written with one write() and fsync'd before the append returns,
+ * and the anchor commits after that: an audited action is not reported done
+ * before its record is on disk.  A crash between the two leaves lines after
+ * the anchor, which verify reports as unanchored; a crash in the middle of a
+ * write leaves an incomplete last line, which the next append removes and
+ * records (how many bytes, and their SHA-256) in a line of its own.  An
+ * incomplete line that the anchor had recorded was not left by a crash: the
+ * trail was cut, and appending stops until someone looks.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,12 +45,11 @@
 #include "cmkcert/json.h"
 #include "cmkcert/log.h"
 #include "cmkcert/util.h"
+#include "audit_int.h"
 
-/* Longest line read back or written; keeps a damaged file from making us allocate without bound. */
-#define AUDIT_LINE_MAX (1024 * 1024)
-#define HASH_HEX_LEN 64
+#define APPEND_RETRIES 6
 
-static const char zero_hash[HASH_HEX_LEN + 1] =
+const char cmk_audit_zero_hash[AUDIT_HASH_HEX + 1] =
 	"0000000000000000000000000000000000000000000000000000000000000000";
 
 struct cmk_audit {
@@ -48,22 +57,54 @@ struct cmk_audit {
 	int fd;
 	pid_t pid;      /* process that opened fd; see own_fd() */
 	char *path;
+	struct cmk_store *store;              /* bound: anchor appends here */
+	uint8_t key[32];                      /* bound: the MAC key */
+	bool keyed;
 };
 
 /* What the last line of the trail says: the next line continues from it. */
 struct tail {
 	off_t size;
 	off_t torn;             /* bytes of an incomplete last line removed (0 = none) */
+	char torn_hash[AUDIT_HASH_HEX + 1];
 	uint64_t seq;
-	char hash[HASH_HEX_LEN + 1];
+	char hash[AUDIT_HASH_HEX + 1];
+	bool has_mac;
+	uint8_t mac[CMK_AUDIT_MAC_LEN];
 };
 
-static void hash_hex(const char *data, size_t len, char out[HASH_HEX_LEN + 1])
+void cmk_audit_hash(const char *data, size_t len, char out[AUDIT_HASH_HEX + 1])
 {
 	uint8_t digest[32];
 
 	cmk_sha256(data, len, digest);
 	cmk_hex(digest, sizeof(digest), out);
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+bool cmk_audit_split_mac(const char *line, size_t len, uint8_t mac[CMK_AUDIT_MAC_LEN], size_t *body_len)
+{
+	static const char head[] = ",\"mac\":\"";
+	const char *p;
+
+	if (len < AUDIT_MAC_SUFFIX_LEN + 2 || line[len - 1] != '}' || line[len - 2] != '"')
+		return false;
+	p = line + len - AUDIT_MAC_SUFFIX_LEN;
+	if (memcmp(p, head, sizeof(head) - 1) != 0)
+		return false;
+	p += sizeof(head) - 1;
+	for (size_t i = 0; i < CMK_AUDIT_MAC_LEN; i++) {
+		int hi = hexval(p[2 * i]), lo = hexval(p[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return false;
+		mac[i] = (uint8_t)(hi << 4 | lo);
+	}
+	*body_len = len - AUDIT_MAC_SUFFIX_LEN;
+	return true;
 }
 
 /* ---- opening ---------------------------------------------------------- */
@@ -168,7 +209,7 @@ void cmk_audit_close(struct cmk_audit *a)
 		close(a->fd);
 	pthread_mutex_destroy(&a->lock);
 	free(a->path);
-	free(a);
+	cmk_freezero(a, sizeof(*a));
 }
 
 /*
@@ -239,6 +280,7 @@ static int parse_tail_line(struct cmk_audit *a, const char *line, size_t len, st
 {
 	json_t *obj = NULL;
 	int64_t seq = 0;
+	size_t body;
 	char why[512];
 	int rc;
 
@@ -254,57 +296,93 @@ static int parse_tail_line(struct cmk_audit *a, const char *line, size_t len, st
 		goto out;
 	}
 	t->seq = (uint64_t)seq;
-	hash_hex(line, len, t->hash);
+	t->has_mac = cmk_audit_split_mac(line, len, t->mac, &body);
+	cmk_audit_hash(line, len, t->hash);
 out:
 	json_decref(obj);
 	return rc;
 }
 
-/* Read sequence number and hash of the last line.  The caller holds the lock. */
-static int read_tail(struct cmk_audit *a, struct tail *t)
+/* The last complete line, which ends (with its newline) at `end`. */
+static int read_last_line(struct cmk_audit *a, off_t end, struct tail *t)
 {
-	struct stat sb;
-	char last, *line = NULL;
+	char *line;
 	off_t start;
 	size_t len;
 	int rc;
 
-	if (fstat(a->fd, &sb) != 0)
-		return cmk_fail(CMK_ERR_AUDIT, "audit: %s: stat: %s", a->path, strerror(errno));
-	t->size = sb.st_size;
-	if (sb.st_size == 0) {
+	if (end == 0) {
 		t->seq = 0;
-		memcpy(t->hash, zero_hash, sizeof(t->hash));
+		t->has_mac = false;
+		memcpy(t->hash, cmk_audit_zero_hash, sizeof(t->hash));
 		return 0;
 	}
-	if ((rc = read_at(a, &last, 1, sb.st_size - 1)) != 0)
+	if ((rc = find_line_start(a, end - 1, &start)) != 0)
 		return rc;
-	/*
-	 * Without its newline the last line was cut short: a writer died (or the
-	 * disk filled) in the middle of its write.  That line was never a
-	 * complete record, so it is removed, and the removal itself is recorded
-	 * as the next line: the trail goes on verifying, and says what happened.
-	 */
-	if (last != '\n') {
-		if ((rc = find_line_start(a, sb.st_size, &start)) != 0)
-			return rc;
-		if (ftruncate(a->fd, start) != 0 || fsync(a->fd) != 0)
-			return cmk_fail(CMK_ERR_AUDIT, "audit: %s: removing an incomplete last line: %s", a->path,
-					strerror(errno));
-		cmk_log(CMK_LOG_WARN, "audit: %s: removed an incomplete last line of %lld bytes left by an "
-			"interrupted write", a->path, (long long)(sb.st_size - start));
-		t->torn = sb.st_size - start;
-		return read_tail(a, t);
-	}
-	if ((rc = find_line_start(a, sb.st_size - 1, &start)) != 0)
-		return rc;
-	len = (size_t)(sb.st_size - 1 - start);
+	len = (size_t)(end - 1 - start);
 	if ((line = malloc(len + 1)) == NULL)
 		return CMK_ERR_NOMEM;
 	if ((rc = read_at(a, line, len, start)) == 0)
 		rc = parse_tail_line(a, line, len, t);
 	free(line);
 	return rc;
+}
+
+/*
+ * What the end of the trail says.  Without its newline the last line was
+ * cut short: t->torn is its length and t->torn_hash the SHA-256 of its
+ * bytes, and t->size and the rest describe the file without it (nothing is
+ * changed here).  The caller holds the lock.
+ */
+static int read_tail(struct cmk_audit *a, struct tail *t)
+{
+	struct stat sb;
+	char last, *torn;
+	off_t start;
+	int rc;
+
+	memset(t, 0, sizeof(*t));
+	if (fstat(a->fd, &sb) != 0)
+		return cmk_fail(CMK_ERR_AUDIT, "audit: %s: stat: %s", a->path, strerror(errno));
+	t->size = sb.st_size;
+	if (sb.st_size > 0) {
+		if ((rc = read_at(a, &last, 1, sb.st_size - 1)) != 0)
+			return rc;
+		if (last != '\n') {
+			if ((rc = find_line_start(a, sb.st_size, &start)) != 0)
+				return rc;
+			t->torn = sb.st_size - start;
+			if ((torn = malloc((size_t)t->torn)) == NULL)
+				return CMK_ERR_NOMEM;
+			if ((rc = read_at(a, torn, (size_t)t->torn, start)) == 0)
+				cmk_audit_hash(torn, (size_t)t->torn, t->torn_hash);
+			free(torn);
+			if (rc != 0)
+				return rc;
+			t->size = start;
+		}
+	}
+	return read_last_line(a, t->size, t);
+}
+
+/*
+ * May the trail be continued after `t`, given the store's anchor?  The
+ * anchor names the last line an operation committed; a trail that ends
+ * before it, or in another line at that position, was cut or rewritten.
+ */
+static int check_anchor(struct cmk_audit *a, const struct tail *t, const struct cmk_audit_anchor *anc)
+{
+	if (anc == NULL || anc->seq == 0)
+		return 0;
+	if (t->seq < anc->seq)
+		return cmk_fail(CMK_ERR_AUDIT, "audit: %s: the trail %s line %" PRIu64 " but the store recorded line %"
+				PRIu64 " as written: lines were removed from its end; not appending (run \"cmkcert "
+				"audit verify\")", a->path, t->torn ? "is cut inside the line after" : "ends at",
+				t->seq, anc->seq);
+	if (t->seq == anc->seq && (!t->has_mac || memcmp(t->mac, anc->mac, sizeof(anc->mac)) != 0))
+		return cmk_fail(CMK_ERR_AUDIT, "audit: %s: line %" PRIu64 " is not the line the store recorded: the "
+				"trail was rewritten; not appending (run \"cmkcert audit verify\")", a->path, t->seq);
+	return 0;
 }
 
 /* ---- building a line -------------------------------------------------- */
@@ -402,11 +480,16 @@ static void format_now(char *buf, size_t len)
 	snprintf(buf + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
-/* The line for `ev` continuing `t`, with its newline; *out malloc'd. */
-static int build_line(const struct cmk_audit_event *ev, const struct tail *t, char **out)
+/*
+ * The line for `ev` continuing `t`, with its newline; *out malloc'd.  With a
+ * key the line ends in its MAC, copied to `mac`.
+ */
+static int build_line(const struct cmk_audit_event *ev, const struct tail *t, const uint8_t *key, char **out,
+		      uint8_t mac[CMK_AUDIT_MAC_LEN])
 {
-	char now[64], *text = NULL;
+	char now[64], hex[2 * CMK_AUDIT_MAC_LEN + 1], *text = NULL;
 	json_t *o;
+	size_t len;
 	int bad = 0;
 
 	*out = NULL;
@@ -430,6 +513,8 @@ static int build_line(const struct cmk_audit_event *ev, const struct tail *t, ch
 		bad |= put_int(o, "gid", ev->gid);
 	if (ev->pid >= 0)
 		bad |= put_int(o, "pid", ev->pid);
+	if (ev->count > 0)
+		bad |= put_int(o, "count", (json_int_t)ev->count);
 	bad |= put_str(o, "step", ev->step);
 	bad |= put_str(o, "outcome", ev->outcome);
 	bad |= put_str(o, "detail", ev->detail);
@@ -439,11 +524,18 @@ static int build_line(const struct cmk_audit_event *ev, const struct tail *t, ch
 	json_decref(o);
 	if (text == NULL)
 		return CMK_ERR_NOMEM;
-	if (strlen(text) >= AUDIT_LINE_MAX) {
+	if ((len = strlen(text)) + AUDIT_MAC_SUFFIX_LEN >= AUDIT_LINE_MAX) {
 		free(text);
 		return cmk_fail(CMK_ERR_INVALID, "audit: %s event longer than %d bytes", ev->event, AUDIT_LINE_MAX);
 	}
-	*out = cmk_asprintf("%s\n", text);
+	if (key == NULL) {
+		*out = cmk_asprintf("%s\n", text);
+	} else {
+		/* The body is the object without its closing brace; the MAC member closes it. */
+		cmk_hmac_sha256(key, 32, text, len - 1, mac);
+		cmk_hex(mac, CMK_AUDIT_MAC_LEN, hex);
+		*out = cmk_asprintf("%.*s,\"mac\":\"%s\"}\n", (int)(len - 1), text, hex);
+	}
 	free(text);
 	return *out == NULL ? CMK_ERR_NOMEM : 0;
 }
@@ -473,40 +565,47 @@ static int write_line(struct cmk_audit *a, const char *line, off_t old_size)
 	return 0;
 }
 
-static int append_locked(struct cmk_audit *a, const struct cmk_audit_event *evs, size_t n)
+/*
+ * Append under the file lock: check the end against the anchor, remove and
+ * record an interrupted write, then chain the lines in memory and write them
+ * with one write() and one fsync.  *last receives the last line written
+ * (for the anchor) and *written whether anything reached the file.
+ */
+static int append_locked(struct cmk_audit *a, const struct cmk_audit_anchor *anc, const struct cmk_audit_event *evs,
+			 size_t n, struct cmk_audit_anchor *last, bool *written)
 {
-	struct tail t = { 0 };
-	char *line = NULL, *all = NULL;
-	size_t used = 0, cap = 0;
+	const uint8_t *key = a->keyed ? a->key : NULL;
+	struct cmk_audit_event repair = CMK_AUDIT_EVENT_INIT;
+	char detail[200], *line = NULL, *all = NULL;
+	size_t used = 0, cap = 0, total = n;
+	struct tail t;
 	off_t start;
 	int rc;
 
-	if ((rc = read_tail(a, &t)) != 0)
+	*written = false;
+	if ((rc = read_tail(a, &t)) != 0 || (rc = check_anchor(a, &t, anc)) != 0)
 		return rc;
 	if (t.torn > 0) {
-		struct cmk_audit_event repair = CMK_AUDIT_EVENT_INIT;
-		char detail[160];
-
-		snprintf(detail, sizeof(detail), "removed an incomplete last line of %lld bytes left by an "
-			 "interrupted write", (long long)t.torn);
+		/* Never anchored (check_anchor() saw to that): the write of a process that died. */
+		if (ftruncate(a->fd, t.size) != 0 || fsync(a->fd) != 0)
+			return cmk_fail(CMK_ERR_AUDIT, "audit: %s: removing an incomplete last line: %s", a->path,
+					strerror(errno));
+		cmk_log(CMK_LOG_WARN, "audit: %s: removed an incomplete last line of %lld bytes left by an "
+			"interrupted write", a->path, (long long)t.torn);
+		snprintf(detail, sizeof(detail), "removed an incomplete last line of %lld bytes (sha256 %s) left by an "
+			 "interrupted write", (long long)t.torn, t.torn_hash);
 		repair.event = CMK_AUDIT_ERROR;
-		repair.outcome = "repaired";
-		repair.step = "audit";
+		repair.outcome = AUDIT_REPAIR_OUTCOME;
+		repair.step = AUDIT_REPAIR_STEP;
 		repair.detail = detail;
-		if ((rc = build_line(&repair, &t, &line)) != 0)
-			return rc;
-		rc = write_line(a, line, t.size);
-		free(line);
-		line = NULL;
-		if (rc != 0 || (rc = read_tail(a, &t)) != 0)
-			return rc;
+		total++;
 	}
-	/* Chain the lines in memory, then one write and one fsync for all of them. */
 	start = t.size;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < total; i++) {
+		const struct cmk_audit_event *ev = t.torn > 0 ? (i == 0 ? &repair : &evs[i - 1]) : &evs[i];
 		size_t len;
 
-		if ((rc = build_line(&evs[i], &t, &line)) != 0)
+		if ((rc = build_line(ev, &t, key, &line, t.mac)) != 0)
 			goto out;
 		len = strlen(line);
 		if (used + len + 1 > cap) {
@@ -522,21 +621,26 @@ static int append_locked(struct cmk_audit *a, const struct cmk_audit_event *evs,
 		memcpy(all + used, line, len + 1);
 		used += len;
 		t.seq++;
-		hash_hex(line, len - 1, t.hash);
+		t.has_mac = key != NULL;
+		cmk_audit_hash(line, len - 1, t.hash);
 		free(line);
 		line = NULL;
 	}
-	rc = n == 0 ? 0 : write_line(a, all, start);
+	if (total > 0) {
+		if ((rc = write_line(a, all, start)) != 0)
+			goto out;
+		*written = true;
+	}
+	last->seq = t.seq;
+	memcpy(last->mac, t.mac, sizeof(last->mac));
 out:
 	free(line);
 	free(all);
 	return rc;
 }
 
-int cmk_audit_append_batch(struct cmk_audit *a, const struct cmk_audit_event *evs, size_t n)
+static int check_events(const struct cmk_audit *a, const struct cmk_audit_event *evs, size_t n)
 {
-	int rc;
-
 	if (a == NULL || (evs == NULL && n > 0))
 		return cmk_fail(CMK_ERR_INVALID, "audit: no audit trail or no event");
 	for (size_t i = 0; i < n; i++) {
@@ -545,7 +649,16 @@ int cmk_audit_append_batch(struct cmk_audit *a, const struct cmk_audit_event *ev
 		if (evs[i].outcome == NULL || *evs[i].outcome == '\0')
 			return cmk_fail(CMK_ERR_INVALID, "audit: %s: outcome missing", evs[i].event);
 	}
+	return 0;
+}
 
+/* The file side of an append: thread mutex, then the file lock. */
+static int append_file(struct cmk_audit *a, const struct cmk_audit_anchor *anc, const struct cmk_audit_event *evs,
+		       size_t n, struct cmk_audit_anchor *last, bool *written)
+{
+	int rc;
+
+	*written = false;
 	pthread_mutex_lock(&a->lock);
 	if ((rc = own_fd(a)) != 0)
 		goto out;
@@ -555,11 +668,57 @@ int cmk_audit_append_batch(struct cmk_audit *a, const struct cmk_audit_event *ev
 		rc = cmk_fail(CMK_ERR_AUDIT, "audit: %s: lock: %s", a->path, strerror(errno));
 		goto out;
 	}
-	rc = append_locked(a, evs, n);
+	rc = append_locked(a, anc, evs, n, last, written);
 	flock(a->fd, LOCK_UN);
 out:
 	pthread_mutex_unlock(&a->lock);
 	return rc;
+}
+
+int cmk_audit_append_txn(struct cmk_audit *a, struct cmk_txn *txn, const struct cmk_audit_event *evs, size_t n)
+{
+	struct cmk_audit_anchor anc, last;
+	bool written;
+	int rc;
+
+	if ((rc = check_events(a, evs, n)) != 0)
+		return rc;
+	if (a->store == NULL || txn == NULL)
+		return append_file(a, NULL, evs, n, &last, &written);
+	/* The anchor first: it is the lock that orders appenders of every process. */
+	rc = cmk_store_audit_anchor_get(a->store, txn, &anc);
+	if (rc == CMK_ERR_NOTFOUND) {
+		memset(&anc, 0, sizeof(anc));
+		rc = 0;
+	}
+	if (rc != 0)
+		return rc;
+	if ((rc = append_file(a, &anc, evs, n, &last, &written)) != 0)
+		return rc;
+	return written ? cmk_store_audit_anchor_put(txn, &last) : 0;
+}
+
+int cmk_audit_append_batch(struct cmk_audit *a, const struct cmk_audit_event *evs, size_t n)
+{
+	struct cmk_audit_anchor last;
+	bool written;
+	int rc;
+
+	if ((rc = check_events(a, evs, n)) != 0)
+		return rc;
+	if (a->store == NULL)
+		return append_file(a, NULL, evs, n, &last, &written);
+	for (int attempt = 0;; attempt++) {
+		struct cmk_txn *txn = NULL;
+
+		if ((rc = cmk_store_begin(a->store, &txn)) == 0 && (rc = cmk_audit_append_txn(a, txn, evs, n)) == 0)
+			return cmk_store_commit(txn);
+		cmk_store_abort(txn);
+		/* A deadlock or a recovered store before anything was written: take the anchor again. */
+		if (rc != CMK_ERR_BUSY || attempt == APPEND_RETRIES)
+			return rc;
+		usleep(2000u << attempt);
+	}
 }
 
 int cmk_audit_append(struct cmk_audit *a, const struct cmk_audit_event *ev)
@@ -569,157 +728,9 @@ int cmk_audit_append(struct cmk_audit *a, const struct cmk_audit_event *ev)
 	return cmk_audit_append_batch(a, ev, 1);
 }
 
-/* ---- verifying -------------------------------------------------------- */
-
-/*
- * The fields every line must have: seq an integer, time, event, outcome and
- * prev non-empty strings.  On success *seq and *prev_field are set.
- */
-static int check_fields(const json_t *obj, uint64_t no, int64_t *seq, const char **prev_field)
+void cmk_audit_bind(struct cmk_audit *a, struct cmk_store *st, const uint8_t key[32])
 {
-	static const char *const text_keys[] = { "time", "event", "outcome", "prev" };
-	const char *s = NULL;
-	char why[512];
-
-	if (!json_is_object(obj))
-		return cmk_fail(CMK_ERR_AUDIT, "line %" PRIu64 ": not a JSON object", no);
-	if (cmk_json_int(obj, "seq", seq) != 0)
-		goto bad_field;
-	for (size_t i = 0; i < sizeof(text_keys) / sizeof(text_keys[0]); i++) {
-		if (cmk_json_str(obj, text_keys[i], &s) != 0)
-			goto bad_field;
-		if (*s == '\0')
-			return cmk_fail(CMK_ERR_AUDIT, "line %" PRIu64 ": field \"%s\" is empty", no, text_keys[i]);
-	}
-	*prev_field = s;   /* "prev" is the last of text_keys */
-	return 0;
-bad_field:
-	/* cmk_json_* named the field ("missing field \"seq\""); say which line. */
-	snprintf(why, sizeof(why), "%s", cmk_errdetail());
-	return cmk_fail(CMK_ERR_AUDIT, "line %" PRIu64 ": %s", no, why);
-}
-
-/*
- * Check line `no` (`len` bytes with its newline) against `prev`, the hash of
- * the line before, which is then replaced by this line's hash.  The sequence
- * number is checked before the hash because a wrong number says more about
- * what happened (a line deleted or moved) than a hash mismatch does.
- */
-static int check_line(const char *line, size_t len, uint64_t no, char prev[HASH_HEX_LEN + 1])
-{
-	const char *prev_field = NULL;
-	char why[512];
-	json_t *obj = NULL;
-	int64_t seq = 0;
-	int rc;
-
-	if (len == 0 || line[len - 1] != '\n')
-		return cmk_fail(CMK_ERR_AUDIT, "line %" PRIu64 ": incomplete last line (no newline at the end: "
-				"a write was interrupted or the file was cut)", no);
-	len--;
-	if ((rc = cmk_json_parse("not valid JSON", line, len, &obj)) != 0) {
-		if (rc == CMK_ERR_NOMEM)
-			return rc;
-		snprintf(why, sizeof(why), "%s", cmk_errdetail());
-		return cmk_fail(CMK_ERR_AUDIT, "line %" PRIu64 ": %s", no, why);
-	}
-	if ((rc = check_fields(obj, no, &seq, &prev_field)) != 0)
-		goto out;
-	rc = CMK_ERR_AUDIT;
-	if (seq < 0 || (uint64_t)seq != no) {
-		cmk_fail(rc, "line %" PRIu64 ": seq %" PRId64 ", expected %" PRIu64
-			 " (a line was deleted, inserted or reordered)", no, seq, no);
-		goto out;
-	}
-	if (strcmp(prev_field, prev) != 0) {
-		if (no == 1)
-			cmk_fail(rc, "line 1: prev is not 64 zeros (the start of the trail is missing or edited)");
-		else
-			cmk_fail(rc, "line %" PRIu64 ": prev does not match the hash of line %" PRIu64
-				 " (line edited, deleted or reordered)", no, no - 1);
-		goto out;
-	}
-	hash_hex(line, len, prev);
-	rc = 0;
-out:
-	json_decref(obj);
-	return rc;
-}
-
-/*
- * Size of the trail at a moment when no append is half done: appends write
- * under LOCK_EX, so with LOCK_SH held the file ends in a whole line.  Lines
- * appended later lie beyond this size and are not read, so the daemon can
- * go on appending during a long verify.
- */
-static int stable_size(int fd, const char *path, off_t *size)
-{
-	struct stat sb;
-	int rc;
-
-	while ((rc = flock(fd, LOCK_SH)) != 0 && errno == EINTR)
-		;
-	if (rc != 0)
-		return cmk_fail(CMK_ERR_AUDIT, "%s: lock: %s", path, strerror(errno));
-	rc = fstat(fd, &sb);
-	flock(fd, LOCK_UN);
-	if (rc != 0)
-		return cmk_fail(CMK_ERR_AUDIT, "%s: stat: %s", path, strerror(errno));
-	if (!S_ISREG(sb.st_mode))
-		return cmk_fail(CMK_ERR_AUDIT, "%s: not a regular file", path);
-	*size = sb.st_size;
-	return 0;
-}
-
-int cmk_audit_verify(const char *path, uint64_t *n_lines, uint64_t *bad_line)
-{
-	char prev[HASH_HEX_LEN + 1], *line = NULL;
-	uint64_t no = 0, bad = 0;
-	off_t size = 0, off = 0;
-	size_t cap = 0;
-	ssize_t n;
-	FILE *f = NULL;
-	int fd, rc;
-
-	memcpy(prev, zero_hash, sizeof(prev));
-	if (n_lines != NULL)
-		*n_lines = 0;
-	if (bad_line != NULL)
-		*bad_line = 0;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return cmk_fail(errno == ENOENT ? CMK_ERR_NOTFOUND : CMK_ERR_AUDIT, "%s: %s", path, strerror(errno));
-	if ((rc = stable_size(fd, path, &size)) != 0) {
-		close(fd);
-		return rc;
-	}
-	if ((f = fdopen(fd, "r")) == NULL) {
-		close(fd);
-		return CMK_ERR_NOMEM;
-	}
-	while (off < size && (n = getline(&line, &cap, f)) > 0) {
-		if (n > size - off)
-			n = (ssize_t)(size - off);
-		off += n;
-		no++;
-		/* After the first bad line, only count: the caller reports how long the trail is. */
-		if (bad != 0)
-			continue;
-		if ((rc = check_line(line, (size_t)n, no, prev)) == CMK_ERR_NOMEM)
-			goto out;
-		if (rc != 0)
-			bad = no;
-	}
-	if (ferror(f)) {
-		rc = cmk_fail(CMK_ERR_AUDIT, "%s: read error after line %" PRIu64, path, no);
-		goto out;
-	}
-	rc = bad != 0 ? CMK_ERR_AUDIT : 0;
-out:
-	if (n_lines != NULL)
-		*n_lines = no;
-	if (bad_line != NULL)
-		*bad_line = bad;
-	free(line);
-	fclose(f);
-	return rc;
+	a->store = st;
+	memcpy(a->key, key, sizeof(a->key));
+	a->keyed = true;
 }

@@ -121,19 +121,50 @@ out:
 	return rc;
 }
 
-int cmk_lc_set_status(struct cmk_ctx *ctx, const struct cmk_lc_set *s)
+int cmk_lc_set_status(struct cmk_ctx *ctx, const struct cmk_lc_set *s, struct cmk_lc_note *note)
 {
-	return cmk_lc_with_txn(ctx, set_status_txn, (void *)s);
+	return cmk_lc_with_txn(ctx, set_status_txn, (void *)s, note);
 }
 
-int cmk_lc_with_txn(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg)
+static void note_event(struct cmk_ctx *ctx, const struct cmk_lc_note *n, struct cmk_audit_event *ev)
+{
+	const struct cmk_cert_record *rec = n->rec;
+
+	*ev = (struct cmk_audit_event)CMK_AUDIT_EVENT_INIT;
+	ev->event = n->event;
+	ev->outcome = n->outcome;
+	ev->step = n->step;
+	ev->actor = ctx->actor;
+	ev->detail = n->detail;
+	ev->tenant = n->tenant;
+	ev->type = n->type;
+	if (rec != NULL) {
+		ev->tenant = rec->tenant;
+		ev->type = rec->type;
+		ev->serial = rec->serial[0] ? rec->serial : NULL;
+		ev->fingerprint = rec->fingerprint[0] ? rec->fingerprint : NULL;
+		ev->record_id = rec->id;
+	}
+}
+
+int cmk_lc_with_txn(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg, struct cmk_lc_note *note)
 {
 	for (int attempt = 0;; attempt++) {
 		struct cmk_txn *txn = NULL;
 		int rc = cmk_store_begin(ctx->store, &txn);
 
+		if (note != NULL)
+			note->skip = false;
 		if (rc == 0)
 			rc = fn(ctx, txn, arg);
+		if (rc == 0 && note != NULL && !note->skip) {
+			struct cmk_audit_event ev;
+
+			note_event(ctx, note, &ev);
+			if ((rc = cmk_audit_append_txn(ctx->audit, txn, &ev, 1)) != 0 && rc != CMK_ERR_BUSY)
+				cmk_log(CMK_LOG_ERROR, "audit: %s: %s; the change is not made", note->event,
+					cmk_errdetail());
+		}
 		if (rc == 0)
 			rc = cmk_store_commit(txn);
 		else
@@ -163,6 +194,14 @@ int cmk_ctx_open(const char *config_path, const char *actor, struct cmk_ctx **ou
 		goto fail;
 	if ((rc = cmk_audit_open(ctx->cfg->audit.path, &ctx->audit)) != 0)
 		goto fail;
+	{
+		uint8_t key[32];
+
+		if ((rc = cmk_sealer_audit_key(ctx->sealer, key)) != 0)
+			goto fail;
+		cmk_audit_bind(ctx->audit, ctx->store, key);
+		cmk_wipe(key, sizeof(key));
+	}
 	*out = ctx;
 	return 0;
 fail:
@@ -278,21 +317,11 @@ void cmk_lc_report(cmk_step_fn step, void *arg, const char *name, int rc, int64_
 int cmk_lc_audit(struct cmk_ctx *ctx, const char *event, const char *outcome, const char *step,
 		 const struct cmk_cert_record *rec, const char *detail)
 {
-	struct cmk_audit_event ev = CMK_AUDIT_EVENT_INIT;
+	struct cmk_lc_note n = { event, outcome, step, detail, rec, NULL, NULL, false };
+	struct cmk_audit_event ev;
 	int rc;
 
-	ev.event = event;
-	ev.outcome = outcome;
-	ev.step = step;
-	ev.actor = ctx->actor;
-	ev.detail = detail;
-	if (rec != NULL) {
-		ev.tenant = rec->tenant;
-		ev.type = rec->type;
-		ev.serial = rec->serial[0] ? rec->serial : NULL;
-		ev.fingerprint = rec->fingerprint[0] ? rec->fingerprint : NULL;
-		ev.record_id = rec->id;
-	}
+	note_event(ctx, &n, &ev);
 	if ((rc = cmk_audit_append(ctx->audit, &ev)) != 0)
 		cmk_log(CMK_LOG_ERROR, "audit: %s: %s", event, cmk_errdetail());
 	return rc;
@@ -441,11 +470,10 @@ int cmk_recover(struct cmk_ctx *ctx, unsigned *n_reset)
 			continue;
 		/* A pending record whose lock is held belongs to an operation still running elsewhere. */
 		if (cmk_lc_lock(ctx, rec.tenant, rec.type, false, &lock) == 0) {
-			if (cmk_lc_set_status(ctx, &s) == 0) {
-				rec.status = CMK_ST_FAILED;
-				cmk_lc_audit(ctx, CMK_AUDIT_ERROR, "failure", "recover", &rec, s.error);
+			struct cmk_lc_note note = { CMK_AUDIT_ERROR, "failure", "recover", s.error, &rec, NULL, NULL, false };
+
+			if (cmk_lc_set_status(ctx, &s, &note) == 0)
 				(*n_reset)++;
-			}
 			cmk_lc_unlock(lock);
 		}
 		cmk_cert_record_clear(&rec);

@@ -25,9 +25,29 @@ double cmk_lc_random_unit(void);
 /* The client holds a usable token; logins (and failed logins) are audited. */
 int cmk_lc_ensure_token(struct cmk_ctx *ctx, struct cmk_bao *bao);
 
-/* Run fn inside a store transaction, retrying the whole transaction on CMK_ERR_BUSY. */
+/*
+ * The audit line of a state change, written by the transaction that makes
+ * the change, as its last step: a committed change always has its line, and
+ * the commit anchors it (audit.h).  `rec` names tenant, type, serial,
+ * fingerprint and record (NULL: `tenant` and `type` alone); it is read after
+ * the transaction function ran, so it may be a record that function fills.
+ * The function sets `skip` when it found nothing to change.
+ */
+struct cmk_lc_note {
+	const char *event, *outcome, *step, *detail;
+	const struct cmk_cert_record *rec;
+	const char *tenant, *type;
+	bool skip;
+};
+
+/*
+ * Run fn inside a store transaction, then write `note` (may be NULL) in it,
+ * then commit; the whole transaction is retried on CMK_ERR_BUSY.  If the
+ * trail cannot be written the transaction is not committed: no change goes
+ * unrecorded.
+ */
 typedef int (*cmk_lc_txn_fn)(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg);
-int cmk_lc_with_txn(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg);
+int cmk_lc_with_txn(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg, struct cmk_lc_note *note);
 
 /* May a record go from `from` to `to`?  (The transition table of lifecycle.c.) */
 bool cmk_lc_transition_allowed(enum cmk_status from, enum cmk_status to);
@@ -40,14 +60,14 @@ bool cmk_lc_transition_allowed(enum cmk_status from, enum cmk_status to);
  */
 int cmk_lc_transition(struct cmk_txn *txn, struct cmk_cert_record *rec, enum cmk_status to, const char *error);
 
-/* Move record `id` from `from` to `to` in its own transaction. */
+/* Move record `id` from `from` to `to` in its own transaction, recording `note` (may be NULL) in it. */
 struct cmk_lc_set {
 	uint64_t id;
 	enum cmk_status from, to;
 	int64_t renew_at;      /* for to == active */
 	const char *error;
 };
-int cmk_lc_set_status(struct cmk_ctx *ctx, const struct cmk_lc_set *s);
+int cmk_lc_set_status(struct cmk_ctx *ctx, const struct cmk_lc_set *s, struct cmk_lc_note *note);
 
 /*
  * One operation per (tenant, type) at a time, across processes: an flock on

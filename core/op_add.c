@@ -299,7 +299,8 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 		goto out;
 	{
 		struct store_new_arg a = { &rec, &ks, key };
-		rc = cmk_lc_with_txn(ctx, store_new, &a);
+		struct cmk_lc_note note = { CMK_AUDIT_CREATE, "success", "store", NULL, &rec, NULL, NULL, false };
+		rc = cmk_lc_with_txn(ctx, store_new, &a, &note);
 	}
 	cmk_lc_report(step, arg, "store", rc, t0, rc ? cmk_errdetail() : "sealed, stored as pending");
 	if (rc != 0)
@@ -309,8 +310,6 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 	snprintf(res->serial, sizeof(res->serial), "%s", rec.serial);
 	memcpy(res->fingerprint, rec.fingerprint, sizeof(res->fingerprint));
 	res->not_after = rec.not_after;
-	if ((rc = cmk_lc_audit(ctx, CMK_AUDIT_CREATE, "success", "store", &rec, NULL)) != 0)
-		goto out;
 
 	/* 4. Test the connection with the new pair, then activate or mark failed. */
 	t0 = cmk_monotonic_ms();
@@ -320,13 +319,13 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 	if (rc != 0) {
 		char detail[512];
 		struct cmk_lc_set s = { rec.id, CMK_ST_PENDING, CMK_ST_FAILED, 0, detail };
+		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "failure", "test", detail, &rec, NULL, NULL, false };
 
 		snprintf(detail, sizeof(detail), "%s", cmk_errdetail());
-		if (cmk_lc_set_status(ctx, &s) != 0)
+		if (cmk_lc_set_status(ctx, &s, &note) != 0)
 			cmk_log(CMK_LOG_ERROR, "keystore_add: marking %" PRIu64 " failed: %s", rec.id, cmk_errdetail());
 		else
 			res->status = CMK_ST_FAILED;
-		cmk_lc_audit(ctx, CMK_AUDIT_ACTIVATE, "failure", "test", &rec, detail);
 		cmk_fail(rc, "%s", detail);
 		goto out;
 	}
@@ -335,15 +334,16 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 	{
 		struct cmk_lc_set s = { rec.id, CMK_ST_PENDING, CMK_ST_ACTIVE,
 					cmk_renew_at(ctx->cfg, rec.not_before, rec.not_after, cmk_lc_random_unit()), NULL };
-		rc = cmk_lc_set_status(ctx, &s);
+		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "success", "activate",
+					    plan.verify == CMK_VERIFY_NONE ? "connection test skipped (verify none)" : NULL,
+					    &rec, NULL, NULL, false };
+		rc = cmk_lc_set_status(ctx, &s, &note);
 		res->renew_at = s.renew_at;
 	}
 	cmk_lc_report(step, arg, "activate", rc, t0, rc ? cmk_errdetail() : "active");
 	if (rc != 0)
 		goto out;
 	res->status = CMK_ST_ACTIVE;
-	rc = cmk_lc_audit(ctx, CMK_AUDIT_ACTIVATE, "success", "activate", &rec,
-			  plan.verify == CMK_VERIFY_NONE ? "connection test skipped (verify none)" : NULL);
 out:
 	ks.endpoints = NULL;            /* borrowed from req */
 	ks.n_endpoints = 0;

@@ -179,7 +179,8 @@ static int renew_locked(struct cmk_ctx *ctx, const struct cmk_cert_record *old, 
 	rc = cmk_lc_fill_record(old->tenant, &plan, &cert, &info, &rec);
 	if (rc == 0) {
 		struct pending_arg pa = { old->id, &rec, key };
-		rc = cmk_lc_with_txn(ctx, store_renewal, &pa);
+		struct cmk_lc_note note = { CMK_AUDIT_RENEW, "success", "store", NULL, &rec, NULL, NULL, false };
+		rc = cmk_lc_with_txn(ctx, store_renewal, &pa, &note);
 	}
 	cmk_lc_report(step, arg, "store", rc, t0, rc ? cmk_errdetail() : "sealed, stored as pending");
 	if (rc != 0) {
@@ -191,7 +192,6 @@ static int renew_locked(struct cmk_ctx *ctx, const struct cmk_cert_record *old, 
 	snprintf(res->serial, sizeof(res->serial), "%s", rec.serial);
 	memcpy(res->fingerprint, rec.fingerprint, sizeof(res->fingerprint));
 	res->not_after = rec.not_after;
-	cmk_lc_audit(ctx, CMK_AUDIT_RENEW, "success", "store", &rec, NULL);
 
 	t0 = cmk_monotonic_ms();
 	rc = cmk_lc_test_connection(&ks, cert.certificate, cert.ca_chain, key);
@@ -206,7 +206,8 @@ static int renew_locked(struct cmk_ctx *ctx, const struct cmk_cert_record *old, 
 	{
 		struct rotate_arg ra = { old->id, rec.id,
 					 cmk_renew_at(ctx->cfg, rec.not_before, rec.not_after, cmk_lc_random_unit()) };
-		rc = cmk_lc_with_txn(ctx, rotate, &ra);
+		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "success", "rotate", NULL, &rec, NULL, NULL, false };
+		rc = cmk_lc_with_txn(ctx, rotate, &ra, &note);
 		res->renew_at = ra.renew_at;
 	}
 	cmk_lc_report(step, arg, "activate", rc, t0, rc ? cmk_errdetail() : "active; previous one rotating");
@@ -215,22 +216,22 @@ static int renew_locked(struct cmk_ctx *ctx, const struct cmk_cert_record *old, 
 		goto fail;
 	}
 	res->status = CMK_ST_ACTIVE;
-	cmk_lc_audit(ctx, CMK_AUDIT_ACTIVATE, "success", "rotate", &rec, NULL);
 	goto out;
 
 fail:
 	snprintf(detail, sizeof(detail), "%s: %s", failed_step, cmk_errdetail());
 	fail.error = detail;
-	if (cmk_lc_with_txn(ctx, record_failure, &fail) != 0)
-		cmk_log(CMK_LOG_ERROR, "renew: recording the failure of %s %s: %s", old->tenant, old->type,
-			cmk_errdetail());
-	else if (fail.new_id != 0)
-		res->status = CMK_ST_FAILED;
+	{
+		struct cmk_lc_note note = { fail.new_id != 0 ? CMK_AUDIT_ACTIVATE : CMK_AUDIT_RENEW, "failure",
+					    failed_step, detail, fail.new_id != 0 ? &rec : old, NULL, NULL, false };
+
+		if (cmk_lc_with_txn(ctx, record_failure, &fail, &note) != 0)
+			cmk_log(CMK_LOG_ERROR, "renew: recording the failure of %s %s: %s", old->tenant, old->type,
+				cmk_errdetail());
+		else if (fail.new_id != 0)
+			res->status = CMK_ST_FAILED;
+	}
 	res->renew_at = fail.next;
-	if (fail.new_id != 0)
-		cmk_lc_audit(ctx, CMK_AUDIT_ACTIVATE, "failure", failed_step, &rec, detail);
-	else
-		cmk_lc_audit(ctx, CMK_AUDIT_RENEW, "failure", failed_step, old, detail);
 	cmk_fail(rc, "%s", detail + strlen(failed_step) + 2);
 out:
 	cmk_keystore_record_clear(&ks);
@@ -298,40 +299,42 @@ struct one_arg {
 	enum cmk_status from, to;
 	int64_t now;
 	bool done;
+	struct cmk_cert_record rec;      /* as the transaction left it, for the audit line */
+	struct cmk_lc_note *note;
 };
 
 /* Expire or clean up one record if it is still in `from` and its time has come. */
 static int age_one(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
 {
 	struct one_arg *a = arg;
-	struct cmk_cert_record rec = { 0 };
 	int rc;
 
-	if ((rc = cmk_store_cert_get(ctx->store, txn, a->id, &rec)) != 0)
+	cmk_cert_record_clear(&a->rec);
+	if ((rc = cmk_store_cert_get(ctx->store, txn, a->id, &a->rec)) != 0)
 		return rc;
 	a->done = false;
-	if (rec.status == a->from) {
-		rc = cmk_lc_transition(txn, &rec, a->to, a->to == CMK_ST_EXPIRED ? "reached not_after unrenewed" : NULL);
+	a->note->skip = a->rec.status != a->from;
+	if (a->rec.status == a->from) {
+		rc = cmk_lc_transition(txn, &a->rec, a->to, a->to == CMK_ST_EXPIRED ? "reached not_after unrenewed"
+										  : NULL);
 		a->done = rc == 0;
 	}
-	cmk_cert_record_clear(&rec);
 	return rc;
 }
 
 static int age(struct cmk_ctx *ctx, uint64_t id, enum cmk_status from, enum cmk_status to, const char *event,
 	       bool *done)
 {
-	struct one_arg a = { id, from, to, cmk_now(), false };
-	struct cmk_cert_record rec = { 0 };
-	int rc = cmk_lc_with_txn(ctx, age_one, &a);
+	struct cmk_lc_note note = { event, "success", "scheduler",
+				    to == CMK_ST_EXPIRED ? "certificate expired before it could be renewed; no longer served"
+							 : "grace period over; sealed key destroyed", NULL, NULL, NULL, false };
+	struct one_arg a = { id, from, to, cmk_now(), false, { 0 }, &note };
+	int rc;
 
-	*done = a.done;
-	if (rc == 0 && a.done && cmk_store_cert_get(ctx->store, NULL, id, &rec) == 0) {
-		cmk_lc_audit(ctx, event, "success", "scheduler", &rec,
-			     to == CMK_ST_EXPIRED ? "certificate expired before it could be renewed; no longer served"
-						  : "grace period over; sealed key destroyed");
-		cmk_cert_record_clear(&rec);
-	}
+	note.rec = &a.rec;
+	rc = cmk_lc_with_txn(ctx, age_one, &a, &note);
+	*done = rc == 0 && a.done;
+	cmk_cert_record_clear(&a.rec);
 	return rc;
 }
 

@@ -161,24 +161,26 @@ static int revoke_locked(struct cmk_ctx *ctx, const char *tenant, const char *ty
 		int64_t t0 = cmk_monotonic_ms();
 		struct mark_arg m = { ids.v[i], CMK_ST_REVOKED, NULL };
 
-		if ((rc = cmk_lc_with_txn(ctx, mark_revoking, &ids.v[i])) != 0 ||
+		if ((rc = cmk_lc_with_txn(ctx, mark_revoking, &ids.v[i], NULL)) != 0 ||
 		    (rc = cmk_store_cert_get(ctx->store, NULL, ids.v[i], &rec)) != 0)
 			break;
 		rc = revoke_one(ctx, &rec, &rv);
 		if (rc == CMK_ERR_STATE) {
 			/* Not revoked (already expired): say so, and still destroy our copy of the key. */
+			struct cmk_lc_note note = { CMK_AUDIT_REVOKE, "not_revoked", "revoke", detail, &rec, NULL, NULL,
+						    false };
+
 			snprintf(detail, sizeof(detail), "%s", cmk_errdetail());
 			m.to = CMK_ST_CLEANED_UP;
 			m.note = detail;
-			if (cmk_lc_with_txn(ctx, mark, &m) == 0)
-				cmk_lc_audit(ctx, CMK_AUDIT_REVOKE, "not_revoked", "revoke", &rec, detail);
+			cmk_lc_with_txn(ctx, mark, &m, &note);
 			cmk_fail(CMK_ERR_STATE, "%s", detail);
 		} else if (rc == 0) {
+			struct cmk_lc_note note = { CMK_AUDIT_REVOKE, "success", "revoke", detail, &rec, NULL, NULL, false };
+
 			snprintf(detail, sizeof(detail), "reason %s; on the CRL", reason_name(reason));
 			m.note = detail;
-			rc = cmk_lc_with_txn(ctx, mark, &m);
-			if (rc == 0)
-				cmk_lc_audit(ctx, CMK_AUDIT_REVOKE, "success", "revoke", &rec, detail);
+			rc = cmk_lc_with_txn(ctx, mark, &m, &note);
 		} else {
 			snprintf(detail, sizeof(detail), "%s", cmk_errdetail());
 			cmk_lc_audit(ctx, CMK_AUDIT_REVOKE, "failure", "revoke", &rec, detail);
@@ -300,18 +302,12 @@ int cmk_keystore_remove(struct cmk_ctx *ctx, const char *tenant, const char *typ
 		t0 = cmk_monotonic_ms();
 		snprintf(ks.tenant, sizeof(ks.tenant), "%s", tenant);
 		snprintf(ks.type, sizeof(ks.type), "%s", type);
-		rc2 = cmk_lc_with_txn(ctx, forget_keystore, &ks);
-		cmk_lc_report(step, arg, "forget", rc2, t0, rc2 ? cmk_errdetail() : "keystore connection removed");
-		if (rc2 == 0) {
-			struct cmk_audit_event ev = CMK_AUDIT_EVENT_INIT;
-			ev.event = CMK_AUDIT_DELETE;
-			ev.outcome = "success";
-			ev.tenant = tenant;
-			ev.type = type;
-			ev.step = "keystore_remove";
-			ev.actor = ctx->actor;
-			cmk_audit_append(ctx->audit, &ev);
+		{
+			struct cmk_lc_note note = { CMK_AUDIT_DELETE, "success", "keystore_remove", NULL, NULL, tenant,
+						    type, false };
+			rc2 = cmk_lc_with_txn(ctx, forget_keystore, &ks, &note);
 		}
+		cmk_lc_report(step, arg, "forget", rc2, t0, rc2 ? cmk_errdetail() : "keystore connection removed");
 		if (rc == 0)
 			rc = rc2;
 	}

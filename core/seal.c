@@ -222,6 +222,14 @@ static int tenant_key(const struct cmk_sealer *s, const char *tenant, uint8_t ke
 	return cmk_hkdf_sha256(s->store_id, CMK_STORE_ID_LEN, s->master, MASTER_LEN, info, plen + tlen, key, 32);
 }
 
+int cmk_sealer_audit_key(const struct cmk_sealer *s, uint8_t key[32])
+{
+	static const char info[] = "cmkcert audit v1";
+
+	return cmk_hkdf_sha256(s->store_id, CMK_STORE_ID_LEN, s->master, MASTER_LEN, (const uint8_t *)info,
+			       sizeof(info) - 1, key, 32);
+}
+
 static int check_field(const char *name, const char *value, bool may_be_empty)
 {
 	if (value == NULL || (!may_be_empty && *value == '\0'))

@@ -28,6 +28,7 @@
 #include "store_bdb_int.h"
 
 #define READ_RETRIES 5
+#define OPEN_WAIT_MS 30000        /* opening retries lock conflicts this long */
 #define WALK_CHUNK 32
 #define WALK_SCAN 256          /* records looked at per chunk of a filtered id walk */
 #define TRIM_EVERY 128u        /* trim the change log when seq is a multiple of this */
@@ -73,7 +74,7 @@ static bool is_name(const char *s, size_t cap)
 
 /* ---- databases ---- */
 
-static int open_db(struct store_gen *g, DB **out, const char *file, u_int32_t db_flags)
+static int open_db(struct store_gen *g, DB_TXN *t, DB **out, const char *file, u_int32_t db_flags)
 {
 	DB *db;
 	int ret;
@@ -81,8 +82,9 @@ static int open_db(struct store_gen *g, DB **out, const char *file, u_int32_t db
 	if ((ret = db_create(&db, g->env, 0)) != 0)
 		return db_fail(g, ret, "store_open: %s: creating a handle for %s", g->st->path, file);
 	if ((db_flags != 0 && (ret = db->set_flags(db, db_flags)) != 0) ||
-	    (ret = db->open(db, NULL, file, NULL, DB_BTREE, DB_CREATE | DB_AUTO_COMMIT | DB_THREAD, 0600)) != 0) {
-		db->close(db, 0);
+	    (ret = db->open(db, t, file, NULL, DB_BTREE, DB_CREATE | DB_THREAD, 0600)) != 0) {
+		/* Nothing to flush; and a flush could wait on a log a dead process holds. */
+		db->close(db, DB_NOSYNC);
 		return db_fail(g, ret, "store_open: %s: opening %s", g->st->path, file);
 	}
 	*out = db;
@@ -148,24 +150,67 @@ static int index_serial(DB *sdb, const DBT *key, const DBT *data, DBT *result)
 	return index_result(result, k.serial, k.serial_len);
 }
 
-int store_open_dbs(struct store_gen *g)
+static int meta_init(struct store_gen *g, DB_TXN *t, uint8_t out[CMK_STORE_ID_LEN]);
+
+/* Open every database and read (or create) the store id, all in transaction t. */
+static int open_all(struct store_gen *g, DB_TXN *t, uint8_t id[CMK_STORE_ID_LEN])
 {
 	int ret, rc;
 
-	if ((rc = open_db(g, &g->meta, "meta.db", 0)) != 0 ||
-	    (rc = open_db(g, &g->certs, "certs.db", 0)) != 0 ||
-	    (rc = open_db(g, &g->by_tts, "by_tts.db", DB_DUP | DB_DUPSORT)) != 0 ||
-	    (rc = open_db(g, &g->by_renew, "by_renew.db", DB_DUP | DB_DUPSORT)) != 0 ||
-	    (rc = open_db(g, &g->by_serial, "by_serial.db", DB_DUP | DB_DUPSORT)) != 0 ||
-	    (rc = open_db(g, &g->keystores, "keystores.db", 0)) != 0 ||
-	    (rc = open_db(g, &g->changes, "changes.db", 0)) != 0)
+	if ((rc = open_db(g, t, &g->meta, "meta.db", 0)) != 0 ||
+	    (rc = open_db(g, t, &g->certs, "certs.db", 0)) != 0 ||
+	    (rc = open_db(g, t, &g->by_tts, "by_tts.db", DB_DUP | DB_DUPSORT)) != 0 ||
+	    (rc = open_db(g, t, &g->by_renew, "by_renew.db", DB_DUP | DB_DUPSORT)) != 0 ||
+	    (rc = open_db(g, t, &g->by_serial, "by_serial.db", DB_DUP | DB_DUPSORT)) != 0 ||
+	    (rc = open_db(g, t, &g->keystores, "keystores.db", 0)) != 0 ||
+	    (rc = open_db(g, t, &g->changes, "changes.db", 0)) != 0 ||
+	    (rc = open_db(g, t, &g->audit, "audit.db", 0)) != 0)
 		return rc;
 	/* DB_CREATE: an index that is empty (new, or added by a later version) is built from certs. */
-	if ((ret = g->certs->associate(g->certs, NULL, g->by_tts, index_tts, DB_CREATE)) != 0 ||
-	    (ret = g->certs->associate(g->certs, NULL, g->by_renew, index_renew, DB_CREATE)) != 0 ||
-	    (ret = g->certs->associate(g->certs, NULL, g->by_serial, index_serial, DB_CREATE)) != 0)
+	if ((ret = g->certs->associate(g->certs, t, g->by_tts, index_tts, DB_CREATE)) != 0 ||
+	    (ret = g->certs->associate(g->certs, t, g->by_renew, index_renew, DB_CREATE)) != 0 ||
+	    (ret = g->certs->associate(g->certs, t, g->by_serial, index_serial, DB_CREATE)) != 0)
 		return db_fail(g, ret, "store_open: %s: attaching the indexes", g->st->path);
-	return 0;
+	return meta_init(g, t, id);
+}
+
+/*
+ * Opening never waits on a lock: a lock held by a process that died inside
+ * Berkeley DB is never released, and a process that waited for it would
+ * hold back the recovery that has to run first.  So the opening transaction
+ * asks for locks without waiting (DB_TXN_NOWAIT) and is retried; between
+ * attempts a failure check finds a dead holder (and panics the environment
+ * when only recovery helps, which ends this open with CMK_ERR_BUSY and the
+ * generation broken).
+ */
+int store_open_dbs(struct store_gen *g, uint8_t id[CMK_STORE_ID_LEN])
+{
+	int64_t deadline = cmk_monotonic_ms() + OPEN_WAIT_MS;
+	DB_TXN *t;
+	int ret, rc;
+
+	for (int attempt = 1;; attempt++) {
+		if ((ret = g->env->txn_begin(g->env, NULL, &t, DB_TXN_NOWAIT)) != 0)
+			return db_fail(g, ret, "store_open: %s: beginning a transaction", g->st->path);
+		if ((rc = open_all(g, t, id)) == 0) {
+			if ((ret = t->commit(t, 0)) == 0)
+				return 0;
+			rc = db_fail(g, ret, "store_open: %s: committing the store id", g->st->path);
+		} else {
+			t->abort(t);
+		}
+		store_close_dbs(g, false);
+		if (rc != CMK_ERR_BUSY || gen_is_broken(g) || cmk_monotonic_ms() > deadline)
+			return rc;
+		if ((ret = g->env->failchk(g->env, 0)) == DB_RUNRECOVERY) {
+			g->env->set_flags(g->env, DB_PANIC_ENVIRONMENT, 1);
+			atomic_store(&g->broken, true);
+			return cmk_fail(CMK_ERR_BUSY, "store_open: %s: a process died inside Berkeley DB; recovery "
+					"must run first", g->st->path);
+		}
+		cmk_bdb_msg[0] = '\0';
+		store_backoff(attempt < 10 ? attempt : 10);
+	}
 }
 
 static int meta_get(struct store_gen *g, DB_TXN *t, const char *name, void *buf, size_t len, u_int32_t flags)
@@ -227,46 +272,30 @@ static int meta_init(struct store_gen *g, DB_TXN *t, uint8_t out[CMK_STORE_ID_LE
 	return 0;
 }
 
-int store_load_meta(struct store_gen *g, uint8_t id[CMK_STORE_ID_LEN])
-{
-	DB_TXN *t;
-	int ret, rc;
 
-	/* Two processes opening a new store at once may deadlock here: retry, as everyone else would. */
-	for (int attempt = 1;; attempt++) {
-		if ((ret = g->env->txn_begin(g->env, NULL, &t, 0)) != 0)
-			return db_fail(g, ret, "store_open: %s: beginning a transaction", g->st->path);
-		if ((rc = meta_init(g, t, id)) == 0) {
-			if ((ret = t->commit(t, 0)) != 0)
-				rc = db_fail(g, ret, "store_open: %s: committing the store id", g->st->path);
-		} else {
-			t->abort(t);
-		}
-		if (rc != CMK_ERR_BUSY || attempt == READ_RETRIES)
-			return rc;
-		store_backoff(attempt);
-	}
-}
-
-static void close_db(struct store_gen *g, DB **db)
+static void close_db(struct store_gen *g, DB **db, u_int32_t flags)
 {
 	int ret;
 
-	if (*db != NULL && (ret = (*db)->close(*db, 0)) != 0)
+	if (*db != NULL && (ret = (*db)->close(*db, flags)) != 0 && flags == 0)
 		cmk_log(CMK_LOG_WARN, "store_close: %s: %s", g->st->path, db_strerror(ret));
 	*db = NULL;
 }
 
-void store_close_dbs(struct store_gen *g)
+/* `sync`: flush what the handles cached (a normal close); false after a failed open, which wrote nothing. */
+void store_close_dbs(struct store_gen *g, bool sync)
 {
+	u_int32_t flags = sync ? 0 : DB_NOSYNC;
+
 	/* Indexes before the database they index. */
-	close_db(g, &g->by_tts);
-	close_db(g, &g->by_renew);
-	close_db(g, &g->by_serial);
-	close_db(g, &g->certs);
-	close_db(g, &g->keystores);
-	close_db(g, &g->changes);
-	close_db(g, &g->meta);
+	close_db(g, &g->by_tts, flags);
+	close_db(g, &g->by_renew, flags);
+	close_db(g, &g->by_serial, flags);
+	close_db(g, &g->certs, flags);
+	close_db(g, &g->keystores, flags);
+	close_db(g, &g->changes, flags);
+	close_db(g, &g->audit, flags);
+	close_db(g, &g->meta, flags);
 }
 
 /* ---- reads ---- */
@@ -1153,6 +1182,63 @@ int cmk_store_set_format(struct cmk_txn *txn, uint32_t version)
 	if ((rc = gen_enter_txn(txn)) != 0)
 		return rc;
 	rc = set_format(txn->g, txn, version);
+	gen_leave(txn->g);
+	return rc;
+}
+
+/* ---- the audit trail's anchor ---- */
+
+#define ANCHOR_KEY "head"
+#define ANCHOR_LEN (8 + CMK_AUDIT_MAC_LEN)
+
+static int anchor_get_fn(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg)
+{
+	struct cmk_audit_anchor *out = arg;
+	uint8_t buf[ANCHOR_LEN];
+	DBT k, d;
+	int ret;
+
+	dbt_in(&k, ANCHOR_KEY, strlen(ANCHOR_KEY));
+	dbt_user(&d, buf, 0, sizeof(buf));
+	ret = g->audit->get(g->audit, t, &k, &d, rmw);
+	if (ret == DB_BUFFER_SMALL || (ret == 0 && d.size != sizeof(buf)))
+		return cmk_fail(CMK_ERR_STORE, "store: %s: the audit anchor is damaged", g->st->path);
+	if (ret != 0)
+		return db_fail(g, ret, "store: %s: reading the audit anchor", g->st->path);
+	out->seq = cmk_be64_get(buf);
+	memcpy(out->mac, buf + 8, CMK_AUDIT_MAC_LEN);
+	return 0;
+}
+
+int cmk_store_audit_anchor_get(struct cmk_store *st, struct cmk_txn *txn, struct cmk_audit_anchor *out)
+{
+	memset(out, 0, sizeof(*out));
+	return in_read_txn(st, txn, anchor_get_fn, out);
+}
+
+static int anchor_put(struct store_gen *g, struct cmk_txn *txn, const struct cmk_audit_anchor *a)
+{
+	uint8_t buf[ANCHOR_LEN];
+	DBT k, d;
+	int ret;
+
+	cmk_be64_put(buf, a->seq);
+	memcpy(buf + 8, a->mac, CMK_AUDIT_MAC_LEN);
+	dbt_in(&k, ANCHOR_KEY, strlen(ANCHOR_KEY));
+	dbt_in(&d, buf, sizeof(buf));
+	if ((ret = g->audit->put(g->audit, txn->t, &k, &d, 0)) != 0)
+		return db_fail(g, ret, "store: %s: writing the audit anchor", g->st->path);
+	txn->wrote = true;
+	return 0;
+}
+
+int cmk_store_audit_anchor_put(struct cmk_txn *txn, const struct cmk_audit_anchor *a)
+{
+	int rc;
+
+	if ((rc = gen_enter_txn(txn)) != 0)
+		return rc;
+	rc = anchor_put(txn->g, txn, a);
 	gen_leave(txn->g);
 	return rc;
 }

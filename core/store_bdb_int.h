@@ -14,8 +14,8 @@
  * transaction stays in the generation it began in: once that one fails, the
  * transaction's calls answer CMK_ERR_BUSY and the caller redoes the whole
  * transaction, as after a deadlock.  A failed generation is retired: its
- * environment is closed the way BDB closes a panicked one (file handles and
- * the registry slot go, memory stays), and its memory is released once no
+ * environment is closed the way BDB closes a panicked one (file handles go,
+ * memory stays), and its memory is released once no
  * thread is inside it.  A thread that never comes back (it waits on a mutex
  * that a dead process held) is reported as wedged and its generation is
  * never freed.
@@ -43,9 +43,7 @@ struct store_gen {
 	struct cmk_store *st;
 	uint64_t number;              /* 1 for the first environment of this handle, then +1 per reopen */
 	DB_ENV *env;
-	DB *meta, *certs, *by_tts, *by_renew, *by_serial, *keystores, *changes;
-	int reg_fd;                   /* our own descriptor on __db.register, for is_alive (store_env.c) */
-	bool opening;                 /* set until its open finished (panic events then concern the old one) */
+	DB *meta, *certs, *by_tts, *by_renew, *by_serial, *keystores, *changes, *audit;
 	atomic_bool broken;           /* needs recovery: no new call enters it */
 	atomic_int inside;            /* threads inside a call */
 	atomic_int txns;              /* open transactions */
@@ -66,6 +64,11 @@ struct cmk_store {
 	char *path;
 	char *real_path;              /* resolved, as /proc/self/maps names the region files */
 	uint8_t id[CMK_STORE_ID_LEN];
+	int lock_fd;                  /* cmkcert.lock: read-locked while an environment is open (store_env.c) */
+	int procs_fd;                 /* cmkcert.procs: our liveness lock at offset pid */
+	uint64_t epoch;               /* recovery epoch of the environment we have (or last had) open */
+	atomic_int_fast64_t opening_since;  /* monotonic ms an environment open began, 0 = none in progress */
+	atomic_uint_fast64_t opening_epoch; /* the epoch of the environment being opened */
 
 	pthread_mutex_t mu;           /* guards gen and retired */
 	struct store_gen *gen;        /* current; NULL when a reopen failed (the next call tries again) */
@@ -73,9 +76,13 @@ struct cmk_store {
 	atomic_uint_fast64_t generations;
 	atomic_uint stuck;            /* threads found waiting in retired generations */
 
+	bool reopen_failed;           /* under mu: the last environment failed; the next open recovers it */
+	int64_t open_wedge_reported;  /* monitor thread only */
+
 	pthread_t monitor;
+	pthread_mutex_t monitor_mu;   /* guards monitor_stop; never held while the store is used */
 	pthread_cond_t monitor_cv;    /* CLOCK_MONOTONIC */
-	bool monitor_stop;            /* under mu */
+	bool monitor_stop;
 	bool monitor_running;
 	cmk_store_wedged_fn wedged;
 	void *wedged_arg;
@@ -115,11 +122,12 @@ int db_fail(struct store_gen *g, int ret, const char *fmt, ...) __attribute__((f
 /* The short BDB error text of this thread's last failure (consumed by db_fail). */
 extern _Thread_local char cmk_bdb_msg[256];
 
-/* Databases of a generation: opened by store_env.c, defined by store_bdb.c. */
-int store_open_dbs(struct store_gen *g);
-void store_close_dbs(struct store_gen *g);
-/* Read or create the store id (meta) in a new generation. */
-int store_load_meta(struct store_gen *g, uint8_t id[CMK_STORE_ID_LEN]);
+/*
+ * Databases of a generation: opened by store_env.c, defined by store_bdb.c.
+ * Opening also reads (or, in a new store, creates) the store id.
+ */
+int store_open_dbs(struct store_gen *g, uint8_t id[CMK_STORE_ID_LEN]);
+void store_close_dbs(struct store_gen *g, bool sync);
 
 /* Pause before a retry: attempt * 2 ms. */
 void store_backoff(int attempt);

@@ -5,27 +5,40 @@
  * generations in store_bdb_int.h).
  *
  * Several processes share one environment: the daemon for weeks, CLI runs
- * for a second, and any of them may be killed at any moment.  Berkeley DB's
- * failure checking handles that without recovery in the common case:
+ * for a second, and any of them may be killed at any moment.
  *
- *   - every handle tracks its threads (set_thread_count) and answers
- *     is_alive() for any (pid, thread) it finds in the environment;
- *   - failchk() aborts the transactions and releases the locks of threads
- *     whose process is dead; every process runs it every MONITOR_MS on a
- *     monitor thread, and every open runs it (DB_FAILCHK) when the registry
- *     shows a dead process, instead of the recovery DB_REGISTER would run;
- *   - a process killed *inside* a Berkeley DB call may have left shared
- *     memory half changed: failchk says DB_RUNRECOVERY.  Then the monitor
- *     panics the environment, so every process learns it at its next call
- *     or monitor tick, and each reopens.  The first reopen finds the dead
- *     process in the registry, waits REG_TIMEOUT_US twice for the others to
- *     let go, and runs recovery while holding the registry lock that every
- *     other open waits for.
+ *   - Failure checking.  Every handle tracks its threads (set_thread_count)
+ *     and answers is_alive() for any process it finds in the environment;
+ *     every process runs failchk() every MONITOR_MS on a monitor thread,
+ *     which aborts the transactions and releases the locks of threads whose
+ *     process died outside a Berkeley DB call.  No recovery, nobody else
+ *     disturbed.
  *
- * Liveness is judged by the registry itself, not by kill(pid, 0): every
- * process holding the environment keeps a lock on its own slot of
- * __db.register, and the kernel drops it when the process dies.  A pid that
- * was reused by an unrelated process therefore still reads as dead.
+ *   - Recovery only alone.  A process killed *inside* a Berkeley DB call may
+ *     leave shared memory half changed: failchk says DB_RUNRECOVERY.  The
+ *     monitor then panics the environment, so every process learns it at its
+ *     next call or monitor tick and lets go of it.  Recovery needs the
+ *     environment to itself, and gets it through cmkcert.lock in the store:
+ *     a process holds a read lock on its first byte for as long as it has an
+ *     environment open, and recovery takes the write lock.  Recovery
+ *     therefore never runs under a live process (Berkeley DB's own
+ *     DB_REGISTER would: it recovers as soon as it sees a dead process, and
+ *     its failure checking at open holds its registry lock while it may
+ *     wait on what the dead process held).  An epoch counter in the same
+ *     file tells the processes queued behind the first one that the
+ *     recovery they wanted has been done.  The first process to open a
+ *     store nobody else has open recovers it too, unless the last one to
+ *     close it left it clean.
+ *
+ *   - Liveness.  Every process holding a store keeps a lock on the byte at
+ *     offset <pid> of cmkcert.procs; the kernel drops it when the process
+ *     dies.  A pid reused by an unrelated process therefore still reads as
+ *     dead, unlike with kill(pid, 0).
+ *
+ * The locks are open-file-description locks (F_OFD_SETLK): they belong to
+ * the descriptor, not the process, so closing some other descriptor of the
+ * file (as Berkeley DB does with its files) never drops them, and a lock
+ * turns from read to write and back atomically.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,27 +63,35 @@
 #define LOG_FILE_BYTES (2u << 20)
 #define CHECKPOINT_KB 1024u
 #define THREADS 256u                  /* thread slots per environment (BDB grows past it when needed) */
-#define REG_TIMEOUT_US 1000000u       /* recovery waits this long, twice, for other processes to let go */
 #define MONITOR_MS 200                /* failure check period of every process */
 #define DRAIN_MS 500                  /* a failed generation waits this long for its callers to leave */
 #define WEDGED_MS 2000                /* a thread still inside a retired generation after this is stuck */
+#define OPEN_WEDGED_MS 45000          /* an open running this long waits on a dead process (it retries locks 30 s) */
+#define OPEN_FAILED_GRACE_MS 1000     /* an open of an environment known failed may take this long */
+#define RECOVERY_POLL_MS 20           /* waiting to recover: how often to look whether someone else did */
 #define OPEN_RETRIES 5
 
-/* BDB's registry: one fixed-width line per process slot, the first byte of a live one locked by its process. */
-#define REG_SLOT 25
+/* cmkcert.lock: byte 0 is the use lock; the recovery epoch and the clean flag follow it. */
+#define LOCK_FILE "cmkcert.lock"
+#define PROCS_FILE "cmkcert.procs"
+#define EPOCH_AT 8
+#define CLEAN_AT 16
+#define FAILED_AT 24                  /* the epoch whose environment a process found failed */
 
 _Thread_local char cmk_bdb_msg[256];
 
 /*
- * Stores open in this process.  DB_REGISTER keeps one fcntl lock per process
- * on __db.register, and closing any descriptor of that file drops all of the
- * process's locks: a second handle on the same store, even one that fails to
- * open, would make the first look dead to other processes.  So a second open
- * is refused before BDB sees it.  Entries carry the pid: a child made by
+ * Stores open in this process.  A handle holds the process's liveness lock
+ * and its use lock: a second handle on the same store is refused, so that
+ * there is one of each per process.  Entries carry the pid: a child made by
  * fork() may open the store itself.
  */
 static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct cmk_store *open_stores;
+
+/* What a new handle calls when a thread is wedged (cmk_store_set_wedged_default()); under open_lock. */
+static cmk_store_wedged_fn default_wedged;
+static void *default_wedged_arg;
 
 static int claim_store(struct cmk_store *st)
 {
@@ -128,13 +149,14 @@ static void on_bdb_msg(const DB_ENV *env, const char *msg)
 	cmk_log(CMK_LOG_DEBUG, "store: berkeley db: %s", msg);
 }
 
+static void note_failed_epoch(struct cmk_store *st);
+
 static void mark_broken(struct store_gen *g, const char *why)
 {
-	/* Opening meets the panic of the environment it is about to recover: that is not news. */
-	if (g->opening)
+	if (atomic_exchange(&g->broken, true))
 		return;
-	if (!atomic_exchange(&g->broken, true))
-		cmk_log(CMK_LOG_WARN, "store: %s: %s; a new environment will be opened", g->st->path, why);
+	note_failed_epoch(g->st);
+	cmk_log(CMK_LOG_WARN, "store: %s: %s; a new environment will be opened", g->st->path, why);
 }
 
 static void on_bdb_event(DB_ENV *env, u_int32_t event, void *info)
@@ -200,36 +222,26 @@ void store_backoff(int attempt)
 	nanosleep(&ts, NULL);
 }
 
-/* ---- liveness ------------------------------------------------------------- */
+/* ---- locks and liveness -------------------------------------------------- */
 
-/* Does some process hold the registry slot that names `pid`?  Errors answer "alive": never free a live one's locks. */
-static bool registry_holds(int fd, pid_t pid)
+static int ofd_lock(int fd, off_t at, short type, bool wait)
 {
-	char buf[REG_SLOT * 64];
-	off_t off = 0;
-	ssize_t n;
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = at, .l_len = 1 };
 
-	if (fd < 0)
-		return true;
-	while ((n = pread(fd, buf, sizeof(buf), off)) > 0) {
-		for (ssize_t i = 0; i + REG_SLOT <= n; i += REG_SLOT) {
-			struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = off + i, .l_len = 1 };
-			char line[REG_SLOT + 1], *end;
-			unsigned long v;
-
-			memcpy(line, buf + i, REG_SLOT);
-			line[REG_SLOT] = '\0';
-			v = strtoul(line, &end, 10);
-			if (end == line || v != (unsigned long)pid)
-				continue;
-			if (fcntl(fd, F_GETLK, &fl) != 0 || fl.l_type != F_UNLCK)
-				return true;
-		}
-		off += n - n % REG_SLOT;
-		if (n % REG_SLOT != 0 && n < (ssize_t)sizeof(buf))
-			break;
+	while (fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) != 0) {
+		if (errno == EINTR)
+			continue;
+		return errno;
 	}
-	return n < 0;
+	return 0;
+}
+
+static bool is_locked(int fd, off_t at)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = at, .l_len = 1 };
+
+	/* An error answers "locked": never release a live process's locks on a guess. */
+	return fcntl(fd, F_OFD_GETLK, &fl) != 0 || fl.l_type != F_UNLCK;
 }
 
 static int is_alive(DB_ENV *env, pid_t pid, db_threadid_t tid, u_int32_t flags)
@@ -241,7 +253,72 @@ static int is_alive(DB_ENV *env, pid_t pid, db_threadid_t tid, u_int32_t flags)
 	/* This process's threads do not die on their own: the process dies with them. */
 	if (pid == getpid())
 		return 1;
-	return g == NULL || registry_holds(g->reg_fd, pid);
+	return g == NULL || pid <= 0 || is_locked(g->st->procs_fd, (off_t)pid);
+}
+
+static uint64_t read_u64(int fd, off_t at)
+{
+	uint8_t b[8] = { 0 };
+
+	if (pread(fd, b, sizeof(b), at) != (ssize_t)sizeof(b))
+		return 0;
+	return cmk_be64_get(b);
+}
+
+/*
+ * Tell every process that the environment of this epoch failed.  An open
+ * that is attaching to it may be waiting on what the dead process held,
+ * and its monitor can see that here without touching the environment
+ * (check_open()).  Only a hint for the live processes: not synced.
+ */
+static void note_failed_epoch(struct cmk_store *st)
+{
+	uint8_t b[8];
+
+	cmk_be64_put(b, st->epoch);
+	if (st->lock_fd >= 0 && pwrite(st->lock_fd, b, sizeof(b), FAILED_AT) != (ssize_t)sizeof(b))
+		cmk_log(CMK_LOG_DEBUG, "store: %s/%s: %s", st->path, LOCK_FILE, strerror(errno));
+}
+
+/* Durable: the next process to open depends on it. */
+static int write_u64(struct cmk_store *st, off_t at, uint64_t v)
+{
+	uint8_t b[8];
+
+	cmk_be64_put(b, v);
+	if (pwrite(st->lock_fd, b, sizeof(b), at) != (ssize_t)sizeof(b) || fdatasync(st->lock_fd) != 0)
+		return cmk_fail(CMK_ERR_IO, "store: %s/%s: %s", st->path, LOCK_FILE, strerror(errno));
+	return 0;
+}
+
+static int open_private(struct cmk_store *st, const char *name, int *out)
+{
+	char *path = cmk_asprintf("%s/%s", st->path, name);
+	int fd;
+
+	if (path == NULL)
+		return CMK_ERR_NOMEM;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	free(path);
+	if (fd < 0)
+		return cmk_fail(CMK_ERR_IO, "store_open: %s/%s: %s", st->path, name, strerror(errno));
+	*out = fd;
+	return 0;
+}
+
+/* The process's liveness lock and the descriptors of both lock files. */
+static int lock_files_open(struct cmk_store *st)
+{
+	int rc, err;
+
+	if ((rc = open_private(st, LOCK_FILE, &st->lock_fd)) != 0 ||
+	    (rc = open_private(st, PROCS_FILE, &st->procs_fd)) != 0)
+		return rc;
+	if ((err = ofd_lock(st->procs_fd, (off_t)getpid(), F_WRLCK, false)) != 0)
+		return cmk_fail(CMK_ERR_STATE, "store_open: %s/%s: %s", st->path, PROCS_FILE,
+				err == EAGAIN ? "another process with this pid holds the store (a pid namespace "
+				"shared by two containers?)" : strerror(err));
+	return 0;
 }
 
 /* ---- region mappings ------------------------------------------------------ */
@@ -293,14 +370,15 @@ static void record_maps(struct store_gen *g)
 
 /* ---- generations ---------------------------------------------------------- */
 
-static int open_env(struct store_gen *g)
+static int open_env(struct store_gen *g, bool recover)
 {
-	const u_int32_t flags = DB_CREATE | DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL | DB_THREAD |
-				DB_REGISTER | DB_RECOVER | DB_FAILCHK;
+	u_int32_t flags = DB_CREATE | DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL | DB_THREAD;
 	struct cmk_store *st = g->st;
 	DB_ENV *env;
 	int ret;
 
+	if (recover)
+		flags |= DB_RECOVER;
 	if ((ret = db_env_create(&env, 0)) != 0)
 		return db_fail(g, ret, "store_open: %s: creating the environment handle", st->path);
 	g->env = env;
@@ -313,12 +391,12 @@ static int open_env(struct store_gen *g)
 	    (ret = env->set_lg_max(env, LOG_FILE_BYTES)) != 0 ||
 	    (ret = env->log_set_config(env, DB_LOG_AUTO_REMOVE, 1)) != 0 ||
 	    (ret = env->set_thread_count(env, THREADS)) != 0 ||
-	    (ret = env->set_isalive(env, is_alive)) != 0 ||
-	    (ret = env->set_timeout(env, REG_TIMEOUT_US, DB_SET_REG_TIMEOUT)) != 0)
+	    (ret = env->set_isalive(env, is_alive)) != 0)
 		return db_fail(g, ret, "store_open: %s: configuring the environment", st->path);
 	/* Region and log files are created 0600 (the directory is 0700 as well). */
 	if ((ret = env->open(env, st->path, flags, 0600)) != 0)
-		return db_fail(g, ret, "store_open: %s: opening the environment", st->path);
+		return db_fail(g, ret, "store_open: %s: %s the environment", st->path,
+			       recover ? "recovering" : "opening");
 	return 0;
 }
 
@@ -327,7 +405,7 @@ static void close_gen_env(struct store_gen *g)
 {
 	int ret;
 
-	store_close_dbs(g);
+	store_close_dbs(g, !gen_is_broken(g));
 	if (g->env != NULL) {
 		/* A checkpoint at close keeps the next recovery short and lets old log files go. */
 		if (!gen_is_broken(g) && g->env->txn_checkpoint(g->env, 0, 0, 0) != 0)
@@ -336,45 +414,12 @@ static void close_gen_env(struct store_gen *g)
 			cmk_log(CMK_LOG_WARN, "store_close: %s: %s", g->st->path, db_strerror(ret));
 		g->env = NULL;
 	}
-	/* Only after the environment let go of its registry slot: closing this descriptor drops our locks. */
-	if (g->reg_fd >= 0)
-		close(g->reg_fd);
-	g->reg_fd = -1;
 }
 
-/*
- * An environment created before thread tracking has no thread table, and
- * BDB only makes one when it creates the regions.  Remove the regions (only
- * possible when no other process has them open) and let the next open
- * create them again.
- */
-static bool lacks_thread_table(int rc)
-{
-	return rc == CMK_ERR_STORE && strstr(cmk_errdetail(), "thread") != NULL &&
-	       (strstr(cmk_errdetail(), "thread table must be allocated") != NULL ||
-		strstr(cmk_errdetail(), "no thread region") != NULL);
-}
-
-static int remove_regions(struct cmk_store *st)
-{
-	DB_ENV *env;
-	int ret;
-
-	if ((ret = db_env_create(&env, 0)) != 0)
-		return cmk_fail(CMK_ERR_STORE, "store_open: %s: %s", st->path, db_strerror(ret));
-	/* remove() frees the handle whatever it returns; without DB_FORCE it refuses regions in use. */
-	if ((ret = env->remove(env, st->path, 0)) != 0)
-		return cmk_fail(CMK_ERR_STORE, "store_open: %s: the environment was created by an older cmkcert and "
-				"is in use; stop every process using the store once so it can be upgraded (%s)",
-				st->path, db_strerror(ret));
-	cmk_log(CMK_LOG_INFO, "store_open: %s: upgraded the environment's regions (thread tracking)", st->path);
-	return 0;
-}
-
-static int gen_open(struct cmk_store *st, uint64_t number, struct store_gen **out)
+static int gen_open(struct cmk_store *st, uint64_t number, bool recover, uint8_t id[CMK_STORE_ID_LEN],
+		    struct store_gen **out)
 {
 	struct store_gen *g;
-	char *reg;
 	int rc;
 
 	*out = NULL;
@@ -382,48 +427,95 @@ static int gen_open(struct cmk_store *st, uint64_t number, struct store_gen **ou
 		return CMK_ERR_NOMEM;
 	g->st = st;
 	g->number = number;
-	g->reg_fd = -1;
-	g->opening = true;
 	atomic_init(&g->broken, false);
 	atomic_init(&g->inside, 0);
 	atomic_init(&g->txns, 0);
-	if ((reg = cmk_asprintf("%s/__db.register", st->path)) == NULL) {
+	/* Alone and recovering, nothing can hold it up; attaching, a dead process can (check_open()). */
+	if (!recover)
+		atomic_store(&st->opening_since, cmk_monotonic_ms());
+	if ((rc = open_env(g, recover)) != 0 || (rc = store_open_dbs(g, id)) != 0) {
+		/* A failed environment is left as it is: recovery is the next step, not a normal close. */
+		if (gen_is_broken(g) && g->env != NULL) {
+			g->env->set_errcall(g->env, NULL);
+			g->env->close(g->env, 0);
+			g->env = NULL;
+		}
+		close_gen_env(g);
 		free(g);
-		return CMK_ERR_NOMEM;
-	}
-	/* Our own descriptor for is_alive(), opened before BDB may need it during open. */
-	g->reg_fd = open(reg, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (g->reg_fd < 0) {
-		rc = cmk_fail(CMK_ERR_IO, "store_open: %s: %s", reg, strerror(errno));
-		free(reg);
-		free(g);
+		atomic_store(&st->opening_since, 0);
 		return rc;
 	}
-	for (int attempt = 0;; attempt++) {
-		if ((rc = open_env(g)) == 0)
-			break;
-		close_gen_env(g);
-		if (attempt > 0 || !lacks_thread_table(rc) || (rc = remove_regions(st)) != 0)
-			goto fail;
-		if ((g->reg_fd = open(reg, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
-			rc = cmk_fail(CMK_ERR_IO, "store_open: %s: %s", reg, strerror(errno));
-			goto fail;
-		}
-	}
-	/* BDB creates its process registry 0660; it holds only process ids, but keep it private too. */
-	if (fchmod(g->reg_fd, 0600) != 0)
-		cmk_log(CMK_LOG_WARN, "store_open: %s: chmod: %s", reg, strerror(errno));
-	if ((rc = store_open_dbs(g)) != 0) {
-		close_gen_env(g);
-		goto fail;
-	}
-	g->opening = false;
-	free(reg);
+	atomic_store(&st->opening_since, 0);
 	*out = g;
 	return 0;
+}
+
+/*
+ * Open a generation under the read lock, recovering first when that is
+ * needed: `failed` says this process saw the environment of epoch
+ * st->epoch fail.  On success the read lock is held.  Called under st->mu
+ * with no lock of cmkcert.lock held.
+ */
+static int open_locked_gen(struct cmk_store *st, bool failed, uint8_t id[CMK_STORE_ID_LEN], struct store_gen **out)
+{
+	uint64_t number = atomic_load(&st->generations) + 1, epoch;
+	bool alone, recover;
+	int err, rc;
+
+	/*
+	 * Alone (nobody else has the environment open), or after a failure:
+	 * wait until everyone let go of the failed environment - unless some
+	 * other process recovers it first (the epoch moves on), and then
+	 * simply join the recovered one.
+	 */
+	alone = true;
+	if (failed) {
+		while ((err = ofd_lock(st->lock_fd, 0, F_WRLCK, false)) == EAGAIN || err == EACCES) {
+			if (read_u64(st->lock_fd, EPOCH_AT) != st->epoch) {
+				failed = false;
+				break;
+			}
+			usleep(RECOVERY_POLL_MS * 1000);
+		}
+	}
+	if (!failed && (err = ofd_lock(st->lock_fd, 0, F_WRLCK, false)) != 0 && (err == EAGAIN || err == EACCES)) {
+		alone = false;
+		err = ofd_lock(st->lock_fd, 0, F_RDLCK, true);
+	}
+	if (err != 0)
+		return cmk_fail(CMK_ERR_IO, "store_open: %s/%s: lock: %s", st->path, LOCK_FILE, strerror(err));
+	epoch = read_u64(st->lock_fd, EPOCH_AT);
+	/*
+	 * Alone, recover unless the last process left the environment clean,
+	 * or, after a failure, unless a process queued before us already
+	 * recovered it (the epoch moved on).
+	 */
+	recover = alone && (failed ? epoch == st->epoch : read_u64(st->lock_fd, CLEAN_AT) != 1);
+	if (alone && (rc = write_u64(st, CLEAN_AT, 0)) != 0)
+		goto fail;
+	if (recover) {
+		cmk_log(failed ? CMK_LOG_WARN : CMK_LOG_DEBUG, "store: %s: running recovery%s", st->path,
+			failed ? " (a process died inside Berkeley DB)" : "");
+		epoch++;
+	} else {
+		st->epoch = epoch;      /* the environment we attach to; if it turns out failed, this is the one */
+		atomic_store(&st->opening_epoch, epoch);
+	}
+	if ((rc = gen_open(st, number, recover, id, out)) != 0)
+		goto fail;
+	if (recover && (rc = write_u64(st, EPOCH_AT, epoch)) != 0) {
+		close_gen_env(*out);
+		free(*out);
+		*out = NULL;
+		goto fail;
+	}
+	st->epoch = epoch;
+	/* Let the others in: the write lock turns into a read lock atomically. */
+	if (alone && (err = ofd_lock(st->lock_fd, 0, F_RDLCK, false)) != 0)
+		cmk_log(CMK_LOG_WARN, "store: %s/%s: unlock: %s", st->path, LOCK_FILE, strerror(err));
+	return 0;
 fail:
-	free(reg);
-	free(g);
+	ofd_lock(st->lock_fd, 0, F_UNLCK, false);
 	return rc;
 }
 
@@ -463,12 +555,13 @@ static void reap_retired(struct cmk_store *st)
 }
 
 /*
- * Take a failed generation out of service.  Called under st->mu with no
- * thread of ours entering it any more (it is broken).  The environment is
- * panicked first, so every other process stops using it too; then BDB's
- * panic close drops its file handles and registry slot and keeps its memory,
- * so a thread still inside (waiting on a mutex a dead process held) never
- * touches freed memory.
+ * Take a failed generation out of service and let go of the environment.
+ * Called under st->mu with no thread of ours entering it any more (it is
+ * broken).  The environment is panicked first, so every other process stops
+ * using it too; then BDB's panic close drops its file handles and keeps its
+ * memory, so a thread still inside (waiting on a mutex a dead process held)
+ * never touches freed memory; then the read lock goes, so that recovery can
+ * run.
  */
 static void retire_locked(struct cmk_store *st, struct store_gen *g)
 {
@@ -482,9 +575,7 @@ static void retire_locked(struct cmk_store *st, struct store_gen *g)
 	/* BDB lists every file handle it drops as an error: expected here, not worth a warning each. */
 	g->env->set_errcall(g->env, NULL);
 	g->env->close(g->env, 0);
-	if (g->reg_fd >= 0)
-		close(g->reg_fd);
-	g->reg_fd = -1;
+	ofd_lock(st->lock_fd, 0, F_UNLCK, false);
 	g->retired = true;
 	g->retired_ms = cmk_monotonic_ms();
 	g->next = st->retired;
@@ -497,31 +588,34 @@ static int reopen_locked(struct cmk_store *st)
 {
 	struct store_gen *g;
 	uint8_t id[CMK_STORE_ID_LEN];
+	bool failed = st->gen != NULL || st->reopen_failed;
 	int rc;
 
 	if (st->gen != NULL) {
 		retire_locked(st, st->gen);
 		st->gen = NULL;
 	}
+	st->reopen_failed = failed;
 	for (int attempt = 1;; attempt++) {
-		if ((rc = gen_open(st, atomic_load(&st->generations) + 1, &g)) == 0)
+		if ((rc = open_locked_gen(st, failed, id, &g)) == 0)
 			break;
-		/* Another process may be recovering at the same moment: its panic reached our new handle. */
+		/* The environment failed while it was opened (a process died inside it): recover it. */
 		if (rc != CMK_ERR_BUSY || attempt == OPEN_RETRIES)
 			return rc;
-		store_backoff(attempt * 10);
+		failed = true;
 	}
-	if ((rc = store_load_meta(g, id)) == 0 && atomic_load(&st->generations) > 0 &&
-	    memcmp(id, st->id, sizeof(id)) != 0)
+	if (atomic_load(&st->generations) > 0 && memcmp(id, st->id, sizeof(id)) != 0)
 		rc = cmk_fail(CMK_ERR_STORE, "store: %s: the store was replaced by another one while open", st->path);
 	if (rc != 0) {
 		close_gen_env(g);
 		free(g);
+		ofd_lock(st->lock_fd, 0, F_UNLCK, false);
 		return rc;
 	}
 	memcpy(st->id, id, sizeof(id));
 	record_maps(g);
 	st->gen = g;
+	st->reopen_failed = false;
 	if (atomic_fetch_add(&st->generations, 1) > 0)
 		cmk_log(CMK_LOG_INFO, "store: %s: opened a new environment (generation %" PRIu64 ")", st->path,
 			g->number);
@@ -561,6 +655,30 @@ void gen_txn_ended(struct store_gen *g)
 
 /* ---- the monitor ---------------------------------------------------------- */
 
+/*
+ * fork() copies only the calling thread: a monitor caught in the middle of a
+ * check (inside Berkeley DB or the allocator) would leave the child with
+ * locks nobody releases.  Monitors check under the read side of this lock
+ * and fork takes the write side, so a fork happens between checks.
+ */
+static pthread_rwlock_t fork_guard = PTHREAD_RWLOCK_INITIALIZER;
+static pthread_once_t fork_guard_once = PTHREAD_ONCE_INIT;
+
+static void fork_prepare(void)
+{
+	pthread_rwlock_wrlock(&fork_guard);
+}
+
+static void fork_done(void)
+{
+	pthread_rwlock_unlock(&fork_guard);
+}
+
+static void install_fork_guard(void)
+{
+	pthread_atfork(fork_prepare, fork_done, fork_done);
+}
+
 /* Retired generations with a thread inside for too long: report each once.  Called under st->mu. */
 static unsigned find_wedged(struct cmk_store *st, bool *report)
 {
@@ -581,29 +699,44 @@ static unsigned find_wedged(struct cmk_store *st, bool *report)
 	return stuck;
 }
 
-int cmk_store_check(struct cmk_store *st)
+/*
+ * The failure check, as the monitor runs it: release what dead processes
+ * held; when only recovery helps, retire the environment at once (so the
+ * processes waiting to recover it are not held back by this one) and leave
+ * the reopen to the next call.  It never waits for st->mu: a thread holding
+ * it (an open) may be the one that is stuck.
+ */
+static void monitor_check(struct cmk_store *st)
 {
 	struct store_gen *g;
 	bool report;
 	unsigned stuck;
-	int ret, rc;
+	int ret;
 
-	if ((rc = gen_enter(st, &g)) != 0)
-		return rc;
-	released_dead = false;
-	ret = g->env->failchk(g->env, 0);
-	if (ret == 0 && released_dead)
-		cmk_log(CMK_LOG_INFO, "store: %s: released the locks and transactions of a process that died",
-			st->path);
-	if (ret == DB_RUNRECOVERY)
-		mark_broken(g, "a process died inside Berkeley DB");
-	else if (ret != 0)
-		cmk_log(CMK_LOG_WARN, "store: %s: failure check: %s", st->path, db_strerror(ret));
-	cmk_bdb_msg[0] = '\0';
-	gen_leave(g);
-	pthread_mutex_lock(&st->mu);
-	if (st->gen == g && gen_is_broken(g))
-		rc = reopen_locked(st);
+	if (atomic_load(&st->opening_since) != 0 || pthread_mutex_trylock(&st->mu) != 0)
+		return;
+	if ((g = st->gen) != NULL && !gen_is_broken(g)) {
+		atomic_fetch_add(&g->inside, 1);
+		pthread_mutex_unlock(&st->mu);
+		released_dead = false;
+		ret = g->env->failchk(g->env, 0);
+		if (ret == 0 && released_dead)
+			cmk_log(CMK_LOG_INFO, "store: %s: released the locks and transactions of a process that died",
+				st->path);
+		if (ret == DB_RUNRECOVERY)
+			mark_broken(g, "a process died inside Berkeley DB");
+		else if (ret != 0)
+			cmk_log(CMK_LOG_WARN, "store: %s: failure check: %s", st->path, db_strerror(ret));
+		cmk_bdb_msg[0] = '\0';
+		gen_leave(g);
+		if (pthread_mutex_trylock(&st->mu) != 0)
+			return;
+	}
+	if (st->gen != NULL && gen_is_broken(st->gen)) {
+		retire_locked(st, st->gen);
+		st->gen = NULL;
+		st->reopen_failed = true;
+	}
 	reap_retired(st);
 	stuck = find_wedged(st, &report);
 	atomic_store(&st->stuck, stuck);
@@ -612,8 +745,43 @@ int cmk_store_check(struct cmk_store *st)
 		cmk_log(CMK_LOG_ERROR, "store: %s: %u thread(s) wait inside an environment that was recovered; "
 			"they will not come back", st->path, stuck);
 		if (st->wedged != NULL)
-			st->wedged(st->path, st->wedged_arg);
+			st->wedged(st->path, false, st->wedged_arg);
 	}
+}
+
+/*
+ * An open that attaches to an environment some process found failed, and
+ * has not returned a second later, waits on something the dead process
+ * held: it never will.  (So does one that has not returned for
+ * OPEN_WEDGED_MS, should the hint in the lock file be lost.)
+ */
+static void check_open(struct cmk_store *st)
+{
+	int64_t since = atomic_load(&st->opening_since), age;
+	bool failed;
+
+	if (since == 0 || st->open_wedge_reported == since)
+		return;
+	age = cmk_monotonic_ms() - since;
+	failed = read_u64(st->lock_fd, FAILED_AT) == (uint64_t)atomic_load(&st->opening_epoch);
+	if (age < (failed ? OPEN_FAILED_GRACE_MS : OPEN_WEDGED_MS))
+		return;
+	st->open_wedge_reported = since;
+	cmk_log(CMK_LOG_WARN, "store: %s: opening the environment waits on something a killed process held; "
+		"this process cannot use the store any more", st->path);
+	if (st->wedged != NULL)
+		st->wedged(st->path, true, st->wedged_arg);
+}
+
+int cmk_store_check(struct cmk_store *st)
+{
+	struct store_gen *g;
+	int rc;
+
+	monitor_check(st);
+	/* Reopen now rather than at the next call. */
+	if ((rc = gen_enter(st, &g)) == 0)
+		gen_leave(g);
 	return rc;
 }
 
@@ -622,24 +790,26 @@ static void *monitor(void *arg)
 	struct cmk_store *st = arg;
 	struct timespec ts;
 
-	pthread_mutex_lock(&st->mu);
-	while (!st->monitor_stop) {
+	for (;;) {
+		pthread_mutex_lock(&st->monitor_mu);
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_nsec += MONITOR_MS * 1000000L;
 		if (ts.tv_nsec >= 1000000000L) {
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000L;
 		}
-		while (!st->monitor_stop && pthread_cond_timedwait(&st->monitor_cv, &st->mu, &ts) != ETIMEDOUT)
+		while (!st->monitor_stop && pthread_cond_timedwait(&st->monitor_cv, &st->monitor_mu, &ts) != ETIMEDOUT)
 			;
-		if (st->monitor_stop)
+		if (st->monitor_stop) {
+			pthread_mutex_unlock(&st->monitor_mu);
 			break;
-		pthread_mutex_unlock(&st->mu);
-		if (cmk_store_check(st) != 0)
-			cmk_log(CMK_LOG_WARN, "store: %s: %s", st->path, cmk_errdetail());
-		pthread_mutex_lock(&st->mu);
+		}
+		pthread_mutex_unlock(&st->monitor_mu);
+		check_open(st);
+		pthread_rwlock_rdlock(&fork_guard);
+		monitor_check(st);
+		pthread_rwlock_unlock(&fork_guard);
 	}
-	pthread_mutex_unlock(&st->mu);
 	return NULL;
 }
 
@@ -668,9 +838,27 @@ static int check_dir(const char *path)
 	return 0;
 }
 
+static void stop_monitor(struct cmk_store *st)
+{
+	if (!st->monitor_running)
+		return;
+	pthread_mutex_lock(&st->monitor_mu);
+	st->monitor_stop = true;
+	pthread_cond_signal(&st->monitor_cv);
+	pthread_mutex_unlock(&st->monitor_mu);
+	pthread_join(st->monitor, NULL);
+	st->monitor_running = false;
+}
+
 static void free_store(struct cmk_store *st)
 {
+	/* Closing the descriptors drops the use and liveness locks. */
+	if (st->lock_fd >= 0)
+		close(st->lock_fd);
+	if (st->procs_fd >= 0)
+		close(st->procs_fd);
 	pthread_cond_destroy(&st->monitor_cv);
+	pthread_mutex_destroy(&st->monitor_mu);
 	pthread_mutex_destroy(&st->mu);
 	free(st->real_path);
 	free(st->path);
@@ -691,7 +879,9 @@ int cmk_store_open(const char *path, struct cmk_store **out)
 		free(st);
 		return CMK_ERR_NOMEM;
 	}
+	st->lock_fd = st->procs_fd = -1;
 	pthread_mutex_init(&st->mu, NULL);
+	pthread_mutex_init(&st->monitor_mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&st->monitor_cv, &ca);
@@ -701,20 +891,29 @@ int cmk_store_open(const char *path, struct cmk_store **out)
 	if ((rc = check_dir(path)) != 0 || (rc = claim_store(st)) != 0)
 		goto fail;
 	claimed = true;
+	pthread_mutex_lock(&open_lock);
+	st->wedged = default_wedged;
+	st->wedged_arg = default_wedged_arg;
+	pthread_mutex_unlock(&open_lock);
 	st->real_path = realpath(path, NULL);
-	pthread_mutex_lock(&st->mu);
-	rc = reopen_locked(st);
-	pthread_mutex_unlock(&st->mu);
-	if (rc != 0)
+	if ((rc = lock_files_open(st)) != 0)
 		goto fail;
+	/* Before the first open: an open that never returns is one of the things it watches for. */
+	pthread_once(&fork_guard_once, install_fork_guard);
 	if (pthread_create(&st->monitor, NULL, monitor, st) != 0) {
 		rc = cmk_fail(CMK_ERR_INTERNAL, "store_open: %s: cannot start the monitor thread", path);
 		goto fail;
 	}
 	st->monitor_running = true;
+	pthread_mutex_lock(&st->mu);
+	rc = reopen_locked(st);
+	pthread_mutex_unlock(&st->mu);
+	if (rc != 0)
+		goto fail;
 	*out = st;
 	return 0;
 fail:
+	stop_monitor(st);
 	if (st->gen != NULL) {
 		close_gen_env(st->gen);
 		free(st->gen);
@@ -725,6 +924,18 @@ fail:
 	return rc;
 }
 
+/*
+ * After a clean close: if no other process has the environment open (the
+ * write lock is free), say that it was left clean, so the next process to
+ * open it alone need not recover it.
+ */
+static void leave_clean(struct cmk_store *st)
+{
+	if (ofd_lock(st->lock_fd, 0, F_WRLCK, false) == 0 && write_u64(st, CLEAN_AT, 1) != 0)
+		cmk_log(CMK_LOG_WARN, "%s", cmk_errdetail());
+	ofd_lock(st->lock_fd, 0, F_UNLCK, false);
+}
+
 void cmk_store_close(struct cmk_store *st)
 {
 	struct store_gen *g;
@@ -732,13 +943,7 @@ void cmk_store_close(struct cmk_store *st)
 
 	if (st == NULL)
 		return;
-	if (st->monitor_running) {
-		pthread_mutex_lock(&st->mu);
-		st->monitor_stop = true;
-		pthread_cond_signal(&st->monitor_cv);
-		pthread_mutex_unlock(&st->mu);
-		pthread_join(st->monitor, NULL);
-	}
+	stop_monitor(st);
 	pthread_mutex_lock(&st->mu);
 	if ((g = st->gen) != NULL) {
 		st->gen = NULL;
@@ -748,6 +953,7 @@ void cmk_store_close(struct cmk_store *st)
 			close_gen_env(g);
 			free(g->maps);
 			free(g);
+			leave_clean(st);
 		}
 	}
 	reap_retired(st);
@@ -786,6 +992,14 @@ uint64_t cmk_store_generation(const struct cmk_store *st)
 unsigned cmk_store_stuck(const struct cmk_store *st)
 {
 	return atomic_load(&((struct cmk_store *)st)->stuck);
+}
+
+void cmk_store_set_wedged_default(cmk_store_wedged_fn fn, void *arg)
+{
+	pthread_mutex_lock(&open_lock);
+	default_wedged = fn;
+	default_wedged_arg = arg;
+	pthread_mutex_unlock(&open_lock);
 }
 
 void cmk_store_on_wedged(struct cmk_store *st, cmk_store_wedged_fn fn, void *arg)

@@ -1,10 +1,13 @@
 /*
  * auditq.c - the key-read audit queue and its writer thread (see auditq.h).
  *
+ * Every queued event gets a ticket, its position in the order of the trail.
  * Events stay in the ring until the trail has them: the writer copies a
  * batch out, appends it without holding the lock, and only then frees the
- * slots, so a failed append is retried with the same events in the same
- * order.
+ * slots and moves `written` past them, which releases their openers.  A
+ * failed append keeps the batch, turns its successes into failures ("not
+ * served") and moves `failed` past it, which fails its openers; the same
+ * events, in the same order, are retried until the trail takes them.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -16,27 +19,33 @@
 
 #include "cmkcert/error.h"
 #include "cmkcert/log.h"
+#include "cmkcert/util.h"
 #include "auditq.h"
 
-#define BATCH 64
+#define BATCH 256
 #define RETRY_MS 1000
 #define STOP_RETRIES 5            /* at shutdown, give a failing trail this many more tries */
 
 struct auditq {
 	pthread_mutex_t mu;
-	pthread_cond_t not_empty;     /* also signalled to stop */
+	pthread_cond_t not_empty;     /* the writer waits here; also signalled to stop */
 	pthread_cond_t not_full;
+	pthread_cond_t done;          /* openers wait here for their ticket */
 	struct keyread_event *ring;
 	size_t cap, head, n;
+	uint64_t head_ticket;         /* ticket of ring[head] */
+	uint64_t in_flight;           /* tickets below this are being written */
+	uint64_t failed;              /* tickets below this failed once: their opens were refused */
 	bool stopping;
 	bool failing;                 /* the last append failed: refuse new key reads */
+	uint64_t events, batches;
 	struct cmk_audit *audit;
 	char actor[64];
 	pthread_t thread;
 };
 
-/* Append events in order with one fsync; returns how many reached the trail (all or none). */
-static size_t write_events(struct auditq *q, const struct keyread_event *evs, size_t n)
+/* Append events in order with one fsync and one anchor; true when they reached the trail. */
+static bool write_events(struct auditq *q, const struct keyread_event *evs, size_t n)
 {
 	struct cmk_audit_event batch[BATCH];
 
@@ -56,38 +65,57 @@ static size_t write_events(struct auditq *q, const struct keyread_event *evs, si
 		ev.uid = k->uid;
 		ev.gid = k->gid;
 		ev.pid = k->pid;
+		ev.count = k->count;
 		batch[i] = ev;
 	}
 	if (cmk_audit_append_batch(q->audit, batch, n) != 0) {
 		cmk_log(CMK_LOG_ERROR, "audit: privateKeyRead: %s", cmk_errdetail());
-		return 0;
+		return false;
 	}
-	return n;
+	return true;
 }
 
-static void wait_ms(struct auditq *q, long ms)
+static void deadline_in(struct timespec *ts, long ms)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
 	}
-	pthread_cond_timedwait(&q->not_empty, &q->mu, &ts);
+}
+
+/* A queued success whose open was refused after all is recorded as what it became. */
+static void mark_not_served(struct keyread_event *ev, const char *why)
+{
+	size_t len = strlen(ev->detail);
+
+	if (strcmp(ev->outcome, "success") != 0)
+		return;
+	snprintf(ev->outcome, sizeof(ev->outcome), "failure");
+	snprintf(ev->detail + len, sizeof(ev->detail) - len, "%snot served: %s", len ? "; " : "", why);
 }
 
 static void *writer(void *arg)
 {
 	struct auditq *q = arg;
-	struct keyread_event batch[BATCH];
+	struct keyread_event *batch;
 	int stop_tries = 0;
 
+	if ((batch = malloc(BATCH * sizeof(*batch))) == NULL) {
+		cmk_log(CMK_LOG_ERROR, "audit: out of memory; key reads are refused");
+		pthread_mutex_lock(&q->mu);
+		q->failing = true;
+		pthread_cond_broadcast(&q->done);
+		pthread_mutex_unlock(&q->mu);
+		return NULL;
+	}
 	pthread_mutex_lock(&q->mu);
 	for (;;) {
-		size_t take, done;
+		struct timespec ts;
+		size_t take;
+		bool ok;
 
 		while (q->n == 0 && !q->stopping)
 			pthread_cond_wait(&q->not_empty, &q->mu);
@@ -96,24 +124,34 @@ static void *writer(void *arg)
 		take = q->n < BATCH ? q->n : BATCH;
 		for (size_t i = 0; i < take; i++)
 			batch[i] = q->ring[(q->head + i) % q->cap];
+		q->in_flight = q->head_ticket + take;
 		pthread_mutex_unlock(&q->mu);
-		done = write_events(q, batch, take);
+		ok = write_events(q, batch, take);
 		pthread_mutex_lock(&q->mu);
-		q->head = (q->head + done) % q->cap;
-		q->n -= done;
-		if (done > 0)
-			pthread_cond_broadcast(&q->not_full);
-		if (done == take) {
+		if (ok) {
+			q->head = (q->head + take) % q->cap;
+			q->n -= take;
+			q->head_ticket += take;
+			q->events += take;
+			q->batches++;
 			if (q->failing)
 				cmk_log(CMK_LOG_INFO, "audit: trail writable again; key reads resume");
 			q->failing = false;
+			pthread_cond_broadcast(&q->done);
+			pthread_cond_broadcast(&q->not_full);
 			continue;
 		}
 		if (!q->failing)
 			cmk_log(CMK_LOG_ERROR, "audit: cannot write the trail; refusing key reads until it can "
 				"be written (%zu events waiting)", q->n);
 		q->failing = true;
-		/* Wake waiting open()s so they fail instead of waiting for room. */
+		/* The openers of this batch are refused, and the trail will say so. */
+		for (size_t i = 0; i < take; i++)
+			mark_not_served(&q->ring[(q->head + i) % q->cap], "the audit trail could not be written");
+		if (q->head_ticket + take > q->failed)
+			q->failed = q->head_ticket + take;
+		q->in_flight = q->head_ticket;
+		pthread_cond_broadcast(&q->done);
 		pthread_cond_broadcast(&q->not_full);
 		if (q->stopping && ++stop_tries > STOP_RETRIES) {
 			cmk_log(CMK_LOG_ERROR, "audit: giving up at shutdown: %zu privateKeyRead events were "
@@ -121,14 +159,17 @@ static void *writer(void *arg)
 			q->n = 0;
 			break;
 		}
-		wait_ms(q, RETRY_MS);
+		deadline_in(&ts, RETRY_MS);
+		pthread_cond_timedwait(&q->not_empty, &q->mu, &ts);
 	}
 	pthread_mutex_unlock(&q->mu);
+	free(batch);
 	return NULL;
 }
 
 int auditq_start(struct cmk_audit *a, const char *actor, size_t cap, struct auditq **out)
 {
+	pthread_condattr_t ca;
 	struct auditq *q;
 
 	*out = NULL;
@@ -140,11 +181,17 @@ int auditq_start(struct cmk_audit *a, const char *actor, size_t cap, struct audi
 	}
 	q->cap = cap;
 	q->audit = a;
+	q->head_ticket = q->in_flight = q->failed = 1;
 	snprintf(q->actor, sizeof(q->actor), "%s", actor);
 	pthread_mutex_init(&q->mu, NULL);
-	pthread_cond_init(&q->not_empty, NULL);
-	pthread_cond_init(&q->not_full, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&q->not_empty, &ca);
+	pthread_cond_init(&q->not_full, &ca);
+	pthread_cond_init(&q->done, &ca);
+	pthread_condattr_destroy(&ca);
 	if (pthread_create(&q->thread, NULL, writer, q) != 0) {
+		pthread_cond_destroy(&q->done);
 		pthread_cond_destroy(&q->not_full);
 		pthread_cond_destroy(&q->not_empty);
 		pthread_mutex_destroy(&q->mu);
@@ -156,23 +203,52 @@ int auditq_start(struct cmk_audit *a, const char *actor, size_t cap, struct audi
 	return 0;
 }
 
-int auditq_push(struct auditq *q, const struct keyread_event *ev)
+int auditq_record(struct auditq *q, const struct keyread_event *ev, bool durable)
 {
+	struct timespec ts;
+	uint64_t ticket;
 	int rc = 0;
 
+	deadline_in(&ts, AUDITQ_WAIT_MS);
 	pthread_mutex_lock(&q->mu);
 	while (q->n == q->cap && !q->stopping && !q->failing)
-		pthread_cond_wait(&q->not_full, &q->mu);
-	if (q->stopping || q->failing) {
+		if (pthread_cond_timedwait(&q->not_full, &q->mu, &ts) == ETIMEDOUT)
+			break;
+	if (q->stopping || q->failing || q->n == q->cap) {
 		rc = cmk_fail(CMK_ERR_AUDIT, "audit trail cannot be written");
-	} else {
-		q->ring[(q->head + q->n) % q->cap] = *ev;
-		/* The writer only sleeps on an empty queue: wake it once per batch, not per event. */
-		if (q->n++ == 0)
-			pthread_cond_signal(&q->not_empty);
+		goto out;
 	}
+	ticket = q->head_ticket + q->n;
+	q->ring[(q->head + q->n) % q->cap] = *ev;
+	/* The writer only sleeps on an empty queue: wake it once per batch, not per event. */
+	if (q->n++ == 0)
+		pthread_cond_signal(&q->not_empty);
+	if (!durable)
+		goto out;
+	/* Group commit: whichever batch takes this ticket, its write releases us. */
+	while (ticket >= q->head_ticket && ticket >= q->failed)
+		if (pthread_cond_timedwait(&q->done, &q->mu, &ts) == ETIMEDOUT)
+			break;
+	if (ticket < q->failed) {
+		rc = cmk_fail(CMK_ERR_AUDIT, "audit trail cannot be written");
+	} else if (ticket >= q->head_ticket) {
+		/* Not written in time.  Unless the writer already has it, record it as refused. */
+		if (ticket >= q->in_flight)
+			mark_not_served(&q->ring[(q->head + (ticket - q->head_ticket)) % q->cap],
+					"its audit record was not written in time");
+		rc = cmk_fail(CMK_ERR_AUDIT, "audit record not written within %d ms", AUDITQ_WAIT_MS);
+	}
+out:
 	pthread_mutex_unlock(&q->mu);
 	return rc;
+}
+
+void auditq_stats(struct auditq *q, uint64_t *events, uint64_t *batches)
+{
+	pthread_mutex_lock(&q->mu);
+	*events = q->events;
+	*batches = q->batches;
+	pthread_mutex_unlock(&q->mu);
 }
 
 void auditq_stop(struct auditq *q)
@@ -185,6 +261,7 @@ void auditq_stop(struct auditq *q)
 	pthread_cond_broadcast(&q->not_full);
 	pthread_mutex_unlock(&q->mu);
 	pthread_join(q->thread, NULL);
+	pthread_cond_destroy(&q->done);
 	pthread_cond_destroy(&q->not_full);
 	pthread_cond_destroy(&q->not_empty);
 	pthread_mutex_destroy(&q->mu);

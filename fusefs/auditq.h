@@ -1,18 +1,24 @@
 /*
  * auditq.h - key-read audit events on their way to the audit trail.
  *
- * Every append to the trail is fsync'd; doing that inside open() would make
- * each key read wait for a disk flush.  open() instead puts its event on a
- * bounded in-memory queue and one writer thread appends events in order.
- * Nothing is dropped: when the queue is full, open() waits for room
- * (back-pressure); at shutdown the queue is drained.  If the trail cannot be
- * written, events stay queued and are retried, and new key reads are refused
- * (auditq_push fails) until a write succeeds again: a key is never served
- * without its record.
+ * A key (or bundle) open succeeds only once its privateKeyRead line is on
+ * disk and anchored: the trail is written ahead of the key.  Doing one
+ * fsync per open would make every key read wait for its own disk flush, so
+ * open() puts its event on a bounded queue and one writer thread appends
+ * whatever has accumulated as one batch (one write, one fsync, one anchor
+ * commit); every opener waits for the batch that holds its line (group
+ * commit).  Refusals are queued without waiting: nothing is served.
+ *
+ * Nothing is dropped.  When the queue is full, open() waits for room.  When
+ * the trail cannot be written, the waiting openers of that batch fail (their
+ * events are rewritten as failures, "not served", and retried), and new key
+ * reads fail at once until a write succeeds again.  At shutdown the queue is
+ * drained.
  */
 #ifndef CMKCERTFS_AUDITQ_H
 #define CMKCERTFS_AUDITQ_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cmkcert/audit.h"
@@ -26,8 +32,9 @@ struct keyread_event {
 	char type[CMK_TYPE_MAX + 1];
 	char serial[CMK_SERIAL_MAX];
 	char fingerprint[CMK_FPR_LEN + 1];
-	char detail[160];                 /* which file, and why when not "success" */
+	char detail[200];                 /* which file, and why when not "success" */
 	uint64_t record_id;
+	uint64_t count;                   /* refusals this event stands for (aggregated), 0 = one */
 	long uid, gid, pid;
 };
 
@@ -37,11 +44,18 @@ struct auditq;
 int auditq_start(struct cmk_audit *a, const char *actor, size_t cap, struct auditq **out);
 
 /*
- * Queue an event (copied), waiting while the queue is full.  Returns 0, or
- * CMK_ERR_AUDIT when the trail cannot currently be written or the queue is
- * shutting down: the caller must then refuse the key.
+ * Queue an event (copied), waiting while the queue is full.  With `durable`
+ * the call returns only once the event's line is on disk and anchored (0),
+ * or fails: CMK_ERR_AUDIT when the trail cannot currently be written, the
+ * queue is shutting down, or the line did not get there within
+ * AUDITQ_WAIT_MS.  Without it, 0 once queued.  On failure the caller must
+ * refuse the key.
  */
-int auditq_push(struct auditq *q, const struct keyread_event *ev);
+#define AUDITQ_WAIT_MS 5000
+int auditq_record(struct auditq *q, const struct keyread_event *ev, bool durable);
+
+/* Events written, and batches they took, since the start (for the logs and tests). */
+void auditq_stats(struct auditq *q, uint64_t *events, uint64_t *batches);
 
 /* Write everything still queued, stop the thread and free.  NULL is a no-op. */
 void auditq_stop(struct auditq *q);

@@ -114,7 +114,7 @@ bool file_stat(struct cmkfs *fs, const struct fuse_file_info *fi, struct stat *s
 /* Queue an event whose open fails anyway; if even that cannot be recorded, say so. */
 static void record_refusal(struct cmkfs *fs, const struct keyread_event *ev)
 {
-	if (auditq_push(fs->auditq, ev) != 0)
+	if (auditq_record(fs->auditq, ev, false) != 0)
 		cmk_log(CMK_LOG_ERROR, "audit: privateKeyRead %s by uid %ld pid %ld (%s) not recorded: %s",
 			ev->outcome, ev->uid, ev->pid, ev->detail, cmk_errdetail());
 }
@@ -171,7 +171,8 @@ static int open_key(struct cmkfs *fs, fuse_req_t req, struct fh *fh)
 		return rc == CMK_ERR_NOMEM ? ENOMEM : EIO;
 	}
 	audit_event(&ev, req, kind, name, fh->ver, "success", NULL);
-	if (auditq_push(fs->auditq, &ev) != 0) {
+	/* Written ahead: the key goes out only once its record is on disk and anchored. */
+	if (auditq_record(fs->auditq, &ev, true) != 0) {
 		cmk_log(CMK_LOG_ERROR, "open %s/%s: refused: %s", dir_of(kind), name, cmk_errdetail());
 		return EIO;
 	}

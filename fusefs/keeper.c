@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -42,11 +43,23 @@ static int start_locked(struct cmkfs *fs, uint64_t seq)
 	return watcher_start(fs, seq, &fs->watcher);
 }
 
-/* The store found a thread of ours waiting inside a recovered environment (store monitor thread). */
-static void on_wedged(const char *path, void *arg)
+/*
+ * The store found a thread of ours waiting inside a recovered environment
+ * (store monitor thread).  When the store handle itself is stuck (an open
+ * that never returns), nothing in this process can use the store again:
+ * unmount and exit, and let the service manager start a new daemon.
+ */
+static void on_wedged(const char *path, bool whole_store, void *arg)
 {
 	struct cmkfs *fs = arg;
 
+	if (whole_store) {
+		cmk_log(CMK_LOG_ERROR, "store %s cannot be used by this process any more; exiting to be restarted",
+			path);
+		if (fs->se != NULL)
+			fuse_session_unmount(fs->se);
+		_exit(1);
+	}
 	pthread_mutex_lock(&fs->keeper_mu);
 	if (!fs->stopping) {
 		cmk_log(CMK_LOG_ERROR, "store %s: a worker thread is stuck where a dead process left the store; "

@@ -178,6 +178,17 @@ static void *stop_watchdog(void *arg)
 	return NULL;
 }
 
+/* Before the keeper takes over (keeper.c): the first open of the store is wedged. */
+static void on_wedged_at_start(const char *path, bool whole_store, void *arg)
+{
+	(void)arg;
+	if (!whole_store)
+		return;
+	cmk_log(CMK_LOG_ERROR, "store %s cannot be opened (it waits on what a killed process held); exiting to be "
+		"restarted", path);
+	_exit(1);
+}
+
 static void arm_stop_watchdog(void)
 {
 	pthread_t t;
@@ -205,6 +216,7 @@ static int serve(const struct options *o)
 	sigset_t old;
 	int rc, ret = 1;
 
+	cmk_store_set_wedged_default(on_wedged_at_start, NULL);
 	if ((rc = cmk_ctx_open(o->config, "cmkcertfs", &fs.ctx)) != 0) {
 		cmk_log(CMK_LOG_ERROR, "%s: %s", cmk_strerror(rc), cmk_errdetail());
 		goto out;

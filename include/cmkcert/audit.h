@@ -4,9 +4,20 @@
  * Append-only JSON lines, fsync'd, one object per event:
  *   {"seq":N,"time":"...Z","event":"credentialCreate","tenant":...,"type":...,
  *    "serial":...,"fingerprint":...,"actor":...,"outcome":"success"|"failure",
- *    ...optional fields..., "prev":"<sha256 hex of the previous line>"}
+ *    ...optional fields..., "prev":"<sha256 hex of the previous line>",
+ *    "mac":"<HMAC-SHA256 of the line before this member>"}
  * The first line's prev is 64 zeros.  Several processes append safely: the
  * file is locked (flock) while the tail is read and the line written.
+ *
+ * Keyed and anchored.  A trail bound to a store (cmk_audit_bind(); every
+ * context does it) MACs each line with a key derived from the master key,
+ * and records the last line of every append (sequence and MAC) in the
+ * store, in the transaction of the operation it records.  Without the
+ * master key nobody can append a line that verifies or re-chain edited
+ * ones; lines removed from the end fall short of the anchor.  A trail
+ * written before keying verifies as such: its unkeyed lines are vouched for
+ * by the first keyed line after them.
+ *
  * Never pass keys, PEM, tokens or secret ids in any field.
  */
 #ifndef CMKCERT_AUDIT_H
@@ -15,6 +26,8 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
+
+#include "cmkcert/store.h"
 
 /* Event names (OpenKCM audit vocabulary first). */
 #define CMK_AUDIT_CREATE "credentialCreate"
@@ -41,6 +54,7 @@ struct cmk_audit_event {
 	const char *detail;       /* short reason, never a secret */
 	uint64_t record_id;       /* 0 = omitted */
 	long uid, gid, pid;       /* -1 = omitted */
+	uint64_t count;           /* events this line stands for (aggregated refusals); 0 = omitted */
 };
 
 /* Designated-initialiser helper: every numeric field "omitted". */
@@ -55,37 +69,76 @@ struct cmk_audit_event {
 int cmk_audit_open(const char *path, struct cmk_audit **out);
 void cmk_audit_close(struct cmk_audit *a);
 
+struct cmk_store;
+struct cmk_txn;
+
 /*
- * Append one line durably (write + fsync). CMK_ERR_AUDIT on failure, also
- * when the trail's last line is a complete line that is not a record (the
- * chain is not continued over a damaged end: a person must look).  An
- * incomplete last line (no newline: a writer died mid-write) is removed
- * first, and an "error" line with outcome "repaired" saying so is appended
- * before the event;
- * CMK_ERR_INVALID when event or outcome is missing.  String fields are
- * JSON-escaped (a newline cannot start a second line); bytes that are not
- * UTF-8 are replaced by U+FFFD.  Safe from several threads and processes.
+ * Key the trail and anchor it in `st` (which must outlive `a`): from now on
+ * lines carry a MAC under `key` (32 bytes, copied; see
+ * cmk_sealer_audit_key()) and every append records its last line in the
+ * store.  Appending then refuses a trail that ends before the anchored line
+ * or whose line there is not the one recorded (CMK_ERR_AUDIT): it was cut or
+ * rewritten, and a person must look.
+ */
+void cmk_audit_bind(struct cmk_audit *a, struct cmk_store *st, const uint8_t key[32]);
+
+/*
+ * Append one line durably (write + fsync; bound: then the anchor commits).
+ * CMK_ERR_AUDIT on failure, also when the trail's last line is a complete
+ * line that is not a record or the anchor says lines are missing (the chain
+ * is not continued over a damaged end: a person must look).  An incomplete
+ * last line that no anchor recorded (a writer died mid-write) is removed
+ * first, and an "error" line with outcome "repaired" saying how many bytes
+ * went and their SHA-256 is appended before the event.  CMK_ERR_INVALID when
+ * event or outcome is missing.  String fields are JSON-escaped (a newline
+ * cannot start a second line); bytes that are not UTF-8 are replaced by
+ * U+FFFD.  Safe from several threads and processes.
  */
 int cmk_audit_append(struct cmk_audit *a, const struct cmk_audit_event *ev);
 
 /*
  * Append n events in order as n chained lines with one write and one fsync
- * (for high-rate events such as key reads).  All or none: on failure no
- * line of the batch is left in the trail.
+ * (for high-rate events such as key reads), anchored in a transaction of
+ * its own.  All or none: on failure no line of the batch is left in the
+ * trail (lines written before a failed anchor commit stay, unanchored).
  */
 int cmk_audit_append_batch(struct cmk_audit *a, const struct cmk_audit_event *evs, size_t n);
 
 /*
- * Verify the chain of a whole file.  0 when every line parses, sequence
- * numbers count up from 1 without gaps and each prev matches the SHA-256 of
- * the line before; otherwise CMK_ERR_AUDIT with *bad_line = the first bad
- * line (1-based) and detail saying why.  *n_lines receives the line count.
- * *n_lines counts every line of the file, also after a bad one; either
- * pointer may be NULL.  An empty file verifies with 0 lines; a missing file
- * is CMK_ERR_NOTFOUND.  Lines appended while verifying are not read.
- * A hash chain cannot tell that lines were cut from the end of the file
- * (or the last line rewritten): compare the line count with an earlier one.
+ * The same inside the caller's transaction, which records the anchor:
+ * call it as the transaction's last store step (it takes the anchor's lock,
+ * then the file's), then commit.  The lines are durable on return; if the
+ * transaction then aborts they stay in the trail, unanchored, recording an
+ * operation that did not complete.  Unbound: like cmk_audit_append_batch().
  */
-int cmk_audit_verify(const char *path, uint64_t *n_lines, uint64_t *bad_line);
+int cmk_audit_append_txn(struct cmk_audit *a, struct cmk_txn *txn, const struct cmk_audit_event *evs, size_t n);
+
+/* What to check a trail against. */
+struct cmk_audit_check {
+	const uint8_t *key;                       /* the MAC key (32 bytes); NULL: hashes only */
+	const struct cmk_audit_anchor *anchor;    /* the store's anchor; NULL: none recorded */
+};
+
+struct cmk_audit_report {
+	uint64_t lines;           /* every line of the file, also after a bad one */
+	uint64_t bad_line;        /* first bad line (1-based), 0 = none */
+	uint64_t keyed_from;      /* first line carrying a MAC, 0 = none */
+	uint64_t anchored;        /* the line the anchor names, 0 = no anchor */
+	uint64_t unanchored;      /* complete lines after it (written by operations that did not commit) */
+	uint64_t repairs;         /* recorded removals of interrupted writes */
+};
+
+/*
+ * Verify a whole file.  0 when every line parses, sequence numbers count up
+ * from 1 without gaps, each prev matches the SHA-256 of the line before,
+ * every line from the first keyed one on carries a MAC that `chk->key`
+ * confirms, and the anchor's line is there with the MAC the store recorded.
+ * Otherwise CMK_ERR_AUDIT, rep->bad_line = the first bad line (the line
+ * after the last one when lines are missing from the end) and detail saying
+ * why.  With a key, a trail that has an anchor but no keyed line fails.  An
+ * empty file verifies with 0 lines; a missing file is CMK_ERR_NOTFOUND.
+ * Lines appended while verifying are not read.  `chk` and `rep` may be NULL.
+ */
+int cmk_audit_verify(const char *path, const struct cmk_audit_check *chk, struct cmk_audit_report *rep);
 
 #endif

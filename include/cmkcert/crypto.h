@@ -97,6 +97,9 @@ int cmk_cert_fingerprint(const char *pem, char out[CMK_FPR_LEN + 1]);
 /* Primitives. */
 int cmk_random(void *buf, size_t len);
 void cmk_sha256(const void *data, size_t len, uint8_t out[32]);
+/* Constant-time comparison (for MACs): true when equal. */
+bool cmk_memeq(const void *a, const void *b, size_t n);
+void cmk_hmac_sha256(const uint8_t *key, size_t key_len, const void *data, size_t len, uint8_t out[32]);
 void cmk_hex(const uint8_t *in, size_t len, char *out); /* out: 2*len+1 */
 int cmk_hkdf_sha256(const uint8_t *salt, size_t salt_len, const uint8_t *ikm, size_t ikm_len,
 		    const uint8_t *info, size_t info_len, uint8_t *out, size_t out_len);

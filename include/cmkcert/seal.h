@@ -37,6 +37,12 @@ struct cmk_seal_aad {
 int cmk_sealer_open(const struct cmk_config *cfg, const uint8_t store_id[CMK_STORE_ID_LEN],
 		    struct cmk_sealer **out);
 
+/*
+ * The audit trail's MAC key: HKDF-SHA256(master, salt = store id,
+ * info = "cmkcert audit v1").  The caller wipes `key` after use.
+ */
+int cmk_sealer_audit_key(const struct cmk_sealer *s, uint8_t key[32]);
+
 /* Wipes the master key and frees. NULL is a no-op. */
 void cmk_sealer_free(struct cmk_sealer *s);
 

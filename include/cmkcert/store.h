@@ -12,6 +12,8 @@
  *   keystores  (tenant, type) -> keystore connection config
  *   changes    sequence -> (tenant, type, time), appended in the same
  *              transaction as every mutation of certs or keystores
+ *   audit      the audit trail's anchor: sequence number and MAC of the
+ *              last line written (audit.h)
  *
  * Every mutation takes a transaction.  Reads accept txn = NULL (read
  * committed data) or a transaction (reads its own writes; single-record
@@ -152,12 +154,16 @@ unsigned cmk_store_stuck(const struct cmk_store *st);
 
 /*
  * `fn` is called (on the monitor thread) when a thread of this process is
- * found wedged: it has waited more than 2 s inside an environment that was
- * replaced, on something only a dead process could have released.  The CLI
- * exits; a daemon replaces the threads.
+ * found wedged on something only a dead process could have released: it
+ * has waited more than 2 s inside an environment that was replaced
+ * (`whole_store` false: other threads go on), or an open of the environment
+ * has not returned for 45 s (`whole_store` true: the handle is unusable).
+ * The CLI exits; a daemon replaces its threads, or exits to be restarted.
  */
-typedef void (*cmk_store_wedged_fn)(const char *path, void *arg);
+typedef void (*cmk_store_wedged_fn)(const char *path, bool whole_store, void *arg);
 void cmk_store_on_wedged(struct cmk_store *st, cmk_store_wedged_fn fn, void *arg);
+/* The callback every handle opened from now on starts with (it covers its first open too). */
+void cmk_store_set_wedged_default(cmk_store_wedged_fn fn, void *arg);
 
 /* The store's random 16-byte id (sealing salt). */
 const uint8_t *cmk_store_id(const struct cmk_store *st);
@@ -235,5 +241,19 @@ typedef int (*cmk_change_cb)(const struct cmk_change *ch, void *arg);
 int cmk_store_changes_since(struct cmk_store *st, uint64_t after, cmk_change_cb cb, void *arg);
 /* Highest sequence (0 when empty). Cheap: safe to poll. */
 int cmk_store_change_last(struct cmk_store *st, uint64_t *seq);
+
+/*
+ * The audit trail's anchor: the last line an operation recorded, written in
+ * the same transaction as the operation (audit.h).  Get: CMK_ERR_NOTFOUND
+ * before the first keyed line; with a transaction the anchor is locked for
+ * update (every appender takes it before the trail's file lock).
+ */
+#define CMK_AUDIT_MAC_LEN 32
+struct cmk_audit_anchor {
+	uint64_t seq;
+	uint8_t mac[CMK_AUDIT_MAC_LEN];
+};
+int cmk_store_audit_anchor_get(struct cmk_store *st, struct cmk_txn *txn, struct cmk_audit_anchor *out);
+int cmk_store_audit_anchor_put(struct cmk_txn *txn, const struct cmk_audit_anchor *a);
 
 #endif

@@ -12,6 +12,7 @@
 #include "testutil.h"
 
 #include <ctype.h>
+#include <inttypes.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,6 +28,7 @@
 
 #include "cmkcert/audit.h"
 #include "cmkcert/error.h"
+#include "cmkcert/store.h"
 #include "cmkcert/json.h"
 #include "cmkcert/util.h"
 
@@ -155,24 +157,24 @@ static bool is_time_ms(const char *s)
 /* Verify and expect a failure at `bad` with `why` in the detail. */
 static void expect_bad(const char *path, uint64_t bad, uint64_t lines, const char *why)
 {
-	uint64_t n = 0, b = 0;
+	struct cmk_audit_report r;
 
-	assert_int_equal(cmk_audit_verify(path, &n, &b), CMK_ERR_AUDIT);
+	assert_int_equal(cmk_audit_verify(path, NULL, &r), CMK_ERR_AUDIT);
 	assert_contains(cmk_errdetail(), why);
-	assert_int_equal(b, bad);
-	assert_int_equal(n, lines);
+	assert_int_equal(r.bad_line, bad);
+	assert_int_equal(r.lines, lines);
 }
 
 static void expect_ok(const char *path, uint64_t lines)
 {
-	uint64_t n = 0, b = 99;
-	int rc = cmk_audit_verify(path, &n, &b);
+	struct cmk_audit_report r;
+	int rc = cmk_audit_verify(path, NULL, &r);
 
 	if (rc != 0)
 		print_error("verify: %s\n", cmk_errdetail());
 	assert_int_equal(rc, 0);
-	assert_int_equal(n, lines);
-	assert_int_equal(b, 0);
+	assert_int_equal(r.lines, lines);
+	assert_int_equal(r.bad_line, 0);
 }
 
 /* ---- format ----------------------------------------------------------- */
@@ -748,6 +750,342 @@ static void test_threads_share_a_handle(void **state)
 	expect_ok(fx->path, 200);
 }
 
+/* ---- keyed and anchored ---------------------------------------------- */
+
+static const uint8_t test_key[32] = "0123456789abcdef0123456789abcdef";
+
+struct kfx {
+	char dir[64];
+	char path[128];
+	char store_path[128];
+	struct cmk_store *st;
+	struct cmk_audit *a;
+};
+
+static int setup_keyed(void **state)
+{
+	struct kfx *fx = calloc(1, sizeof(*fx));
+
+	if (fx == NULL || tu_mkdtemp(fx->dir, sizeof(fx->dir), "kaudit") != 0) {
+		free(fx);
+		return -1;
+	}
+	snprintf(fx->path, sizeof(fx->path), "%s/audit.log", fx->dir);
+	snprintf(fx->store_path, sizeof(fx->store_path), "%s/store", fx->dir);
+	if (cmk_store_open(fx->store_path, &fx->st) != 0 || cmk_audit_open(fx->path, &fx->a) != 0)
+		return -1;
+	cmk_audit_bind(fx->a, fx->st, test_key);
+	*state = fx;
+	return 0;
+}
+
+static int teardown_keyed(void **state)
+{
+	struct kfx *fx = *state;
+	int rc;
+
+	cmk_audit_close(fx->a);
+	cmk_store_close(fx->st);
+	rc = tu_rmtree(fx->dir);
+	free(fx);
+	return rc;
+}
+
+/* Verify with the key and the store's anchor. */
+static int verify_keyed(struct kfx *fx, struct cmk_audit_report *r)
+{
+	struct cmk_audit_anchor anc = { 0 };
+	struct cmk_audit_check chk = { test_key, &anc };
+	int rc = cmk_store_audit_anchor_get(fx->st, NULL, &anc);
+
+	assert_true(rc == 0 || rc == CMK_ERR_NOTFOUND);
+	return cmk_audit_verify(fx->path, &chk, r);
+}
+
+static void keyed_lines(struct kfx *fx, int n)
+{
+	for (int i = 0; i < n; i++)
+		assert_ok(append(fx->a, i % 2 ? CMK_AUDIT_KEY_READ : CMK_AUDIT_CREATE, "cmkcertfs", "ten lines"));
+}
+
+static void test_keyed_trail_verifies_with_its_key_only(void **state)
+{
+	static const uint8_t other[32] = "another key, not the trail's one";
+	struct kfx *fx = *state;
+	struct cmk_audit_check chk = { other, NULL };
+	struct cmk_audit_report r;
+	struct lines l;
+
+	keyed_lines(fx, 3);
+	assert_ok(verify_keyed(fx, &r));
+	assert_int_equal(r.lines, 3);
+	assert_int_equal(r.keyed_from, 1);
+	assert_int_equal(r.anchored, 3);
+	assert_int_equal(r.unanchored, 0);
+	read_lines(fx->path, &l);
+	assert_contains(l.v[2], "\"mac\":\"");
+	free(l.text);
+	/* The wrong key: the first line already fails. */
+	assert_int_equal(cmk_audit_verify(fx->path, &chk, &r), CMK_ERR_AUDIT);
+	assert_int_equal(r.bad_line, 1);
+	assert_contains(cmk_errdetail(), "MAC does not match");
+}
+
+/* Rewrite line i (0-based) of l in place with new text (the caller keeps `text` alive). */
+static void rechain(struct lines *l, size_t from)
+{
+	static char buf[64][4096];
+	char prev[65];
+
+	for (size_t i = from; i < l->n; i++) {
+		char *p;
+
+		if (i == 0)
+			memcpy(prev, ZEROS, sizeof(prev));
+		else
+			sha256_hex(l->v[i - 1], prev);
+		snprintf(buf[i], sizeof(buf[i]), "%s", l->v[i]);
+		/* Renumber and re-hash as someone without the key would: seq and prev, MAC left as it was. */
+		p = strstr(buf[i], "\"seq\":");
+		assert_non_null(p);
+		{
+			char tail[4096];
+			char *end = strchr(p, ',');
+			snprintf(tail, sizeof(tail), "%s", end);
+			snprintf(p, sizeof(buf[i]) - (size_t)(p - buf[i]), "\"seq\":%zu%s", i + 1, tail);
+		}
+		p = strstr(buf[i], "\"prev\":\"");
+		assert_non_null(p);
+		memcpy(p + 8, prev, 64);
+		l->v[i] = buf[i];
+	}
+}
+
+enum tamper { T_EDIT, T_SPACE, T_DELETE, T_SWAP, T_DUPLICATE, T_TORN, T_CUT_LAST, T_CUT_THREE, T_FORGE_APPEND,
+	      T_EDIT_RECHAIN, T_DELETE_RECHAIN, T_COUNT };
+
+static const char *const tamper_names[T_COUNT] = { "edit a value", "whitespace edit", "delete a line",
+	"swap two lines", "duplicate a line", "torn last line", "remove the last line", "remove the last 3 lines",
+	"append a forged line with a recomputed hash", "edit and re-chain the rest",
+	"delete and re-chain the rest" };
+
+static void tamper(struct kfx *fx, enum tamper t)
+{
+	static char forged[4096], edited[4096];
+	struct lines l;
+	char prev[65], *p;
+	size_t n;
+
+	read_lines(fx->path, &l);
+	n = l.n;
+	switch (t) {
+	case T_EDIT:
+		snprintf(edited, sizeof(edited), "%s", l.v[4]);
+		p = strstr(edited, "ten lines");
+		memcpy(p, "TEN", 3);
+		l.v[4] = edited;
+		break;
+	case T_SPACE:
+		snprintf(edited, sizeof(edited), "%s", l.v[4]);
+		p = strchr(edited, ',');
+		memmove(p + 2, p + 1, strlen(p + 1) + 1);
+		p[1] = ' ';
+		l.v[4] = edited;
+		break;
+	case T_DELETE:
+		memmove(&l.v[4], &l.v[5], (n - 5) * sizeof(l.v[0]));
+		n--;
+		break;
+	case T_SWAP:
+		p = l.v[3];
+		l.v[3] = l.v[4];
+		l.v[4] = p;
+		break;
+	case T_DUPLICATE:
+		memmove(&l.v[5], &l.v[4], (n - 4) * sizeof(l.v[0]));
+		n++;
+		break;
+	case T_TORN:
+		l.v[n - 1][strlen(l.v[n - 1]) / 2] = '\0';
+		write_lines(fx->path, l.v, n, false);
+		free(l.text);
+		return;
+	case T_CUT_LAST:
+		n -= 1;
+		break;
+	case T_CUT_THREE:
+		n -= 3;
+		break;
+	case T_FORGE_APPEND:
+		sha256_hex(l.v[n - 1], prev);
+		snprintf(forged, sizeof(forged), "{\"seq\":%zu,\"time\":\"2026-12-07T00:00:00.000Z\",\"event\":"
+			 "\"credentialCreate\",\"outcome\":\"success\",\"prev\":\"%s\"}", n + 1, prev);
+		l.v[n++] = forged;
+		break;
+	case T_EDIT_RECHAIN:
+		snprintf(edited, sizeof(edited), "%s", l.v[4]);
+		p = strstr(edited, "ten lines");
+		memcpy(p, "TEN", 3);
+		l.v[4] = edited;
+		l.n = n;
+		rechain(&l, 5);
+		break;
+	case T_DELETE_RECHAIN:
+		memmove(&l.v[4], &l.v[5], (n - 5) * sizeof(l.v[0]));
+		n--;
+		l.n = n;
+		rechain(&l, 4);
+		break;
+	case T_COUNT:
+		break;
+	}
+	write_lines(fx->path, l.v, n, true);
+	free(l.text);
+}
+
+/* Each of the ways to tamper with a trail, on a fresh keyed, anchored trail of ten lines. */
+static void test_every_tampering_is_found(void **state)
+{
+	struct kfx *fx = *state;
+	struct cmk_audit_report r;
+	char *orig = NULL;
+	size_t len;
+
+	keyed_lines(fx, 10);
+	assert_ok(verify_keyed(fx, &r));
+	assert_int_equal(cmk_read_file(fx->path, 1 << 20, &orig, &len), 0);
+	for (int t = 0; t < T_COUNT; t++) {
+		FILE *f;
+		int rc;
+
+		tamper(fx, (enum tamper)t);
+		rc = verify_keyed(fx, &r);
+		if (rc != CMK_ERR_AUDIT)
+			fail_msg("tampering not found: %s", tamper_names[t]);
+		if (getenv("CMK_TEST_SHOW") != NULL)
+			print_message("%-45s line %" PRIu64 ": %s\n", tamper_names[t], r.bad_line, cmk_errdetail());
+		assert_true(r.bad_line > 0);
+		/* Nor does an append continue such a trail: it would bless the damage. */
+		if (t == T_CUT_LAST || t == T_CUT_THREE) {
+			assert_int_equal(append(fx->a, CMK_AUDIT_KEY_READ, "cmkcertfs", "after the cut"), CMK_ERR_AUDIT);
+			assert_contains(cmk_errdetail(), "lines were removed");
+		}
+		f = fopen(fx->path, "w");
+		assert_non_null(f);
+		assert_int_equal(fwrite(orig, 1, len, f), len);
+		assert_int_equal(fclose(f), 0);
+		assert_ok(verify_keyed(fx, &r));
+	}
+	free(orig);
+}
+
+/* A write cut short by a crash (never anchored) is removed by the next append, which records it. */
+static void test_interrupted_write_is_repaired_and_recorded(void **state)
+{
+	struct kfx *fx = *state;
+	struct cmk_audit_report r;
+	struct lines l;
+	FILE *f;
+
+	keyed_lines(fx, 3);
+	f = fopen(fx->path, "a");
+	assert_non_null(f);
+	fputs("{\"seq\":4,\"time\":\"2026-12-07T", f);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(verify_keyed(fx, &r), CMK_ERR_AUDIT);
+	assert_int_equal(r.bad_line, 4);
+	assert_contains(cmk_errdetail(), "incomplete last line");
+	assert_ok(append(fx->a, CMK_AUDIT_KEY_READ, "cmkcertfs", "after a crash"));
+	assert_ok(verify_keyed(fx, &r));
+	assert_int_equal(r.lines, 5);
+	assert_int_equal(r.repairs, 1);
+	read_lines(fx->path, &l);
+	assert_contains(l.v[3], "\"outcome\":\"repaired\"");
+	assert_contains(l.v[3], "removed an incomplete last line of 28 bytes (sha256 ");
+	free(l.text);
+}
+
+/* An anchored line cut short was not a crash: appending stops, verify says so. */
+static void test_cut_inside_an_anchored_line_is_not_repaired(void **state)
+{
+	struct kfx *fx = *state;
+	struct cmk_audit_report r;
+
+	keyed_lines(fx, 4);
+	assert_int_equal(truncate(fx->path, 200), 0);
+	assert_int_equal(append(fx->a, CMK_AUDIT_KEY_READ, "cmkcertfs", "after the cut"), CMK_ERR_AUDIT);
+	assert_contains(cmk_errdetail(), "cut inside");
+	assert_int_equal(verify_keyed(fx, &r), CMK_ERR_AUDIT);
+}
+
+/* Lines of a transaction that did not commit stay, unanchored, and verify. */
+static void test_lines_of_an_aborted_transaction_are_unanchored(void **state)
+{
+	struct kfx *fx = *state;
+	struct cmk_audit_event ev = CMK_AUDIT_EVENT_INIT;
+	struct cmk_audit_report r;
+	struct cmk_txn *txn;
+
+	keyed_lines(fx, 2);
+	ev.event = CMK_AUDIT_ACTIVATE;
+	ev.outcome = "success";
+	assert_ok(cmk_store_begin(fx->st, &txn));
+	assert_ok(cmk_audit_append_txn(fx->a, txn, &ev, 1));
+	cmk_store_abort(txn);
+	assert_ok(verify_keyed(fx, &r));
+	assert_int_equal(r.anchored, 2);
+	assert_int_equal(r.unanchored, 1);
+	/* The next committed append anchors past it. */
+	keyed_lines(fx, 1);
+	assert_ok(verify_keyed(fx, &r));
+	assert_int_equal(r.anchored, 4);
+	assert_int_equal(r.unanchored, 0);
+}
+
+/* A trail written before keying: its lines are vouched for by the first keyed line. */
+static void test_older_unkeyed_lines_then_keyed(void **state)
+{
+	struct kfx *fx = *state;
+	struct cmk_audit_report r;
+	struct cmk_audit *old = NULL;
+	struct lines l;
+
+	assert_ok(cmk_audit_open(fx->path, &old));
+	assert_ok(append(old, CMK_AUDIT_CREATE, "cli:uid=0", "before keying"));
+	assert_ok(append(old, CMK_AUDIT_ACTIVATE, "cli:uid=0", "before keying"));
+	cmk_audit_close(old);
+	keyed_lines(fx, 2);
+	assert_ok(verify_keyed(fx, &r));
+	assert_int_equal(r.keyed_from, 3);
+	/* An edit in the unkeyed part still breaks the keyed line after it. */
+	read_lines(fx->path, &l);
+	*strstr(l.v[0], "before") = 'B';
+	write_lines(fx->path, l.v, l.n, true);
+	free(l.text);
+	assert_int_equal(verify_keyed(fx, &r), CMK_ERR_AUDIT);
+	assert_int_equal(r.bad_line, 2);
+	/* Stripping every MAC (and re-chaining) does not make it an "older" trail: the anchor remembers. */
+}
+
+static void test_stripped_macs_are_found(void **state)
+{
+	struct kfx *fx = *state;
+	struct cmk_audit_report r;
+	struct lines l;
+
+	keyed_lines(fx, 3);
+	read_lines(fx->path, &l);
+	for (size_t i = 0; i < l.n; i++) {
+		char *m = strstr(l.v[i], ",\"mac\":\"");
+		strcpy(m, "}");
+	}
+	rechain(&l, 1);
+	write_lines(fx->path, l.v, l.n, true);
+	free(l.text);
+	assert_int_equal(verify_keyed(fx, &r), CMK_ERR_AUDIT);
+	assert_contains(cmk_errdetail(), "not the line the store recorded");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -772,6 +1110,16 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_handle_inherited_by_fork, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads_share_a_handle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keyed_trail_verifies_with_its_key_only, setup_keyed, teardown_keyed),
+		cmocka_unit_test_setup_teardown(test_every_tampering_is_found, setup_keyed, teardown_keyed),
+		cmocka_unit_test_setup_teardown(test_interrupted_write_is_repaired_and_recorded, setup_keyed,
+						teardown_keyed),
+		cmocka_unit_test_setup_teardown(test_cut_inside_an_anchored_line_is_not_repaired, setup_keyed,
+						teardown_keyed),
+		cmocka_unit_test_setup_teardown(test_lines_of_an_aborted_transaction_are_unanchored, setup_keyed,
+						teardown_keyed),
+		cmocka_unit_test_setup_teardown(test_older_unkeyed_lines_then_keyed, setup_keyed, teardown_keyed),
+		cmocka_unit_test_setup_teardown(test_stripped_macs_are_found, setup_keyed, teardown_keyed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -35,7 +35,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 # Library modules, in dependency order.
-CORE := error log util crypto_mbedtls crypto_crl names config json http_curl openbao openbao_parse openbao_pki seal store_env store_cond store_bdb store_codec audit audit_verify \
+CORE := error log util crypto_mbedtls crypto_crl names config json http_curl openbao openbao_parse openbao_pki seal store_env store_cond store_bdb store_keys store_codec audit audit_verify \
 	probe_tls kmip lifecycle issue op_check op_add op_renew op_revoke op_verify
 CORE_OBJS := $(CORE:%=$(BUILD)/core/%.o)
 LIB := $(BUILD)/libcmkcert.a
@@ -53,8 +53,8 @@ T_config := $(BASE) names config
 T_json := $(BASE) json
 T_crypto := $(BASE) crypto_crl
 T_seal := $(BASE) names config seal
-T_store := $(BASE) names config store_env store_cond store_bdb store_codec
-T_audit := $(BASE) names config json store_env store_cond store_bdb store_codec audit audit_verify
+T_store := $(BASE) names config store_env store_cond store_bdb store_keys store_codec
+T_audit := $(BASE) names config json store_env store_cond store_bdb store_keys store_codec audit audit_verify
 T_http := $(BASE) http_curl
 T_openbao := $(BASE) names config json http_curl openbao openbao_parse openbao_pki
 T_probe := $(BASE) kmip probe_tls
@@ -97,8 +97,8 @@ unit-asan:
 	@$(MAKE) --no-print-directory SAN=1 unit
 
 # Test helpers run by the integration tests.
-HELPERS := $(BUILD)/tests/die_inside_store
-$(BUILD)/tests/die_inside_store: $(BUILD)/tests/helpers/die_inside_store.o $(LIB)
+HELPERS := $(BUILD)/tests/die_inside_store $(BUILD)/tests/store_blob
+$(BUILD)/tests/%: $(BUILD)/tests/helpers/%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 integration: all $(HELPERS)

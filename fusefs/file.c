@@ -111,10 +111,14 @@ bool file_stat(struct cmkfs *fs, const struct fuse_file_info *fi, struct stat *s
 	return current;
 }
 
-/* Queue an event whose open fails anyway; if even that cannot be recorded, say so. */
+/*
+ * Record an open that fails anyway.  It is not waited for, and a caller
+ * refused again and again is counted rather than written line by line
+ * (refusals.h); if even that is impossible, say so.
+ */
 static void record_refusal(struct cmkfs *fs, const struct keyread_event *ev)
 {
-	if (auditq_record(fs->auditq, ev, false) != 0)
+	if (auditq_refused(fs->auditq, ev) != 0)
 		cmk_log(CMK_LOG_ERROR, "audit: privateKeyRead %s by uid %ld pid %ld (%s) not recorded: %s",
 			ev->outcome, ev->uid, ev->pid, ev->detail, cmk_errdetail());
 }

@@ -2,9 +2,12 @@
  * log.c - the library's single reporting channel: a callback set by main().
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cmkcert/log.h"
+#include "cmkcert/util.h"
 
 static cmk_log_fn log_fn;
 static void *log_arg;
@@ -27,6 +30,42 @@ void cmk_log(enum cmk_log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	log_fn(level, msg, log_arg);
+}
+
+void cmk_log_limited(struct cmk_log_limit *lim, enum cmk_log_level level, const char *fmt, ...)
+{
+	unsigned long left_out = 0;
+	int64_t now = cmk_monotonic_ms();
+	char msg[1024];
+	size_t len;
+	va_list ap;
+	bool pass;
+
+	if (log_fn == NULL || level < log_min)
+		return;
+	pthread_mutex_lock(&lim->mu);
+	if (lim->window_start == 0 || now - lim->window_start >= CMK_LOG_LIMIT_MS) {
+		lim->window_start = now;
+		lim->passed = 0;
+	}
+	pass = lim->passed < CMK_LOG_LIMIT_BURST;
+	if (pass) {
+		lim->passed++;
+		left_out = lim->left_out;
+		lim->left_out = 0;
+	} else {
+		lim->left_out++;
+	}
+	pthread_mutex_unlock(&lim->mu);
+	if (!pass)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	len = strlen(msg);
+	if (left_out > 0 && len < sizeof(msg))
+		snprintf(msg + len, sizeof(msg) - len, " (%lu like this left out)", left_out);
 	log_fn(level, msg, log_arg);
 }
 

@@ -41,11 +41,11 @@ CORE_OBJS := $(CORE:%=$(BUILD)/core/%.o)
 LIB := $(BUILD)/libcmkcert.a
 
 CLI_OBJS := $(BUILD)/cli/main.o $(BUILD)/cli/output.o $(BUILD)/cli/commands.o $(BUILD)/cli/cmd_lifecycle.o
-FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops file access lockmem auditq refusals watch notify sched keeper pin)
+FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops file access lockmem auditq refusals watch notify announce sched keeper pin)
 
 # Unit tests: tests/unit/test_<name>.c, linked with the objects they exercise.
 BASE := error log util crypto_mbedtls
-UNIT := error util names config json crypto seal store audit http openbao probe kmip lifecycle
+UNIT := error util names config json crypto seal store audit http openbao probe kmip lifecycle pins
 T_error := $(BASE)
 T_util := $(BASE)
 T_names := $(BASE) names
@@ -60,6 +60,9 @@ T_openbao := $(BASE) names config json http_curl openbao openbao_parse openbao_p
 T_probe := $(BASE) kmip probe_tls
 T_kmip := $(BASE) kmip
 T_lifecycle := $(CORE)
+T_pins := $(BASE) names config seal
+# Unit tests of the daemon's own parts link these from fusefs/ as well.
+TF_pins := pin version
 UNIT_BINS := $(UNIT:%=$(BUILD)/tests/test_%)
 
 .PHONY: all deps check unit unit-asan integration demo bench install clean
@@ -84,7 +87,8 @@ $(BUILD)/cmkcertfs: $(FUSE_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(FUSE_LIBS) $(LDLIBS)
 
 .SECONDEXPANSION:
-$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $$(addprefix $(BUILD)/core/,$$(addsuffix .o,$$(T_$$*)))
+$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $$(addprefix $(BUILD)/core/,$$(addsuffix .o,$$(T_$$*))) \
+		$$(addprefix $(BUILD)/fusefs/,$$(addsuffix .o,$$(TF_$$*)))
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS)
 
 deps:

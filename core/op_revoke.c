@@ -88,6 +88,20 @@ static int mark_revoking(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
 	return rc;
 }
 
+/*
+ * All of them in one transaction, before the first is revoked: a crash after
+ * revoking some must not leave the others live with no trace of the intent.
+ */
+static int mark_all_revoking(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
+{
+	struct ids *ids = arg;
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < ids->n; i++)
+		rc = mark_revoking(ctx, txn, &ids->v[i]);
+	return rc;
+}
+
 static int mark(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
 {
 	struct mark_arg *a = arg;
@@ -155,14 +169,15 @@ static int revoke_locked(struct cmk_ctx *ctx, const char *tenant, const char *ty
 		rc = cmk_fail(CMK_ERR_NOTFOUND, "tenant %s has no %s certificate to revoke", tenant, type);
 		goto out;
 	}
+	if ((rc = cmk_lc_with_txn(ctx, mark_all_revoking, &ids, NULL)) != 0)
+		goto out;
 	for (size_t i = 0; i < ids.n; i++) {
 		struct cmk_bao_revocation rv = { 0 };
 		struct cmk_cert_record rec = { 0 };
 		int64_t t0 = cmk_monotonic_ms();
 		struct mark_arg m = { ids.v[i], CMK_ST_REVOKED, NULL };
 
-		if ((rc = cmk_lc_with_txn(ctx, mark_revoking, &ids.v[i], NULL)) != 0 ||
-		    (rc = cmk_store_cert_get(ctx->store, NULL, ids.v[i], &rec)) != 0)
+		if ((rc = cmk_store_cert_get(ctx->store, NULL, ids.v[i], &rec)) != 0)
 			break;
 		rc = revoke_one(ctx, &rec, &rv);
 		if (rc == CMK_ERR_STATE) {

@@ -671,14 +671,24 @@ static void fork_prepare(void)
 	pthread_rwlock_wrlock(&fork_guard);
 }
 
-static void fork_done(void)
+static void fork_parent(void)
 {
 	pthread_rwlock_unlock(&fork_guard);
 }
 
+/*
+ * Not an unlock: glibc knows the writer by thread id, and the child's one
+ * thread has a new id, so its unlock would count as a reader's and leave the
+ * lock held for good.  The child is single-threaded here: start afresh.
+ */
+static void fork_child(void)
+{
+	pthread_rwlock_init(&fork_guard, NULL);
+}
+
 static void install_fork_guard(void)
 {
-	pthread_atfork(fork_prepare, fork_done, fork_done);
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 /* Retired generations with a thread inside for too long: report each once.  Called under st->mu. */

@@ -7,8 +7,9 @@
  *     the in-memory tree only; the one slow-ish thing they do is unseal a key
  *     (local AES-GCM) at open();
  *   - the watcher tails the store's change log and swaps new versions into
- *     the tree, then tells the kernel what to forget (watch.c); while it is
- *     behind, key files fail closed;
+ *     the tree (watch.c); while it is behind, key files fail closed;
+ *   - the announcer performs the tree's changes of names through the mount,
+ *     so that inotify watchers hear of them (announce.c);
  *   - the audit writer drains key-read events to the audit trail (auditq.c);
  *   - the renewal scheduler and its workers renew, expire and clean up
  *     (sched.c); they talk to OpenBao and change the store, and the watcher
@@ -34,8 +35,8 @@ struct lockmem;
 struct auditq;
 struct watcher;
 struct sched;
-struct pins;
 struct fh;
+struct announcer;
 
 /*
  * How long the kernel may cache names and attributes.  Every change is
@@ -62,7 +63,9 @@ struct cmkfs {
 	atomic_int_fast64_t synced_ms;  /* when the tree last showed the store as it was (watch.h) */
 	pthread_mutex_t synced_mu;    /* with synced_cv: key opens wait for the watcher to catch up */
 	pthread_cond_t synced_cv;     /* CLOCK_MONOTONIC */
-	struct pins *pins;            /* (process, tenant, type) -> version, under the tree lock (pin.h) */
+	struct announcer *announcer;  /* changes of names, made through the mount (announce.h) */
+	atomic_int announcer_tid;     /* its thread id, the only caller allowed to change the mount */
+	bool mount_readonly;          /* the mount is read-only for the kernel (announce.h) */
 	struct fh *key_handles;       /* open handles holding a plaintext key (under the tree lock) */
 	struct fuse_session *se;
 	const char *mountpoint;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "cmkcert/error.h"
 #include "cmkcert/log.h"
@@ -31,18 +32,13 @@ struct fh {
 	unsigned long refs;           /* atomic: the open file, and each read replying from it */
 	struct node *node;            /* kept alive by node->handles */
 	struct fsver *ver;            /* the version this handle reads */
-	bool cached;                  /* counted in node->cache_users */
+	char path[TREE_NAME_MAX * 2]; /* for the audit trail and messages */
 	const char *data;             /* what read() serves */
 	size_t len;
 	struct lockbuf buf;           /* key and bundle bytes */
 	bool listed;                  /* in fs->key_handles, to be wiped if never released */
 	struct fh *prev, *next;
 };
-
-static const char *dir_of(enum node_kind kind)
-{
-	return kind == NODE_KEY ? "/private" : "/bundle";
-}
 
 /* Undo the bookkeeping of open() and free the handle.  Called with the tree lock held. */
 static void fh_drop_locked(struct cmkfs *fs, struct fh *fh)
@@ -57,7 +53,7 @@ static void fh_drop_locked(struct cmkfs *fs, struct fh *fh)
 		if (fh->next != NULL)
 			fh->next->prev = fh->prev;
 	}
-	tree_handle_released(fs->tree, n, fh->cached);
+	tree_handle_released(fs->tree, n);
 }
 
 static void fh_free(struct cmkfs *fs, struct fh *fh)
@@ -81,8 +77,8 @@ static void fh_put(struct cmkfs *fs, struct fh *fh)
 		fh_free(fs, fh);
 }
 
-static void audit_event(struct keyread_event *ev, fuse_req_t req, enum node_kind kind, const char *name,
-			const struct fsver *v, const char *outcome, const char *why)
+static void audit_event(struct keyread_event *ev, fuse_req_t req, const char *path, const struct fsver *v,
+			const char *outcome, const char *why)
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
 
@@ -92,7 +88,7 @@ static void audit_event(struct keyread_event *ev, fuse_req_t req, enum node_kind
 	memcpy(ev->type, v->type, sizeof(ev->type));
 	memcpy(ev->serial, v->serial, sizeof(ev->serial));
 	memcpy(ev->fingerprint, v->fingerprint, sizeof(ev->fingerprint));
-	snprintf(ev->detail, sizeof(ev->detail), "%s/%s%s%s", dir_of(kind), name, why ? ": " : "", why ? why : "");
+	snprintf(ev->detail, sizeof(ev->detail), "%s%s%s", path, why ? ": " : "", why ? why : "");
 	ev->record_id = v->record_id;
 	ev->uid = (long)c->uid;
 	ev->gid = (long)c->gid;
@@ -106,7 +102,7 @@ bool file_stat(struct cmkfs *fs, const struct fuse_file_info *fi, struct stat *s
 
 	tree_lock(fs->tree);
 	tree_stat_version(fs->tree, fh->node, fh->ver, st);
-	current = fh->node->ver == fh->ver;
+	current = fh->node->ver == fh->ver && tree_node_visible(fs->tree, fh->node);
 	tree_unlock(fs->tree);
 	return current;
 }
@@ -125,12 +121,11 @@ static void record_refusal(struct cmkfs *fs, const struct keyread_event *ev)
 			ev->outcome, ev->uid, ev->pid, ev->detail, cmk_errdetail());
 }
 
-void file_audit_refused(struct cmkfs *fs, fuse_req_t req, enum node_kind kind, const char *name,
-			const struct fsver *v)
+void file_audit_refused(struct cmkfs *fs, fuse_req_t req, const char *path, const struct fsver *v)
 {
 	struct keyread_event ev;
 
-	audit_event(&ev, req, kind, name, v, "denied", "kernel permission check");
+	audit_event(&ev, req, path, v, "denied", "kernel permission check");
 	record_refusal(fs, &ev);
 }
 
@@ -139,7 +134,8 @@ static int fill_key(struct cmkfs *fs, struct fh *fh)
 {
 	const struct fsver *v = fh->ver;
 	struct cmk_seal_aad aad = { v->tenant, v->type, v->record_id, v->serial };
-	size_t len = fh->node->kind == NODE_KEY ? v->key_len : fsver_bundle_len(v), pt_len = 0;
+	bool bundle = fh->node->kind == FK_BUNDLE;
+	size_t len = bundle ? fsver_bundle_len(v) : v->key_len, pt_len = 0;
 	uint8_t *p;
 	int rc;
 
@@ -151,7 +147,7 @@ static int fill_key(struct cmkfs *fs, struct fh *fh)
 		rc = cmk_fail(CMK_ERR_INTERNAL, "unsealed %zu bytes, expected %zu", pt_len, v->key_len);
 	if (rc != 0)
 		return rc;
-	if (fh->node->kind == NODE_BUNDLE) {
+	if (bundle) {
 		p[v->key_len] = '\n';
 		memcpy(p + v->key_len + 1, v->cert, v->cert_len);
 		memcpy(p + v->key_len + 1 + v->cert_len, v->chain, v->chain_len);
@@ -164,27 +160,46 @@ static int fill_key(struct cmkfs *fs, struct fh *fh)
 /* For a key file: unseal, then record the read.  Returns an errno value. */
 static int open_key(struct cmkfs *fs, fuse_req_t req, struct fh *fh)
 {
-	enum node_kind kind = fh->node->kind;
-	const char *name = fh->node->name;
-	struct keyread_event ev;
 	static struct cmk_log_limit unseal_lim = CMK_LOG_LIMIT_INIT, audit_lim = CMK_LOG_LIMIT_INIT;
+	struct keyread_event ev;
 	int rc;
 
 	if ((rc = fill_key(fs, fh)) != 0) {
-		cmk_log_limited(&unseal_lim, CMK_LOG_ERROR, "open %s/%s: %s", dir_of(kind), name,
-			rc == CMK_ERR_NOMEM ? "out of memory" : cmk_errdetail());
-		audit_event(&ev, req, kind, name, fh->ver, "failure", cmk_strerror(rc));
+		cmk_log_limited(&unseal_lim, CMK_LOG_ERROR, "open %s: %s", fh->path,
+				rc == CMK_ERR_NOMEM ? "out of memory" : cmk_errdetail());
+		audit_event(&ev, req, fh->path, fh->ver, "failure", cmk_strerror(rc));
 		record_refusal(fs, &ev);
 		return rc == CMK_ERR_NOMEM ? ENOMEM : EIO;
 	}
-	audit_event(&ev, req, kind, name, fh->ver, "success", NULL);
+	audit_event(&ev, req, fh->path, fh->ver, "success", NULL);
 	/* Written ahead: the key goes out only once its record is on disk and anchored. */
 	if (auditq_record(fs->auditq, &ev, true) != 0) {
-		cmk_log_limited(&audit_lim, CMK_LOG_ERROR, "open %s/%s: refused: %s", dir_of(kind), name,
-				cmk_errdetail());
+		cmk_log_limited(&audit_lim, CMK_LOG_ERROR, "open %s: refused: %s", fh->path, cmk_errdetail());
 		return EIO;
 	}
 	return 0;
+}
+
+/* The bytes a certificate or chain file serves. */
+static void fill_public(struct fh *fh)
+{
+	const struct fsver *v = fh->ver;
+
+	switch (fh->node->kind) {
+	case FK_CERT:
+		fh->data = v->cert;
+		fh->len = v->cert_len;
+		break;
+	case FK_TLSCRT:
+		/* Leaf and chain in one allocation-free read: see file_read(). */
+		fh->data = NULL;
+		fh->len = v->cert_len + v->chain_len;
+		break;
+	default:
+		fh->data = v->chain;
+		fh->len = v->chain_len;
+		break;
+	}
 }
 
 void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -195,7 +210,7 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fh *fh;
 	struct node *n;
 	struct stat st;
-	pid_t tgid;
+	pid_t tid = fuse_req_ctx(req)->pid, tgid;
 	int err;
 
 	/* The mount is read-only; the kernel refuses these first, this is the second line. */
@@ -207,31 +222,35 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	tgid = pins_tgid(fuse_req_ctx(req)->pid, cmk_monotonic_ms());
+	tgid = pins_tgid(tid, cmk_monotonic_ms());
 	tree_lock(fs->tree);
 	n = tree_node(fs->tree, ino);
-	if (n == NULL || n->kind == NODE_DIR || !n->attached) {
-		err = n != NULL && n->kind == NODE_DIR ? EISDIR : ENOENT;
+	if (n == NULL || node_is_dir(n)) {
 		tree_unlock(fs->tree);
 		free(fh);
-		fuse_reply_err(req, err);
+		fuse_reply_err(req, n != NULL ? EISDIR : ENOENT);
+		return;
+	}
+	/*
+	 * The version of the name's slot, whichever inode of the name this
+	 * is (a rotation may have renamed another onto it meanwhile), as the
+	 * load pins choose it; none once the slot was removed.
+	 */
+	if ((fh->ver = tree_choose(fs->tree, n, tgid, tid, cmk_monotonic_ms())) == NULL) {
+		tree_unlock(fs->tree);
+		free(fh);
+		fuse_reply_err(req, ENOENT);
 		return;
 	}
 	fh->node = n;
-	/* A certificate, key or bundle: the version this process already read, if it did lately (pin.h). */
-	if (n->kind == NODE_CHAIN)
-		fh->ver = fsver_ref(n->ver);
-	else
-		fh->ver = pins_choose(fs->pins, tgid, n->kind == NODE_CERT ? PIN_CERT : n->kind == NODE_KEY ? PIN_KEY
-							: PIN_BUNDLE, n->ver, cmk_monotonic_ms());
-	n->handles++;
-	tree_stat(fs->tree, n, &st);
-	fh->cached = tree_cache_acquire(fs->tree, n, fh->ver);
+	tree_handle_opened(fs->tree, n);
+	tree_stat_version(fs->tree, n, fh->ver, &st);
+	tree_path(fs->tree, n, fh->path, sizeof(fh->path));
 	tree_unlock(fs->tree);
 
 	if (!access_may_read(req, st.st_uid, st.st_gid, st.st_mode)) {
 		if (node_has_key(n)) {
-			audit_event(&ev, req, n->kind, n->name, fh->ver, "denied", NULL);
+			audit_event(&ev, req, fh->path, fh->ver, "denied", NULL);
 			record_refusal(fs, &ev);
 		}
 		err = EACCES;
@@ -244,11 +263,10 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		 * second or two; give it that long before refusing.
 		 */
 		if (!watch_wait_current(fs, KEY_WAIT_MS)) {
-			audit_event(&ev, req, n->kind, n->name, fh->ver, "failure", "the mount is not following the store");
+			audit_event(&ev, req, fh->path, fh->ver, "failure", "the mount is not following the store");
 			record_refusal(fs, &ev);
 			cmk_log_limited(&stale_lim, CMK_LOG_WARN,
-					"open %s/%s: refused: the mount is not following the store right now",
-				dir_of(n->kind), n->name);
+					"open %s: refused: the mount is not following the store right now", fh->path);
 			err = EIO;
 			goto fail;
 		}
@@ -263,11 +281,15 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		tree_unlock(fs->tree);
 		fi->direct_io = 1;
 	} else {
-		fh->data = n->kind == NODE_CERT ? fh->ver->cert : fh->ver->chain;
-		fh->len = n->kind == NODE_CERT ? fh->ver->cert_len : fh->ver->chain_len;
-		/* See tree.h: only the version that owns the page cache reads through it. */
-		fi->direct_io = fh->cached ? 0 : 1;
-		fi->keep_cache = fh->cached ? 1 : 0;
+		fill_public(fh);
+		/*
+		 * A /ca inode shows one chain for its whole life, so its page
+		 * cache never holds two versions.  The other files may serve an
+		 * older version through a newer inode (load pins): they read with
+		 * direct I/O, never limited by the size the kernel has for the inode.
+		 */
+		fi->keep_cache = n->kind == FK_CHAIN && fh->ver == n->ver;
+		fi->direct_io = !fi->keep_cache;
 	}
 	fi->noflush = 1;
 	fh->refs = 1;
@@ -294,7 +316,23 @@ void file_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fu
 		if (n > size)
 			n = size;
 	}
-	fuse_reply_buf(req, n > 0 ? fh->data + off : NULL, n);
+	if (n > 0 && fh->data == NULL) {
+		/* tls.crt: the leaf, then the chain, from the version's own two buffers. */
+		const struct fsver *v = fh->ver;
+		size_t o = (size_t)off, first = o < v->cert_len ? v->cert_len - o : 0;
+		struct iovec iov[2];
+		int cnt = 0;
+
+		if (first > n)
+			first = n;
+		if (first > 0)
+			iov[cnt++] = (struct iovec){ (void *)(v->cert + o), first };
+		if (n > first)
+			iov[cnt++] = (struct iovec){ (void *)(v->chain + (o + first - v->cert_len)), n - first };
+		fuse_reply_iov(req, iov, cnt);
+	} else {
+		fuse_reply_buf(req, n > 0 ? fh->data + off : NULL, n);
+	}
 	fh_put(fs, fh);
 }
 

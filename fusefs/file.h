@@ -2,15 +2,14 @@
  * file.h - open files: the snapshot a handle reads, key unsealing,
  * authorization and the key-read audit.
  *
- *   /certs, /ca     the handle points at the version's bytes; reads go
- *                   through the page cache (keep_cache) only for the version
- *                   that owns the inode's cache (tree.h); any other handle,
- *                   for example one opened while readers of the previous
- *                   version are still open, reads with direct I/O, so the
- *                   cache never holds two versions.
+ *   /certs, /tls/<s>/tls.crt, ca.crt
+ *                   the handle points at the version's bytes; direct I/O,
+ *                   as a handle may read an older version than its inode
+ *                   (load pins, pin.h).
+ *   /ca             the inode's own chain, through the page cache.
  *   /private,       the key is unsealed at open() into locked memory owned
- *   /bundle         by the handle and wiped at release(); direct I/O, so
- *                   the plaintext never enters the page cache.
+ *   /bundle,        by the handle and wiped at release(); direct I/O, so
+ *   tls.key         the plaintext never enters the page cache.
  */
 #ifndef CMKCERTFS_FILE_H
 #define CMKCERTFS_FILE_H
@@ -33,8 +32,7 @@ bool file_stat(struct cmkfs *fs, const struct fuse_file_info *fi, struct stat *s
  * refusing, the kernel fetches the attributes again with the caller's
  * credentials, which is the only trace such a refusal leaves (ops.c).
  */
-void file_audit_refused(struct cmkfs *fs, fuse_req_t req, enum node_kind kind, const char *name,
-			const struct fsver *v);
+void file_audit_refused(struct cmkfs *fs, fuse_req_t req, const char *path, const struct fsver *v);
 
 /* After the session ended: wipe and free handles the kernel never released. */
 void file_shutdown(struct cmkfs *fs);

@@ -25,6 +25,7 @@
 #include "cmkcert/error.h"
 #include "cmkcert/log.h"
 #include "cmkcert/util.h"
+#include "announce.h"
 #include "auditq.h"
 #include "cmkfs.h"
 #include "detach.h"
@@ -41,7 +42,7 @@
 /* After SIGTERM: worker threads get this long to finish, the whole shutdown at most STOP_LIMIT_MS. */
 #define STOP_WORKERS_MS 3000
 #define STOP_LIMIT_MS 10000
-#define FIXED_OPTS "ro,default_permissions,fsname=cmkcertfs,subtype=cmkcert"
+#define FIXED_OPTS "default_permissions,fsname=cmkcertfs,subtype=cmkcert"
 
 struct options {
 	const char *config;       /* NULL: $CMKCERT_CONF or the default path */
@@ -226,7 +227,7 @@ static int serve(const struct options *o)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&fs.synced_cv, &ca);
 	pthread_condattr_destroy(&ca);
-	if (tree_new(fs.ctx->cfg, &fs.tree) != 0 || lockmem_new(&fs.lockmem) != 0 || pins_new(&fs.pins) != 0) {
+	if (tree_new(fs.ctx->cfg, &fs.tree) != 0 || lockmem_new(&fs.lockmem) != 0) {
 		cmk_log(CMK_LOG_ERROR, "out of memory");
 		goto out;
 	}
@@ -242,9 +243,14 @@ static int serve(const struct options *o)
 	if (fuse_session_mount(fs.se, o->mountpoint) != 0)
 		goto out;
 	mounted = true;
+	if (!(fs.mount_readonly = announce_protect_mount(o->mountpoint)))
+		cmk_log(CMK_LOG_INFO, "cannot make the mount read-only for the kernel (%s); cmkcertfs refuses every "
+			"change to it itself", strerror(errno));
 	block_signals(&old);
 	rc = auditq_start(fs.ctx->audit, fs.ctx->actor, AUDIT_QUEUE_LEN, &fs.auditq);
 	fs.run_scheduler = !o->no_scheduler;
+	if (rc == 0)
+		rc = announcer_start(&fs, &fs.announcer);
 	if (rc == 0 && (rc = keeper_start(&fs, seq)) == 0)
 		started = true;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -272,6 +278,8 @@ out:
 		cmk_log(CMK_LOG_WARN, "a worker thread stuck in the store was left behind");
 	if (mounted)
 		fuse_session_unmount(fs.se);
+	/* After the unmount: an operation it has in flight on the mount fails now. */
+	announcer_stop(fs.announcer, cmk_monotonic_ms() + STOP_WORKERS_MS);
 	auditq_stop(fs.auditq);
 	if (handlers)
 		fuse_remove_signal_handlers(fs.se);
@@ -281,7 +289,6 @@ out:
 		file_shutdown(&fs);
 	/* A thread left behind may still point at the tree and the store: leave them to the exit. */
 	if (!fs.abandoned_threads) {
-		pins_free(fs.pins);
 		tree_free(fs.tree);
 		lockmem_free(fs.lockmem);
 		cmk_ctx_free(fs.ctx);

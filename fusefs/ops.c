@@ -1,6 +1,7 @@
 /*
  * ops.c - the FUSE low-level operations of cmkcertfs: names, attributes,
- * directory listings, and EROFS for everything that would change the tree.
+ * directory listings, the announcer's renames and unlinks, and EROFS for
+ * every other change.
  * Opening and reading files is in file.c.
  *
  * Every handler answers from the in-memory tree under its lock and replies
@@ -12,6 +13,7 @@
 #include <sys/statvfs.h>
 
 #include "access.h"
+#include "announce.h"
 #include "file.h"
 #include "tree.h"
 
@@ -28,6 +30,9 @@ static void fill_entry(struct fuse_entry_param *e, const struct tree *t, const s
 	e->attr_timeout = CMKFS_ATTR_TIMEOUT;
 	e->entry_timeout = CMKFS_ENTRY_TIMEOUT;
 	tree_stat(t, n, &e->attr);
+	/* A name only the announcer sees (pending or leaving) is not for the kernel to keep. */
+	if (!tree_node_visible(t, n))
+		e->entry_timeout = e->attr_timeout = 0;
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -57,17 +62,20 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct cmkfs *fs = fs_of(req);
+	bool announcer = announcer_is_caller(fs, req), nomem;
 	struct fuse_entry_param e;
 	struct node *n;
 
 	tree_lock(fs->tree);
-	n = tree_lookup(fs->tree, parent, name);
-	if (n != NULL) {
-		tree_ref(fs->tree, n);
+	n = tree_lookup_ref(fs->tree, parent, name, announcer, &nomem);
+	if (n != NULL)
 		fill_entry(&e, fs->tree, n);
-	}
 	tree_unlock(fs->tree);
 	if (n == NULL) {
+		if (nomem) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
 		/* A negative entry the kernel may cache briefly (see CMKFS_NEGATIVE_TIMEOUT). */
 		memset(&e, 0, sizeof(e));
 		e.entry_timeout = CMKFS_NEGATIVE_TIMEOUT;
@@ -115,8 +123,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct cmkfs *fs = fs_of(req);
 	struct fsver *v = NULL;
-	enum node_kind kind = NODE_DIR;
-	const char *name = NULL;
+	char path[TREE_NAME_MAX * 2];
 	struct node *n;
 	struct stat st;
 
@@ -137,8 +144,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		tree_stat(fs->tree, n, &st);
 		if (node_has_key(n)) {
 			v = fsver_ref(n->ver);
-			kind = n->kind;
-			name = n->name;
+			tree_path(fs->tree, n, path, sizeof(path));
 		}
 	}
 	tree_unlock(fs->tree);
@@ -147,7 +153,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	if (v != NULL && !access_may_read(req, st.st_uid, st.st_gid, st.st_mode))
-		file_audit_refused(fs, req, kind, name, v);
+		file_audit_refused(fs, req, path, v);
 	fsver_unref(v);
 	fuse_reply_attr(req, &st, CMKFS_ATTR_TIMEOUT);
 }
@@ -160,36 +166,30 @@ static void keep_readable(fuse_req_t req, struct dirsnap *s)
 
 	access_caller_init(&who, req);
 	for (size_t i = 0; i < s->n; i++)
-		if (access_caller_may_read(&who, s->e[i].uid, s->e[i].gid, s->e[i].mode))
+		if (s->e[i].dir || access_caller_may_read(&who, s->e[i].uid, s->e[i].gid, s->e[i].mode))
 			s->e[kept++] = s->e[i];
 	s->n = kept;
 	access_caller_done(&who);
 }
 
 /*
- * /private and /bundle list only what the caller may open: their names carry
- * tenant ids, which are not everyone's to enumerate.  The listing is chosen
- * for the process that opens the directory, the way a file's permissions
- * are checked when it is opened; the permission check runs outside the tree
- * lock (it may read the caller's groups from /proc).  /certs and /ca list
- * everything, as before: certificates and chains are public material.
+ * /private, /bundle and the /tls/<s> directories list only what the caller
+ * may open: key files' names carry tenant ids, which are not everyone's to
+ * enumerate.  The listing is chosen for the process that opens the
+ * directory, the way a file's permissions are checked when it is opened;
+ * the permission check runs outside the tree lock (it may read the caller's
+ * groups from /proc).  /certs, /ca and /tls list everything: certificates
+ * and chains are public material.
  */
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	bool per_caller = ino == INO_PRIVATE || ino == INO_BUNDLE;
+	bool per_caller = ino == INO_PRIVATE || ino == INO_BUNDLE || ino > N_DIRS;
 	struct cmkfs *fs = fs_of(req);
-	struct dirsnap *s = NULL;
-	struct node *n;
+	struct dirsnap *s;
 	int err = 0;
 
 	tree_lock(fs->tree);
-	n = tree_node(fs->tree, ino);
-	if (n == NULL)
-		err = ENOENT;
-	else if (n->kind != NODE_DIR)
-		err = ENOTDIR;
-	else if ((s = tree_dir_snapshot(fs->tree, ino)) == NULL)
-		err = ENOMEM;
+	s = tree_dir_snapshot(fs->tree, ino, &err);
 	tree_unlock(fs->tree);
 	if (err != 0) {
 		fuse_reply_err(req, err);
@@ -206,13 +206,13 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fi->cache_readdir = per_caller ? 0 : 1;
 	fi->keep_cache = per_caller ? 0 : 1;
 	if (fuse_reply_open(req, fi) != 0)
-		free(s);
+		dirsnap_free(s);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	free((struct dirsnap *)(uintptr_t)fi->fh);
+	dirsnap_free((struct dirsnap *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -237,18 +237,19 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 	if (plus)
 		tree_lock(fs->tree);
 	for (off_t i = off; i < (off_t)s->n + 2; i++) {
-		const char *name = i == 0 ? "." : i == 1 ? ".." : s->e[i - 2].name;
+		const char *name = i == 0 ? "." : i == 1 ? ".." : s->names + s->e[i - 2].name;
 		fuse_ino_t e_ino = i == 0 ? ino : i == 1 ? INO_ROOT : s->e[i - 2].ino;
 		struct fuse_entry_param e;
 		struct node *n = NULL;
+		bool nomem;
 		size_t need;
 
 		memset(&e, 0, sizeof(e));
 		e.attr.st_ino = e_ino;
-		e.attr.st_mode = ino == INO_ROOT || i < 2 ? S_IFDIR : S_IFREG;
+		e.attr.st_mode = i < 2 || s->e[i - 2].dir ? S_IFDIR : S_IFREG;
 		if (plus && i >= 2) {
-			/* Names that went away since opendir() are left out. */
-			if ((n = tree_node(fs->tree, e_ino)) == NULL || !n->attached)
+			/* Names that went away since opendir() are left out; one that changed shows its new inode. */
+			if ((n = tree_lookup_ref(fs->tree, ino, name, false, &nomem)) == NULL)
 				continue;
 			fill_entry(&e, fs->tree, n);
 		}
@@ -256,14 +257,15 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 			need = fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, i + 1);
 		else
 			need = fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, i + 1);
-		if (need > size - pos)
+		if (need > size - pos) {
+			if (n != NULL)
+				tree_forget(fs->tree, n->ino, 1);
 			break;
+		}
 		pos += need;
 		/* Each entry with an inode number counts as a lookup in the kernel ("." and ".." do not). */
-		if (n != NULL) {
-			tree_ref(fs->tree, n);
+		if (n != NULL)
 			refs[n_refs++] = n->ino;
-		}
 	}
 	if (plus)
 		tree_unlock(fs->tree);
@@ -297,7 +299,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	sv.f_bsize = 4096;
 	sv.f_frsize = 4096;
 	tree_lock(fs->tree);
-	sv.f_files = tree_files(fs->tree) + INO_BUNDLE;   /* and the root and its four directories */
+	sv.f_files = tree_files(fs->tree) + N_DIRS;   /* and the root and its five directories */
 	tree_unlock(fs->tree);
 	sv.f_namemax = 255;
 	fuse_reply_statfs(req, &sv);
@@ -328,10 +330,38 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	erofs(req);
 }
 
+/*
+ * The announcer's operations (announce.h): a rename of a hidden name onto a
+ * name, an unlink or rmdir of a leaving name.  Nobody else changes anything.
+ */
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	(void)parent, (void)name;
-	erofs(req);
+	struct cmkfs *fs = fs_of(req);
+	int err;
+
+	if (!announcer_is_caller(fs, req)) {
+		erofs(req);
+		return;
+	}
+	tree_lock(fs->tree);
+	err = tree_ann_unlink(fs->tree, parent, name, false);
+	tree_unlock(fs->tree);
+	fuse_reply_err(req, err);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct cmkfs *fs = fs_of(req);
+	int err;
+
+	if (!announcer_is_caller(fs, req)) {
+		erofs(req);
+		return;
+	}
+	tree_lock(fs->tree);
+	err = tree_ann_unlink(fs->tree, parent, name, true);
+	tree_unlock(fs->tree);
+	fuse_reply_err(req, err);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
@@ -343,8 +373,17 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
-	(void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
-	erofs(req);
+	struct cmkfs *fs = fs_of(req);
+	int err;
+
+	if (!announcer_is_caller(fs, req) || flags != 0) {
+		erofs(req);
+		return;
+	}
+	tree_lock(fs->tree);
+	err = tree_ann_rename(fs->tree, parent, name, newparent, newname);
+	tree_unlock(fs->tree);
+	fuse_reply_err(req, err);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -411,7 +450,7 @@ const struct fuse_lowlevel_ops cmkfs_ops = {
 	.mknod = op_mknod,
 	.mkdir = op_mkdir,
 	.unlink = op_unlink,
-	.rmdir = op_unlink,
+	.rmdir = op_rmdir,
 	.symlink = op_symlink,
 	.rename = op_rename,
 	.link = op_link,

@@ -1,13 +1,15 @@
 /*
- * pin.c - (process, tenant, type) -> version pins with a time window; see pin.h.
+ * pin.c - load groups: which version each open of a set serves (see pin.h).
  *
- * A small chained hash table.  Expired pins are removed as their bucket is
- * visited, and the whole table is swept now and then, so a pin never keeps
- * an old version alive much longer than the window.
+ * Each set (slot) keeps a short list of groups, one per process that opened
+ * it lately; all groups are also on one list in order of last use, so
+ * groups idle for PIN_GAP_MS are dropped from its front as opens go by and
+ * an old version is not kept alive by a process that went away.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,22 +18,29 @@
 #include "cmkcert/error.h"
 #include "pin.h"
 
-#define BUCKETS 1024
-#define PINS_MAX 65536          /* beyond this, serve the current version without pinning */
-#define SWEEP_EVERY 4096        /* pins_choose calls between full sweeps */
+#define GROUPS_MAX 65536        /* beyond this, serve the current version without a group */
+#define ODD_MAX 8               /* threads with a bundle half-read that a group can tell apart */
 
-struct pin {
-	struct pin *next;
+struct pin_group {
+	struct pin_group *next;             /* the set's list */
+	struct pin_group **head;            /* ... and its head, to leave it */
+	struct pin_group *lru_prev, *lru_next;
 	pid_t tgid;
-	struct fsver *ver;           /* holds a reference */
-	unsigned files;              /* enum pin_file bits opened under this pin */
-	int64_t expires_ms;
+	struct fsver *ver;                  /* holds a reference */
+	int64_t started_ms, last_ms;
+	int64_t last_cert_ms;               /* the latest certificate open */
+	unsigned outstanding;               /* certificates opened, not yet followed by a key */
+	unsigned bundles;                   /* bundle opens */
+	bool keyed;                         /* a key or bundle was opened */
+	bool must_move;                     /* the store changed the set: move at the next open */
+	bool odd_overflow;                  /* more threads than `odd` holds */
+	unsigned n_odd;
+	pid_t odd[ODD_MAX];                 /* threads that opened a bundle an odd number of times */
 };
 
 struct pins {
-	struct pin *bucket[BUCKETS];
+	struct pin_group *lru_first, *lru_last;
 	size_t count;
-	unsigned calls;
 };
 
 int pins_new(struct pins **out)
@@ -41,10 +50,43 @@ int pins_new(struct pins **out)
 	return 0;
 }
 
-static void pin_free(struct pins *p, struct pin *x)
+static void lru_unlink(struct pins *p, struct pin_group *g)
 {
-	fsver_unref(x->ver);
-	free(x);
+	if (g->lru_prev != NULL)
+		g->lru_prev->lru_next = g->lru_next;
+	else
+		p->lru_first = g->lru_next;
+	if (g->lru_next != NULL)
+		g->lru_next->lru_prev = g->lru_prev;
+	else
+		p->lru_last = g->lru_prev;
+	g->lru_prev = g->lru_next = NULL;
+}
+
+static void lru_append(struct pins *p, struct pin_group *g)
+{
+	g->lru_prev = p->lru_last;
+	g->lru_next = NULL;
+	if (p->lru_last != NULL)
+		p->lru_last->lru_next = g;
+	else
+		p->lru_first = g;
+	p->lru_last = g;
+}
+
+static void group_free(struct pins *p, struct pin_group *g)
+{
+	struct pin_group **pp;
+
+	for (pp = g->head; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == g) {
+			*pp = g->next;
+			break;
+		}
+	}
+	lru_unlink(p, g);
+	fsver_unref(g->ver);
+	free(g);
 	p->count--;
 }
 
@@ -52,78 +94,123 @@ void pins_free(struct pins *p)
 {
 	if (p == NULL)
 		return;
-	for (size_t b = 0; b < BUCKETS; b++) {
-		while (p->bucket[b] != NULL) {
-			struct pin *x = p->bucket[b];
-			p->bucket[b] = x->next;
-			pin_free(p, x);
-		}
-	}
+	while (p->lru_first != NULL)
+		group_free(p, p->lru_first);
 	free(p);
 }
 
-static size_t bucket_of(pid_t tgid, const char *tenant, const char *type)
+void pins_drop(struct pins *p, struct pin_group **groups)
 {
-	uint64_t h = 1469598103934665603ull ^ (uint64_t)tgid;
-
-	for (const char *s = tenant; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	h = (h ^ '-') * 1099511628211ull;
-	for (const char *s = type; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return (size_t)(h % BUCKETS);
+	while (*groups != NULL)
+		group_free(p, *groups);
 }
 
-/* Remove expired pins from one bucket chain. */
-static void sweep_bucket(struct pins *p, size_t b, int64_t now_ms)
+size_t pins_count(const struct pins *p)
 {
-	struct pin **pp = &p->bucket[b];
+	return p->count;
+}
 
-	while (*pp != NULL) {
-		struct pin *x = *pp;
-		if (x->expires_ms <= now_ms) {
-			*pp = x->next;
-			pin_free(p, x);
-		} else {
-			pp = &x->next;
+void pins_touched(struct pin_group *groups, const struct fsver *cur)
+{
+	for (struct pin_group *g = groups; g != NULL; g = g->next)
+		if (g->ver != cur)
+			g->must_move = true;
+}
+
+/* Drop the groups idle for PIN_GAP_MS (the list is in order of last use). */
+static void expire(struct pins *p, int64_t now_ms)
+{
+	while (p->lru_first != NULL && now_ms - p->lru_first->last_ms > PIN_GAP_MS)
+		group_free(p, p->lru_first);
+}
+
+static void move_to(struct pin_group *g, struct fsver *cur, int64_t now_ms)
+{
+	fsver_unref(g->ver);
+	g->ver = fsver_ref(cur);
+	g->started_ms = now_ms;
+	g->outstanding = 0;
+	g->bundles = 0;
+	g->keyed = false;
+	g->must_move = false;
+	g->odd_overflow = false;
+	g->n_odd = 0;
+}
+
+/* Could this open be in the middle of a load of the group's version? */
+static bool between_loads(const struct pin_group *g, enum pin_role role, int64_t now_ms)
+{
+	if (role == PIN_FOLLOW)
+		return false;
+	if (role == PIN_CERT && !g->keyed && now_ms - g->started_ms >= PIN_LOAD_MS)
+		return true;            /* a reader of certificates only: there is no pair to break */
+	/* A certificate not followed by its key within PIN_LOAD_MS was not part of a load. */
+	return (g->outstanding == 0 || now_ms - g->last_cert_ms >= PIN_LOAD_MS) && g->n_odd == 0 && !g->odd_overflow && g->bundles % 2 == 0;
+}
+
+static void count_open(struct pin_group *g, pid_t tid, enum pin_role role, int64_t now_ms)
+{
+	switch (role) {
+	case PIN_CERT:
+		if (now_ms - g->last_cert_ms >= PIN_LOAD_MS)
+			g->outstanding = 0;
+		if (g->outstanding < 1u << 30)
+			g->outstanding++;
+		g->last_cert_ms = now_ms;
+		break;
+	case PIN_KEY:
+		g->keyed = true;
+		if (g->outstanding > 0)
+			g->outstanding--;
+		break;
+	case PIN_BUNDLE:
+		g->keyed = true;
+		g->bundles++;
+		for (unsigned i = 0; i < g->n_odd; i++) {
+			if (g->odd[i] == tid) {
+				g->odd[i] = g->odd[--g->n_odd];
+				return;
+			}
 		}
+		if (g->n_odd < ODD_MAX)
+			g->odd[g->n_odd++] = tid;
+		else
+			g->odd_overflow = true;
+		break;
+	case PIN_FOLLOW:
+		break;
 	}
 }
 
-struct fsver *pins_choose(struct pins *p, pid_t tgid, enum pin_file file, struct fsver *cur, int64_t now_ms)
+struct fsver *pins_choose(struct pins *p, struct pin_group **groups, struct fsver *cur, int64_t switched_ms,
+			  pid_t tgid, pid_t tid, enum pin_role role, int64_t now_ms)
 {
-	size_t b = bucket_of(tgid, cur->tenant, cur->type);
-	struct pin *x;
+	struct pin_group *g;
 
-	if (++p->calls % SWEEP_EVERY == 0)
-		for (size_t i = 0; i < BUCKETS; i++)
-			sweep_bucket(p, i, now_ms);
-	else
-		sweep_bucket(p, b, now_ms);
-	for (x = p->bucket[b]; x != NULL; x = x->next) {
-		if (x->tgid != tgid || strcmp(x->ver->tenant, cur->tenant) != 0 || strcmp(x->ver->type, cur->type) != 0)
-			continue;
-		if (!(x->files & file)) {
-			x->files |= file;          /* the rest of the set this process started */
-			return fsver_ref(x->ver);
-		}
-		/* This file again: a new set, from the current version. */
-		fsver_unref(x->ver);
-		x->ver = fsver_ref(cur);
-		x->files = file;
-		x->expires_ms = now_ms + PIN_WINDOW_MS;
-		return fsver_ref(cur);
-	}
-	if (p->count < PINS_MAX && (x = malloc(sizeof(*x))) != NULL) {
-		x->tgid = tgid;
-		x->ver = fsver_ref(cur);
-		x->files = file;
-		x->expires_ms = now_ms + PIN_WINDOW_MS;
-		x->next = p->bucket[b];
-		p->bucket[b] = x;
+	expire(p, now_ms);
+	for (g = *groups; g != NULL; g = g->next)
+		if (g->tgid == tgid)
+			break;
+	if (g == NULL) {
+		if (p->count >= GROUPS_MAX || (g = calloc(1, sizeof(*g))) == NULL)
+			return fsver_ref(cur);
+		g->tgid = tgid;
+		g->ver = fsver_ref(cur);
+		g->started_ms = now_ms;
+		g->head = groups;
+		g->next = *groups;
+		*groups = g;
 		p->count++;
+	} else {
+		lru_unlink(p, g);
+		if (g->ver != cur && (g->must_move || now_ms - switched_ms >= PIN_MOVE_MAX_MS ||
+				      between_loads(g, role, now_ms)))
+			move_to(g, cur, now_ms);
 	}
-	return fsver_ref(cur);
+	count_open(g, tid, role, now_ms);
+	g->last_ms = now_ms;
+	lru_append(p, g);
+	return fsver_ref(g->ver);
 }
 
 /* Reading /proc costs more than the rest of an open: remember recent answers for a second. */

@@ -1,18 +1,39 @@
 /*
- * pin.h - matching pairs across two opens (REQ-007).
+ * pin.h - matching pairs across opens: the version a load gets (REQ-007).
  *
- * A client that opens /certs/X.crt and then /private/X.key must get the key
- * of the certificate it read, even when a rotation lands between the two
- * opens.  An open of a certificate, key or bundle file by a process pins
- * the version it got for that (process, tenant, type); an open of one of
- * the *other* files by the same process within the window gets the pinned
- * version, completing the set.  Opening a file of the set a second time
- * starts a new set with the current version, so a process that re-reads
- * one file to follow changes sees each new version at once.  Processes are
- * told apart by thread group (a multithreaded client may open the two files
- * from different threads).  A pin never brings back a name that is no
- * longer served: a revoked or expired (tenant, type) is gone from the tree,
- * and open() fails before a pin is consulted.
+ * A TLS library loads a client identity with several opens: the
+ * certificate then the key (Go's LoadX509KeyPair, OpenSSL's
+ * use_certificate_chain_file + use_PrivateKey_file, Python's
+ * load_cert_chain), or a bundle opened twice (once for the certificate,
+ * once for the key).  A rotation between two opens of one load must not
+ * give it a certificate and a key of different versions.
+ *
+ * The rule, per process (thread group) and (tenant, type):
+ *
+ *   - Opens of one process that come within PIN_GAP_MS of its previous
+ *     open of the set form one load group, and get the group's version.
+ *     A process that has not opened any file of the set for PIN_GAP_MS
+ *     starts a new group on the current version.
+ *   - When the current version moves on while a group is open, the group
+ *     moves with it at its first open that cannot be in the middle of a
+ *     load: no certificate opened in the group is still waiting for its key
+ *     (certificate files counted against key files, so any number of
+ *     threads loading at once is covered; a certificate not followed by a
+ *     key within PIN_LOAD_MS was not part of a load), and no thread has
+ *     opened a bundle an odd number of times (nor the process as a whole).
+ *     A process that has only ever opened certificates in a group older
+ *     than PIN_LOAD_MS reads no pairs and moves at once.
+ *   - A group moves at the latest at its first open PIN_MOVE_MAX_MS after
+ *     the switch, and at its next open when the store changed the set
+ *     again (a replaced key may have been destroyed): an older version is
+ *     never served longer than that.
+ *   - /tls/<s>/ca.crt follows the group without moving it.
+ *
+ * Limits: a load that opens the key before the certificate, or a process
+ * that keeps loading bundles with two opens from several threads at once,
+ * or mixes frequent certificate-only reads with pair loads, can still get
+ * a mismatched pair once, when its group moves.  A bundle read with one
+ * open is always a matching set.
  *
  * The pins_* functions but pins_tgid expect the tree lock to be held.
  */
@@ -24,23 +45,35 @@
 
 #include "version.h"
 
-#define PIN_WINDOW_MS 5000
+#define PIN_GAP_MS 5000
+#define PIN_LOAD_MS 5000
+#define PIN_MOVE_MAX_MS 10000
 
 struct pins;
+struct pin_group;
 
 int pins_new(struct pins **out);
 void pins_free(struct pins *p);
 
-/* Which file of a set is opened. */
-enum pin_file { PIN_CERT = 1, PIN_KEY = 2, PIN_BUNDLE = 4 };
+/* What an open is to a load. */
+enum pin_role { PIN_CERT, PIN_KEY, PIN_BUNDLE, PIN_FOLLOW };
 
 /*
- * The version process `tgid` should get when it opens `file` of cur's
- * (tenant, type): the pinned one if the pin is within its window and this
- * file was not opened under it yet, else `cur`, which is then pinned.
- * Returns a new reference.
+ * The version process `tgid` (thread `tid`) gets when it opens a file of
+ * role `role` of the set whose groups are *groups, current version `cur`,
+ * which became current at `switched_ms`.  Returns a new reference.
  */
-struct fsver *pins_choose(struct pins *p, pid_t tgid, enum pin_file file, struct fsver *cur, int64_t now_ms);
+struct fsver *pins_choose(struct pins *p, struct pin_group **groups, struct fsver *cur, int64_t switched_ms,
+			  pid_t tgid, pid_t tid, enum pin_role role, int64_t now_ms);
+
+/* The store changed the set without changing its version: groups on an older one move at their next open. */
+void pins_touched(struct pin_group *groups, const struct fsver *cur);
+
+/* Drop every group of a set (it went away). */
+void pins_drop(struct pins *p, struct pin_group **groups);
+
+/* Number of groups held (for tests and the logs). */
+size_t pins_count(const struct pins *p);
 
 /*
  * The thread group of a caller's thread id (from /proc, remembered for a

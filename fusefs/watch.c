@@ -4,8 +4,9 @@
  * One tick: read the change log's last sequence; if it moved, collect the
  * (tenant, type) pairs changed since the last tick, read each one's active
  * record (store reads happen here, never under the tree lock), then apply
- * all of them under one tree lock, so the kernel and readers see the whole
- * batch at once.  A failed read leaves the position where it was and the
+ * all of them under one tree lock, so readers see the whole batch at once,
+ * and hand the changes of names to the announcer, which makes them through
+ * the mount for inotify watchers (announce.h).  A failed read leaves the position where it was and the
  * next tick tries again.  When the log cannot say what changed (it was
  * trimmed past our position, or its sequence went backwards because the
  * store was replaced), the whole tree is reloaded.
@@ -22,8 +23,8 @@
 #include "cmkcert/error.h"
 #include "cmkcert/log.h"
 #include "cmkcert/util.h"
+#include "announce.h"
 #include "keeper.h"
-#include "notify.h"
 #include "tree.h"
 #include "version.h"
 #include "sched.h"
@@ -52,8 +53,6 @@ struct watcher {
 	bool stop;
 	atomic_bool abandoned;        /* replaced by another watcher: must not touch the tree again */
 	uint64_t last;
-	struct notes again;           /* notes to send once more on the next tick */
-	struct rearm_pending rearm;   /* inodes to invalidate once more, then arm */
 	bool failing;                 /* the last tick failed (log once per streak) */
 };
 
@@ -211,7 +210,7 @@ static void log_pair(const struct pair *p)
  * pairs shown but not in the batch are removed.  Changed pairs are logged
  * when `verbose`.
  */
-static int apply(struct cmkfs *fs, const atomic_bool *abandoned, struct batch *b, bool full, struct notes *ns,
+static int apply(struct cmkfs *fs, const atomic_bool *abandoned, struct batch *b, bool full, struct ann_list *ns,
 		 bool verbose)
 {
 	struct batch gone = { 0 };
@@ -253,7 +252,7 @@ static int apply(struct cmkfs *fs, const atomic_bool *abandoned, struct batch *b
 }
 
 /* Reload every active record. */
-static int load_all(struct cmkfs *fs, const atomic_bool *abandoned, struct notes *ns, bool verbose)
+static int load_all(struct cmkfs *fs, const atomic_bool *abandoned, struct ann_list *ns, bool verbose)
 {
 	struct cmk_cert_filter f = { NULL, NULL, CMK_ST_ACTIVE };
 	struct batch b = { .cfg = fs->ctx->cfg };
@@ -270,12 +269,22 @@ static int load_all(struct cmkfs *fs, const atomic_bool *abandoned, struct notes
 
 int watch_load(struct cmkfs *fs, uint64_t *seq)
 {
+	struct ann_list anns = { 0 };
 	int rc;
 
-	if ((rc = cmk_store_change_last(fs->ctx->store, seq)) != 0 || (rc = load_all(fs, NULL, NULL, false)) != 0)
-		return rc;
-	watch_synced(fs);
-	return 0;
+	if ((rc = cmk_store_change_last(fs->ctx->store, seq)) == 0 && (rc = load_all(fs, NULL, &anns, false)) == 0) {
+		/* Nothing is mounted yet: every name is simply there from the first lookup on. */
+		struct notes none = { 0 };
+		tree_lock(fs->tree);
+		for (size_t i = 0; i < anns.n; i++)
+			tree_ann_force(fs->tree, &anns.v[i], &none);
+		tree_ann_release(fs->tree, &anns);
+		tree_unlock(fs->tree);
+		notes_clear(&none);
+		watch_synced(fs);
+	}
+	ann_list_clear(&anns);
+	return rc;
 }
 
 static void set_synced(struct cmkfs *fs, int64_t at)
@@ -317,7 +326,7 @@ bool watch_wait_current(struct cmkfs *fs, int64_t max_ms)
 }
 
 /* One tick; returns 0 or the error that kept the position where it was. */
-static int tick(struct watcher *w, struct notes *ns)
+static int tick(struct watcher *w, struct ann_list *ns)
 {
 	struct cmkfs *fs = w->fs;
 	struct batch b = { .cfg = fs->ctx->cfg };
@@ -363,7 +372,7 @@ synced:
 static void *run(void *arg)
 {
 	struct watcher *w = arg;
-	struct notes ns = { 0 };
+	struct ann_list ns = { 0 };
 	struct timespec ts;
 	int rc;
 
@@ -388,11 +397,21 @@ static void *run(void *arg)
 		else if (rc == 0 && w->failing)
 			cmk_log(CMK_LOG_INFO, "watch: reading changes again");
 		w->failing = rc != 0;
-		/* Notes of a failed tick describe changes already made to the tree: send them too. */
-		notify_send(w->fs->se, &ns, &w->again);
-		notify_rearm(w->fs->se, w->fs->tree, &w->rearm);
+		/* Changes of a failed tick were made to the tree already: announce them too. */
+		if (ns.n > 0 || w->last != announcer_served(w->fs->announcer))
+			announcer_submit(w->fs->announcer, &ns, w->last);
 	}
-	notes_clear(&ns);
+	if (ns.n > 0) {
+		/* Left by a tick that was abandoned after it changed the tree: show them without the kernel. */
+		struct notes none = { 0 };
+		tree_lock(w->fs->tree);
+		for (size_t i = 0; i < ns.n; i++)
+			tree_ann_force(w->fs->tree, &ns.v[i], &none);
+		tree_ann_release(w->fs->tree, &ns);
+		tree_unlock(w->fs->tree);
+		notes_clear(&none);
+	}
+	ann_list_clear(&ns);
 	return NULL;
 }
 
@@ -449,8 +468,6 @@ bool watcher_stop(struct watcher *w, int64_t deadline_ms)
 		watcher_abandon(w);
 		return false;
 	}
-	notes_clear(&w->again);
-	free(w->rearm.v);
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);
 	free(w);

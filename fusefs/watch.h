@@ -5,9 +5,9 @@
  * appends to the store's change log in the same transaction.  The watcher
  * thread polls the log's last sequence number every WATCH_INTERVAL_MS,
  * reloads the active record of each (tenant, type) that changed, swaps the
- * new versions into the tree in one step, and then tells the kernel which
- * names, inodes and directories to forget.  It is the only thread that reads
- * the store once the mount is up.
+ * new versions into the tree in one step, and then hands the changes of
+ * names to the announcer (announce.h).  It is the only thread that reads the
+ * store once the mount is up, besides the scheduler's.
  */
 #ifndef CMKCERTFS_WATCH_H
 #define CMKCERTFS_WATCH_H

@@ -108,7 +108,7 @@ def test_tree_lists_exactly_the_active_certificates(bao, cmk, fuse, tmp_path):
     recs = active(cmk)
     want = sorted("%s-%s" % (r["tenant_id"], r["type"]) for r in recs)
     assert want == sorted("%s-%s" % t for t in TENANTS)
-    assert sorted(os.listdir(m.mnt)) == ["bundle", "ca", "certs", "private"]
+    assert sorted(os.listdir(m.mnt)) == ["bundle", "ca", "certs", "private", "tls"]
     assert sorted(os.listdir(m / "certs")) == [w + ".crt" for w in want]
     assert sorted(os.listdir(m / "private")) == [w + ".key" for w in want]
     assert sorted(os.listdir(m / "bundle")) == [w + ".pem" for w in want]
@@ -386,6 +386,9 @@ SHELL_WRITES = [
     ("chown", "chown 1000 {key}"),
     ("touch", "touch {crt}"),
     ("rmdir", "rmdir {mnt}/ca"),
+    ("rm tls.key", "rm -f {tlskey}"),
+    ("rmdir tls dir", "rmdir {mnt}/tls/acme-aws_kms"),
+    ("mv onto a name", "mv -f {mnt}/tls/acme-aws_kms/ca.crt {mnt}/tls/acme-aws_kms/tls.crt"),
 ]
 
 PY_WRITES = [
@@ -399,15 +402,27 @@ PY_WRITES = [
     ("setxattr", lambda p: os.setxattr(p["crt"], "user.test", b"1")),
     ("removexattr", lambda p: os.removexattr(p["crt"], "user.test")),
     ("rename", lambda p: os.rename(p["key"], p["mnt"] + "/private/y.key")),
+    ("rename onto", lambda p: os.rename(p["crt"], p["mnt"] + "/certs/acme-aws_kms.crt.x")),
+    ("unlink", lambda p: os.unlink(p["tlskey"])),
+    ("rmdir", lambda p: os.rmdir(p["mnt"] + "/tls")),
 ]
 
 
-@pytest.fixture
-def ro_mount(bao, cmk, fuse):
+@pytest.fixture(params=["kernel", "daemon"])
+def ro_mount(request, bao, cmk, fuse):
+    """The mount is read-only for the kernel; with "daemon", root first makes
+    it writable for the kernel (as it is when cmkcertfs cannot change mount
+    attributes), so every change reaches the daemon, which must refuse it."""
     add(cmk, "acme", "aws_kms")
     m = fuse()
+    if request.param == "daemon":
+        subprocess.run(["mount", "-o", "remount,bind,rw", str(m.mnt)], check=True)
+        with open("/proc/self/mountinfo") as f:
+            line = next(l for l in f if l.split()[4] == str(m.mnt))
+        assert "rw" in line.split()[5].split(",")
     paths = {"mnt": str(m.mnt), "crt": str(m / "certs" / "acme-aws_kms.crt"),
-             "key": str(m / "private" / "acme-aws_kms.key")}
+             "key": str(m / "private" / "acme-aws_kms.key"),
+             "tlskey": str(m / "tls" / "acme-aws_kms" / "tls.key")}
     return m, paths
 
 
@@ -513,11 +528,14 @@ def test_cached_reader_of_an_old_version_never_cuts_short_a_new_reader(bao, cmk,
         assert os.read(fd, 1 << 16) == b""
     finally:
         os.close(fd)
-    # Right after the old reader is gone, and once the daemon has settled the cache.
-    assert read(crt) == new
+    # Right after the old reader is gone, and a moment later: other processes read all of the new one.
+    # (This process itself may get the old version for a moment more: its open left a certificate
+    # without its key, which could be half a load - see the load pins in cmkcertfs(8).)
+    cat = lambda: subprocess.run(["cat", str(crt)], capture_output=True, check=True).stdout
+    assert cat() == new
     time.sleep(0.5)
-    assert read(crt) == new and read(crt) == new
-    assert wait_for(lambda: os.stat(crt).st_size == len(new), timeout=1.0)
+    assert cat() == new and cat() == new
+    assert os.stat(crt).st_size == len(new)
 
 
 def test_new_and_removed_certificates_show_without_remount(bao, cmk, fuse):
@@ -539,11 +557,11 @@ def test_new_and_removed_certificates_show_without_remount(bao, cmk, fuse):
     assert "late-aws_kms.crt" not in os.listdir(m / "certs")
     assert not (m / "private" / "late-aws_kms.key").exists()
     assert not (m / "bundle" / "late-aws_kms.pem").exists()
-    # Re-added: same name, same inode number (stable for the life of the mount), new content.
+    # Re-added: same name, new content under a new inode number (a number never names two files).
     add(cmk, "late", "aws_kms")
     want = nl(show(cmk, "late", "aws_kms")["certificate"]).encode()
     assert wait_for(lambda: crt.exists() and read(crt) == want)
-    assert os.stat(crt).st_ino == ino
+    assert os.stat(crt).st_ino != ino
 
 
 def test_renewal_is_visible_to_cat_within_a_second(bao, cmk, fuse):
@@ -627,9 +645,11 @@ def test_mount_options_and_process_hardening(bao, cmk, fuse):
     pre, post = line.split(" - ")
     fstype, source, super_opts = post.split()
     assert fstype == "fuse.cmkcert" and source == "cmkcertfs"
+    # Read-only as mounted; the file system itself is not, so that the daemon can rename
+    # through a private clone of the mount for inotify watchers (cmkcertfs(8), EVENTS).
     assert "ro" in pre.split()[5].split(",")
     opts = super_opts.split(",")
-    assert "default_permissions" in opts and "allow_other" in opts and "ro" in opts
+    assert "default_permissions" in opts and "allow_other" in opts
     limits = open("/proc/%d/limits" % m.proc.pid).read()
     core = next(l for l in limits.splitlines() if l.startswith("Max core file size"))
     assert core.split()[4:6] == ["0", "0"]

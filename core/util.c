@@ -1,7 +1,7 @@
 /*
- * util.c - durations, time, file reading and the one atomic file writer.
- * (Secret wiping lives in the crypto backend, which owns
- * mbedtls_platform_zeroize.)
+ * util.c - durations, time, file reading, the one atomic file writer and
+ * locked buffers for secrets in transit.  (Secret wiping lives in the
+ * crypto backend, which owns mbedtls_platform_zeroize.)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -19,6 +22,7 @@
 #include <unistd.h>
 
 #include "cmkcert/error.h"
+#include "cmkcert/log.h"
 #include "cmkcert/util.h"
 
 void cmk_strfreezero(char *s)
@@ -281,4 +285,68 @@ int cmk_harden_process(void)
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
 		return cmk_fail(CMK_ERR_IO, "prctl(PR_SET_DUMPABLE): %s", strerror(errno));
 	return 0;
+}
+
+/*
+ * A locked buffer is a private anonymous mapping whose first LOCKED_HDR
+ * bytes record the mapping's length, so that cmk_locked_free() needs only
+ * the pointer.  Whole pages are mapped: mlock and madvise work on pages, and
+ * a page shared with unrelated heap data could not be kept out of a dump.
+ */
+#define LOCKED_HDR ((size_t)16)
+
+static pthread_once_t mlock_warn_once = PTHREAD_ONCE_INIT;
+static int mlock_errno;
+
+static void log_mlock_failure(void)
+{
+	cmk_log(CMK_LOG_INFO, "mlock: %s: answers holding keys or tokens may be swapped out (raise RLIMIT_MEMLOCK / "
+		"LimitMEMLOCK)", strerror(mlock_errno));
+}
+
+void *cmk_locked_alloc(size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), map;
+	uint8_t *p;
+
+	if (len > SIZE_MAX - LOCKED_HDR - page)
+		return NULL;
+	map = (len + LOCKED_HDR + page - 1) / page * page;
+	p = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	/* Kept out of core dumps and out of a forked child even where mlock is not allowed. */
+	(void)madvise(p, map, MADV_DONTDUMP);
+	(void)madvise(p, map, MADV_DONTFORK);
+	if (mlock(p, map) != 0) {
+		/* Still usable: wiped on free and never dumped, only swappable.  Said once per process. */
+		mlock_errno = errno;
+		pthread_once(&mlock_warn_once, log_mlock_failure);
+	}
+	memcpy(p, &map, sizeof(map));
+	return p + LOCKED_HDR;
+}
+
+size_t cmk_locked_size(const void *p)
+{
+	size_t map;
+
+	if (p == NULL)
+		return 0;
+	memcpy(&map, (const uint8_t *)p - LOCKED_HDR, sizeof(map));
+	return map - LOCKED_HDR;
+}
+
+void cmk_locked_free(void *p)
+{
+	uint8_t *base;
+	size_t map;
+
+	if (p == NULL)
+		return;
+	base = (uint8_t *)p - LOCKED_HDR;
+	memcpy(&map, base, sizeof(map));
+	cmk_wipe(base, map);
+	munlock(base, map);
+	munmap(base, map);
 }

@@ -1,6 +1,6 @@
 /*
- * util.h - small helpers every module uses: secret wiping, durations, time,
- * file reading and the one atomic file writer.
+ * util.h - small helpers every module uses: secret wiping, locked buffers,
+ * durations, time, file reading and the one atomic file writer.
  */
 #ifndef CMKCERT_UTIL_H
 #define CMKCERT_UTIL_H
@@ -18,6 +18,22 @@ void cmk_freezero(void *p, size_t len);
 
 /* Wipe a NUL-terminated string (strlen bytes) then free(). NULL is a no-op. */
 void cmk_strfreezero(char *s);
+
+/*
+ * A buffer for secrets in transit (an HTTP answer holding a private key or a
+ * token): at least `len` bytes of zeroed, page-backed memory, locked against
+ * swapping when RLIMIT_MEMLOCK allows (otherwise an info message is logged
+ * once per process and the buffer is used unlocked), excluded from core
+ * dumps and not inherited by child processes.  NULL only when memory runs
+ * out.  Release with cmk_locked_free(), never free().
+ */
+void *cmk_locked_alloc(size_t len);
+
+/* Usable size of a buffer from cmk_locked_alloc() (>= the `len` asked for); 0 for NULL. */
+size_t cmk_locked_size(const void *p);
+
+/* Wipe the whole buffer, unlock and unmap it. NULL is a no-op. */
+void cmk_locked_free(void *p);
 
 /* strdup that returns NULL only for NULL input or out of memory. */
 char *cmk_strdup(const char *s);

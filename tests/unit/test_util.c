@@ -1,6 +1,6 @@
 /*
  * test_util.c - durations, time formatting, file reading, the atomic file
- * writer, the secret file check, mkdir -p and secret wiping.
+ * writer, the secret file check, mkdir -p, secret wiping and locked buffers.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -438,6 +438,60 @@ static void test_wiping(void **state)
 	cmk_strfreezero(s);
 }
 
+/* The VmFlags of the mapping holding `p`, from /proc/self/smaps; "" when not found. */
+static void mapping_flags(const void *p, char *flags, size_t len)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[4400];          /* a mapping line holds at most a PATH_MAX path */
+	unsigned long lo, hi;
+	int in = 0;
+
+	flags[0] = '\0';
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+			in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+		else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+			snprintf(flags, len, "%s", line + 8);
+			break;
+		}
+	}
+	fclose(f);
+}
+
+static void test_locked_buffers(void **state)
+{
+	char flags[4400];
+	uint8_t *p, *q;
+	long page = sysconf(_SC_PAGESIZE);
+
+	(void)state;
+	cmk_locked_free(NULL);
+	assert_int_equal(cmk_locked_size(NULL), 0);
+
+	/* Zeroed, at least as large as asked, and writable to the last byte. */
+	p = cmk_locked_alloc(100);
+	assert_non_null(p);
+	assert_true(cmk_locked_size(p) >= 100);
+	for (size_t i = 0; i < cmk_locked_size(p); i++)
+		assert_int_equal(p[i], 0);
+	memset(p, 'k', cmk_locked_size(p));
+
+	/* Kept out of core dumps ("dd") whether or not RLIMIT_MEMLOCK allowed locking it. */
+	mapping_flags(p, flags, sizeof(flags));
+	assert_contains(flags, " dd");
+
+	/* A buffer larger than a page spans whole pages of its own. */
+	q = cmk_locked_alloc((size_t)page * 3);
+	assert_non_null(q);
+	assert_true(cmk_locked_size(q) >= (size_t)page * 3);
+	memset(q, 'k', cmk_locked_size(q));
+	mapping_flags(q + cmk_locked_size(q) - 1, flags, sizeof(flags));
+	assert_contains(flags, " dd");
+	cmk_locked_free(q);
+	cmk_locked_free(p);
+}
+
 static void test_strings(void **state)
 {
 	char *s;
@@ -469,6 +523,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_check_secret_file_symlink_and_owner, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mkdirs, setup, teardown),
 		cmocka_unit_test(test_wiping),
+		cmocka_unit_test(test_locked_buffers),
 		cmocka_unit_test(test_strings),
 	};
 

@@ -74,7 +74,7 @@ static void step_text(const char *step, int rc, int64_t ms, const char *detail, 
 	const struct cli *cli = arg;
 
 	if (!cli->json)
-		printf("%-22s %-6s %6" PRId64 " ms  %s\n", step, rc ? "FAILED" : "ok", ms, detail ? detail : "");
+		cli_line(stdout, "%-22s %-6s %6" PRId64 " ms  %s", step, rc ? "FAILED" : "ok", ms, detail ? detail : "");
 }
 
 static int report(struct cli *cli, const char *what, int rc, const struct cmk_op_result *res)
@@ -92,11 +92,11 @@ static int report(struct cli *cli, const char *what, int rc, const struct cmk_op
 			json_object_set_new(o, "detail", json_string(cmk_errdetail()));
 		cli_print_json(o);
 	} else if (res->id != 0) {
-		printf("certificate %" PRIu64 " %s: serial %s, not after %s\n", res->id, cmk_status_name(res->status),
-		       res->serial, na);
+		cli_line(stdout, "certificate %" PRIu64 " %s: serial %s, not after %s", res->id,
+			 cmk_status_name(res->status), res->serial, na);
 	}
 	if (rc != 0) {
-		fprintf(stderr, "%s: %s: %s\n", cli->prog, what, cmk_errdetail());
+		cli_error(cli, "%s: %s", what, cmk_errdetail());
 		return rc == CMK_ERR_STATE ? EXIT_FAILED : cli_exit_code(rc);
 	}
 	return EXIT_OK;
@@ -110,7 +110,7 @@ static int open_and_recover(struct cli *cli, struct cmk_ctx **ctx)
 	if (rc != 0)
 		return cli_fail(cli, rc, "configuration");
 	if (cmk_recover(*ctx, &n) == 0 && n > 0)
-		fprintf(stderr, "%s: %u interrupted operation(s) recovered\n", cli->prog, n);
+		cli_error(cli, "%u interrupted operation(s) recovered", n);
 	return 0;
 }
 
@@ -201,7 +201,7 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 		printf("%u active certificate(s) checked, %u bad, %u interrupted operation(s) reset\n", st.active,
 		       st.bad, st.reset);
 	if (rc != 0) {
-		fprintf(stderr, "%s: verify: %s\n", cli->prog, cmk_errdetail());
+		cli_error(cli, "verify: %s", cmk_errdetail());
 		rc = cli_exit_code(rc);
 	}
 	cmk_ctx_free(ctx);

@@ -3,8 +3,10 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cmkcert/log.h"
+#include "cmkcert/util.h"
 
 static cmk_log_fn log_fn;
 static void *log_arg;
@@ -19,15 +21,18 @@ void cmk_set_log(cmk_log_fn fn, void *arg, enum cmk_log_level min_level)
 
 void cmk_log(enum cmk_log_level level, const char *fmt, ...)
 {
-	char msg[1024];
+	char msg[1024], safe[1024];
 	va_list ap;
 
 	if (log_fn == NULL || level < log_min)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
+		msg[0] = '\0';
 	va_end(ap);
-	log_fn(level, msg, log_arg);
+	/* Messages quote names, paths and server text: each becomes one printable line whatever they held. */
+	cmk_escape(safe, sizeof(safe), msg, strlen(msg), 0);
+	log_fn(level, safe, log_arg);
 }
 
 const char *cmk_log_level_name(enum cmk_log_level level)

@@ -44,13 +44,17 @@ static int check_only_keys(const json_t *obj, const char *where, const char *con
 	const char *key;
 	json_t *v;
 
+	char q[CMK_QUOTE_SIZE];
+
 	json_object_foreach((json_t *)obj, key, v) {
 		bool ok = false;
 		(void)v;
 		for (size_t i = 0; allowed[i] != NULL; i++)
 			ok = ok || strcmp(key, allowed[i]) == 0;
-		if (!ok)
-			return cmk_fail(CMK_ERR_INVALID, "%s: unknown field \"%s\"", where, key);
+		if (!ok) {
+			cmk_quote(key, q);
+			return cmk_fail(CMK_ERR_INVALID, "%s: unknown field \"%s\"", where, q);
+		}
 	}
 	return 0;
 }
@@ -62,6 +66,7 @@ int cmk_keystore_request_from_json(const char *text, size_t len, struct cmk_keys
 						"certificate_required", NULL };
 	json_t *root = NULL, *kc, *eps;
 	const char *tenant, *type, *method = NULL;
+	char q[CMK_QUOTE_SIZE];
 	bool required = true;
 	int rc;
 
@@ -88,8 +93,9 @@ int cmk_keystore_request_from_json(const char *text, size_t len, struct cmk_keys
 		goto out;
 	rc = cmk_json_str_opt(kc, "authentication_method", &method);
 	if (rc == 0 && strcmp(method, "client_certificate") != 0) {
+		cmk_quote(method, q);
 		rc = cmk_fail(CMK_ERR_INVALID, "keystore_config.authentication_method \"%s\": only "
-			      "\"client_certificate\" is supported", method);
+			      "\"client_certificate\" is supported", q);
 		goto out;
 	} else if (rc != 0 && rc != CMK_ERR_NOTFOUND) {
 		goto out;

@@ -1,6 +1,7 @@
 /*
- * util.c - durations, time, file reading, the one atomic file writer and
- * locked buffers for secrets in transit.  (Secret wiping lives in the
+ * util.c - escaping untrusted text for messages, durations, time, file
+ * reading, the one atomic file writer and locked buffers for secrets in
+ * transit.  (Secret wiping lives in the
  * crypto backend, which owns mbedtls_platform_zeroize.)
  */
 #include <errno.h>
@@ -29,6 +30,108 @@ void cmk_strfreezero(char *s)
 {
 	if (s != NULL)
 		cmk_freezero(s, strlen(s));
+}
+
+/*
+ * Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), 0 when the bytes there are
+ * not one.  `n` bytes are available.
+ */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t len;
+
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		len = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		len = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if (s[0] == 0xe0)
+		lo = 0xa0;
+	else if (s[0] == 0xed)
+		hi = 0x9f;
+	else if (s[0] == 0xf0)
+		lo = 0x90;
+	else if (s[0] == 0xf4)
+		hi = 0x8f;
+	if (n < len || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+/* One input character (or byte) at `in`, `n` bytes left, escaped into `unit`; returns its length and sets *used. */
+static size_t escape_unit(const unsigned char *in, size_t n, unsigned flags, char unit[4], size_t *used)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char c = in[0];
+	size_t seq;
+
+	*used = 1;
+	if ((flags & CMK_ESCAPE_QUOTES) && (c == '"' || c == '\\')) {
+		unit[0] = '\\';
+		unit[1] = (char)c;
+		return 2;
+	}
+	if (c >= 0x20 && c < 0x7f) {
+		unit[0] = (char)c;
+		return 1;
+	}
+	/* Well-formed UTF-8 stays readable; C1 controls (U+0080..U+009F, C2 80..C2 9F) do not. */
+	if (c >= 0x80 && !(flags & CMK_ESCAPE_ASCII) && (seq = utf8_len(in, n)) != 0 && !(c == 0xc2 && in[1] < 0xa0)) {
+		memcpy(unit, in, seq);
+		*used = seq;
+		return seq;
+	}
+	unit[0] = '\\';
+	unit[1] = 'x';
+	unit[2] = hex[c >> 4];
+	unit[3] = hex[c & 0xf];
+	return 4;
+}
+
+/* Length of the escaped form of the `n` bytes at `in`. */
+static size_t escaped_len(const unsigned char *in, size_t n, unsigned flags)
+{
+	char unit[4];
+	size_t total = 0, used;
+
+	for (size_t i = 0; i < n; i += used)
+		total += escape_unit(in + i, n - i, flags, unit, &used);
+	return total;
+}
+
+size_t cmk_escape(char *out, size_t size, const char *s, size_t len, unsigned flags)
+{
+	const unsigned char *in = (const unsigned char *)s;
+	size_t i = 0, o = 0, room, ulen, used;
+	char unit[4];
+
+	if (size == 0)
+		return 0;
+	/* Room for the text while "..." and the NUL stay reserved, so that a cut can always be marked. */
+	room = size > 4 ? size - 4 : 0;
+	while (i < len) {
+		ulen = escape_unit(in + i, len - i, flags, unit, &used);
+		/* Past the room, go on only when all the rest fits: then nothing is cut and no mark is needed. */
+		if (o + ulen > room && o + escaped_len(in + i, len - i, flags) >= size)
+			break;
+		memcpy(out + o, unit, ulen);
+		o += ulen;
+		i += used;
+	}
+	if (i < len && size >= 4) {
+		memcpy(out + o, "...", 3);
+		o += 3;
+	}
+	out[o] = '\0';
+	return i;
 }
 
 char *cmk_strdup(const char *s)

@@ -1,6 +1,7 @@
 /*
  * util.h - small helpers every module uses: secret wiping, locked buffers,
- * durations, time, file reading and the one atomic file writer.
+ * escaping untrusted text, durations, time, file reading and the one atomic
+ * file writer.
  */
 #ifndef CMKCERT_UTIL_H
 #define CMKCERT_UTIL_H
@@ -34,6 +35,27 @@ size_t cmk_locked_size(const void *p);
 
 /* Wipe the whole buffer, unlock and unmap it. NULL is a no-op. */
 void cmk_locked_free(void *p);
+
+/* Flags for cmk_escape(). */
+#define CMK_ESCAPE_QUOTES 0x1u  /* also '"' as \" and '\\' as \\ (a value shown between quotes) */
+#define CMK_ESCAPE_ASCII  0x2u  /* every byte >= 0x80 as \xNN, valid UTF-8 too (names that must be ASCII) */
+
+/*
+ * Make text that may come from input (a command line, a request, a file,
+ * a server's answer) safe to print on a terminal or in a log line: the
+ * `len` bytes at `s` are copied to `out` with every control character
+ * (0x00-0x1f, including newline), DEL, C1 control (U+0080-U+009F) and
+ * byte that is not part of well-formed UTF-8 written as \xNN; printable
+ * ASCII and well-formed UTF-8 stay as they are.  Without
+ * CMK_ESCAPE_QUOTES the backslash is not escaped, so escaping escaped text
+ * changes nothing (messages pass through it more than once).
+ *
+ * `out` is always NUL-terminated (when size > 0).  When the result does not
+ * fit, it is cut before an escape or character, never inside one, and
+ * "..." marks the cut (when size >= 4).  Returns how many bytes of `s`
+ * were written, `len` when all of them.
+ */
+size_t cmk_escape(char *out, size_t size, const char *s, size_t len, unsigned flags);
 
 /* strdup that returns NULL only for NULL input or out of memory. */
 char *cmk_strdup(const char *s);

@@ -3,10 +3,12 @@ changes nothing: no record, no audit line."""
 
 import json
 import os
+import re
+import subprocess
 
 import pytest
 
-from conftest import edit_conf
+from conftest import CMKCERT, edit_conf
 
 
 def snapshot(bao, cmk):
@@ -115,3 +117,65 @@ def test_unknown_key_names_file_and_line(bao, cmk, tmp_path):
     r = cmk("check", conf=conf)
     assert r.returncode == 2
     assert "%s:%d" % (conf, lineno) in r.stderr and "pathh" in r.stderr
+
+
+# Bytes a terminal acts on: C0 controls (ESC starts escape sequences, BEL, CR rewinds the line), DEL,
+# C1 controls in UTF-8 (U+009B is CSI) and bytes that are not UTF-8 at all.
+UNSAFE = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
+
+
+def run_raw(conf, *args, input=None):
+    """The CLI with byte-exact arguments and output (str arguments may carry lone surrogates for raw bytes)."""
+    cmd = [str(CMKCERT), "-v", "-v", "-c", str(conf)] + [os.fsencode(a) for a in args]
+    return subprocess.run(cmd, input=input, capture_output=True, timeout=120)
+
+
+def assert_printable(out, name):
+    assert not UNSAFE.search(out), "%s holds a control character: %r" % (name, out)
+    out.decode("utf-8")             # raises on bytes that are not UTF-8
+
+
+def request(tenant="t", ktype="aws_kms", endpoints=("h:1",), top=None, cfg=None):
+    kc = {"type": ktype, "connection_endpoints": list(endpoints)}
+    kc.update(cfg or {})
+    r = {"tenant_id": tenant, "keystore_config": kc}
+    r.update(top or {})
+    return json.dumps(r).encode()
+
+
+@pytest.mark.parametrize("args,field", [
+    (("--tenant", "a\x1b[2Jb", "--type", "aws_kms"), "tenant_id"),
+    (("--tenant", "a\x07\rb\x7f", "--type", "aws_kms"), "tenant_id"),
+    (("--tenant", "ten\udcffant", "--type", "aws_kms"), "tenant_id"),
+    (("--tenant", "t", "--type", "aws\x1b]0;owned\x07"), "type"),
+    (("--tenant", "t", "--type", "aws_kms\u009b31m"), "type"),
+    (("--tenant", "t", "--type", "aws_kms", "--endpoint", "h\x1b[1A:1"), "endpoint"),
+    (("--tenant", "t", "--type", "aws_kms", "--verify", "tls\x1b[2J"), "--verify"),
+])
+def test_control_characters_on_the_command_line_are_not_echoed(bao, cmk, baseline, args, field):
+    r = run_raw(bao.conf, "keystore", "add", *args)
+    assert r.returncode == 2, r.stderr
+    assert_printable(r.stderr, "stderr")
+    assert_printable(r.stdout, "stdout")
+    assert field.encode() in r.stderr
+    assert b"\\x" in r.stderr                # the bad value is shown, escaped
+    assert snapshot(bao, cmk) == baseline
+
+
+@pytest.mark.parametrize("body,field", [
+    (request(cfg={"authentication_method": "\x1b[2J"}), "authentication_method"),
+    (request(cfg={"authentication_method": "x\u009b2J\x7f"}), "authentication_method"),
+    (request(top={"k\x1b[2J": 1}), "unknown field"),
+    (request(cfg={"\x1b]0;owned\x07": True}), "unknown field"),
+    (request(tenant="\x1b[2J"), "tenant_id"),
+    (request(ktype="aws\x7f"), "type"),
+    (request(endpoints=["h\r\x1b[1A:1"]), "endpoint"),
+])
+def test_control_characters_in_a_request_are_not_echoed(bao, cmk, baseline, body, field):
+    r = run_raw(bao.conf, "keystore", "add", "--json", "-", input=body)
+    assert r.returncode == 2, r.stderr
+    assert_printable(r.stderr, "stderr")
+    assert_printable(r.stdout, "stdout")
+    assert field.encode() in r.stderr
+    assert b"\\x" in r.stderr
+    assert snapshot(bao, cmk) == baseline

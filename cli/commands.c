@@ -291,8 +291,10 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 			goto out;
 		}
 		cli->read_stdin = strcmp(json_path, "-") == 0;
-		if ((rc = read_request_file(json_path, &text, &len)) != 0 ||
-		    (rc = cmk_keystore_request_from_json(text, len, &req)) != 0) {
+		/* A request file that is missing or unreadable is bad input, like a request that does not parse. */
+		if ((rc = read_request_file(json_path, &text, &len)) != 0 && rc != CMK_ERR_NOMEM)
+			rc = cmk_fail(CMK_ERR_INVALID, "--json: %s", cmk_errdetail());
+		if (rc != 0 || (rc = cmk_keystore_request_from_json(text, len, &req)) != 0) {
 			ret = cli_fail(cli, rc, "keystore add");
 			goto out;
 		}
@@ -604,7 +606,8 @@ int cmd_audit(struct cli *cli, int argc, char **argv)
 	}
 	if (rc != 0) {
 		cli_error(cli, "audit verify: %s: %s", path, cmk_errdetail());
-		rc = rc == CMK_ERR_AUDIT ? EXIT_FAILED : cli_exit_code(rc);
+		/* A FILE given on the command line that does not exist is bad input; a damaged trail is a failure. */
+		rc = rc == CMK_ERR_AUDIT ? EXIT_FAILED : rc == CMK_ERR_NOTFOUND && argc == 3 ? EXIT_USAGE : cli_exit_code(rc);
 	}
 out:
 	cmk_wipe(key, sizeof(key));

@@ -1261,10 +1261,14 @@ static int loader_open(struct loader *ld, const char *path)
 	int err;
 
 	ld->file = path;
+	/*
+	 * A configuration file that is missing or cannot be opened is bad input
+	 * (exit 2: nothing was done yet), unlike a process out of resources.
+	 */
 	if ((ld->fp = fopen(path, "re")) == NULL) {
 		err = errno;
-		return cmk_fail(err == ENOENT ? CMK_ERR_NOTFOUND : err == EACCES ? CMK_ERR_PERM : CMK_ERR_IO,
-				"%s: %s", path, strerror(err));
+		return cmk_fail(err == EACCES ? CMK_ERR_PERM : err == ENOMEM ? CMK_ERR_NOMEM :
+				err == EMFILE || err == ENFILE ? CMK_ERR_IO : CMK_ERR_CONFIG, "%s: %s", path, strerror(err));
 	}
 	if (fstat(fileno(ld->fp), &sb) != 0)
 		return cmk_fail(CMK_ERR_IO, "%s: %s", path, strerror(errno));

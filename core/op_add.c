@@ -14,6 +14,7 @@
 #include "cmkcert/json.h"
 #include "cmkcert/log.h"
 #include "cmkcert/names.h"
+#include "cmkcert/openbao.h"
 #include "cmkcert/util.h"
 #include "lifecycle_int.h"
 
@@ -185,6 +186,9 @@ static int validate_request(struct cmk_ctx *ctx, const struct cmk_keystore_reque
 				"test the connection (verify %s)", cmk_verify_name(p->verify));
 	if (req->server_ca_pem != NULL && cmk_pem_cert_count(req->server_ca_pem) <= 0)
 		return cmk_fail(CMK_ERR_INVALID, "server CA: no PEM certificate found");
+	/* A configuration naming files that are not there is refused here, before anything is recorded. */
+	if ((rc = cmk_bao_check_files(ctx->cfg)) != 0)
+		return rc;
 
 	if ((rc = cmk_lc_plan_names(p, req->tenant)) != 0)
 		return rc;

@@ -79,6 +79,71 @@ def test_bad_keystore_json(bao, cmk, baseline, body, field):
     assert snapshot(bao, cmk) == baseline
 
 
+def test_missing_request_file(bao, cmk, baseline):
+    r = cmk("keystore", "add", "--json", "/nonexistent/request.json")
+    assert r.returncode == 2, r.stderr
+    assert "/nonexistent/request.json" in r.stderr
+    assert snapshot(bao, cmk) == baseline
+
+
+def test_missing_server_ca_file(bao, cmk, baseline):
+    r = cmk("keystore", "add", "--tenant", "t", "--type", "aws_kms", "--endpoint", "127.0.0.1:9",
+            "--server-ca", "/nonexistent/ca.pem")
+    assert r.returncode == 2, r.stderr
+    assert "/nonexistent/ca.pem" in r.stderr
+    assert snapshot(bao, cmk) == baseline
+
+
+@pytest.mark.parametrize("args", [("check",), ("list",), ("keystore", "add", "--tenant", "t", "--type", "aws_kms"),
+                                  ("renew", "--due"), ("audit", "verify")])
+def test_missing_configuration_file(bao, cmk, baseline, args):
+    r = cmk(*args, conf="/nonexistent/cmkcert.conf")
+    assert r.returncode == 2, r.stderr
+    assert "/nonexistent/cmkcert.conf" in r.stderr
+    assert snapshot(bao, cmk) == baseline
+
+
+def test_missing_configuration_file_from_the_environment(bao, baseline, cmk):
+    env = dict(os.environ, CMKCERT_CONF="/nonexistent/env.conf")
+    r = subprocess.run([str(CMKCERT), "list"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2, r.stderr
+    assert "/nonexistent/env.conf" in r.stderr
+    assert snapshot(bao, cmk) == baseline
+
+
+def test_configuration_that_is_a_directory(bao, cmk, tmp_path):
+    r = cmk("check", conf=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert str(tmp_path) in r.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ("keystore", "add", "--tenant", "t", "--type", "aws_kms", "--verify", "none"),
+    ("renew", "--tenant", "existing", "--type", "aws_kms"),
+    ("revoke", "--tenant", "existing", "--type", "aws_kms"),
+])
+@pytest.mark.parametrize("method,key,missing", [
+    (None, "ca_cert", "/nonexistent/openbao-ca.pem"),
+    ("kubernetes", "jwt_path", "/nonexistent/token.jwt"),
+    ("token", "token_path", "/nonexistent/root.token"),
+])
+def test_file_named_by_the_configuration_is_missing(bao, cmk, baseline, tmp_path, command, method, key, missing):
+    """Refused before anything is recorded: no record changes, no audit line."""
+    conf = edit_conf(bao.conf, "openbao" if method is None else "auth", key, missing, out=tmp_path / "c.conf")
+    if method is not None:
+        edit_conf(conf, "auth", "method", method)
+    r = cmk(*command, conf=conf)
+    assert r.returncode == 2, r.stderr
+    assert key in r.stderr and missing in r.stderr
+    assert snapshot(bao, cmk) == baseline
+
+
+def test_missing_audit_file_to_verify(cmk):
+    r = cmk("audit", "verify", "/nonexistent/audit.log")
+    assert r.returncode == 2, r.stderr
+    assert "/nonexistent/audit.log" in r.stderr
+
+
 def test_usage_errors(cmk):
     assert cmk("frobnicate").returncode == 2
     assert cmk("keystore", "add", "--tenant", "t").returncode == 2

@@ -610,13 +610,14 @@ static void test_environment_and_missing_file(void **state)
 
 	snprintf(missing, sizeof(missing), "%s/nope.conf", f->dir);
 	assert_int_equal(setenv("CMKCERT_CONF", missing, 1), 0);
-	assert_int_equal(cmk_config_load(NULL, &cfg), CMK_ERR_NOTFOUND);
+	/* A missing configuration is a configuration error (the CLI's exit 2), naming the file. */
+	assert_int_equal(cmk_config_load(NULL, &cfg), CMK_ERR_CONFIG);
 	assert_null(cfg);
 	snprintf(expect, sizeof(expect), "%s: No such file or directory", missing);
 	assert_string_equal(cmk_errdetail(), expect);
 	assert_int_equal(unsetenv("CMKCERT_CONF"), 0);
 
-	assert_int_equal(cmk_config_load(missing, &cfg), CMK_ERR_NOTFOUND);
+	assert_int_equal(cmk_config_load(missing, &cfg), CMK_ERR_CONFIG);
 	assert_string_equal(cmk_errdetail(), expect);
 }
 

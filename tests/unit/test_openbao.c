@@ -1028,7 +1028,9 @@ static void test_missing_jwt_file(void **state)
 	free(cfg.auth.jwt_path);
 	cfg.auth.jwt_path = cred_path("absent.jwt");
 	go();
-	assert_int_equal(cmk_bao_login(bao), CMK_ERR_NOTFOUND);
+	/* The file is named by the configuration: that is what to fix. */
+	assert_int_equal(cmk_bao_login(bao), CMK_ERR_CONFIG);
+	assert_non_null(strstr(cmk_errdetail(), "jwt_path"));
 	assert_non_null(strstr(cmk_errdetail(), "absent.jwt"));
 	assert_stats(0, 0, 0);
 }
@@ -1360,7 +1362,8 @@ static void test_new_checks_config(void **state)
 	assert_int_equal(cmk_bao_new(&cfg, &b), CMK_ERR_INVALID);
 	cfg.openbao.namespace_ = NULL;
 	cfg.openbao.ca_cert = "/nonexistent/ca.pem";
-	assert_int_equal(cmk_bao_new(&cfg, &b), CMK_ERR_NOTFOUND);
+	assert_int_equal(cmk_bao_new(&cfg, &b), CMK_ERR_CONFIG);
+	assert_non_null(strstr(cmk_errdetail(), "ca_cert /nonexistent/ca.pem"));
 	assert_null(b);
 	cmk_bao_free(NULL);
 }

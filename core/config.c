@@ -258,10 +258,9 @@ static int parse_master_key(struct loader *ld, const struct key_spec *k, const c
 	if (rc != 0)
 		return rc;
 	path = *(char **)field;
-	if (cmk_check_secret_file(path) != 0)
+	/* Size, owner and mode all come from one stat of the file the path leads to, links followed. */
+	if (cmk_stat_secret_file(path, &sb) != 0)
 		return bad_detail(ld);
-	if (lstat(path, &sb) != 0)
-		return bad(ld, "%s: %s", path, strerror(errno));
 	if (sb.st_size != MASTER_KEY_LEN)
 		return bad(ld, "%s: %lld bytes, must be exactly %d", path, (long long)sb.st_size, MASTER_KEY_LEN);
 	return 0;

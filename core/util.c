@@ -336,6 +336,13 @@ int cmk_check_secret_file(const char *path)
 {
 	struct stat sb;
 
+	return cmk_stat_secret_file(path, &sb);
+}
+
+int cmk_stat_secret_file(const char *path, struct stat *out)
+{
+	struct stat sb;
+
 	/*
 	 * Follow symbolic links: Kubernetes Secret volumes present every file as
 	 * a link into a kubelet-managed directory; what matters is the file the
@@ -350,6 +357,7 @@ int cmk_check_secret_file(const char *path)
 	if ((sb.st_mode & 077) != 0)
 		return cmk_fail(CMK_ERR_PERM, "%s: mode %04o is readable by group or others, must be 0400 or 0600",
 				path, (unsigned)(sb.st_mode & 07777));
+	*out = sb;
 	return 0;
 }
 

@@ -96,9 +96,16 @@ int cmk_write_file_atomic(const char *path, const void *data, size_t len, mode_t
 /*
  * Refuse a secret file unless it is a regular file owned by root (or by the
  * effective uid), with no group or other permission bits (0400 or 0600).
- * CMK_ERR_PERM / CMK_ERR_NOTFOUND with detail naming the path and the problem.
+ * Symbolic links are followed (a Kubernetes Secret volume presents each key
+ * as a link, through a link, to a file in a timestamped directory): the file
+ * they lead to is what is judged.  CMK_ERR_PERM / CMK_ERR_NOTFOUND with
+ * detail naming the path and the problem.
  */
 int cmk_check_secret_file(const char *path);
+
+/* The same check, also giving the stat of the file judged (its size, for one). */
+struct stat;
+int cmk_stat_secret_file(const char *path, struct stat *out);
 
 /* mkdir -p with `mode` for each created component. */
 int cmk_mkdirs(const char *path, mode_t mode);

@@ -349,11 +349,16 @@ static void test_check_secret_file_symlink_and_owner(void **state)
 {
 	struct fx *fx = *state;
 	char *path = at(fx, "master.key"), *link = at(fx, "link.key");
+	struct stat sb;
 
 	put_file(path, "k", 0600);
 	/* A symlink (as in a Kubernetes Secret volume) is judged by the file it leads to. */
 	assert_int_equal(symlink(path, link), 0);
 	assert_int_equal(cmk_check_secret_file(link), 0);
+	/* The stat given back is the target's, not the link's (whose size is its path's length). */
+	assert_int_equal(cmk_stat_secret_file(link, &sb), 0);
+	assert_int_equal(sb.st_size, 1);
+	assert_true(S_ISREG(sb.st_mode));
 	assert_int_equal(chmod(path, 0644), 0);
 	assert_int_equal(cmk_check_secret_file(link), CMK_ERR_PERM);
 	assert_contains(cmk_errdetail(), "0644");

@@ -5,6 +5,7 @@
  */
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -537,6 +538,8 @@ static void print_audit_report(const char *path, const struct cmk_audit_report *
 
 	printf("%s: %" PRIu64 " lines, hash chain intact", safe != NULL ? safe : "audit trail", r->lines);
 	free(safe);
+	if (r->first_seq > 1)
+		printf(" (numbered from %" PRIu64 ": it continues a rotated trail)", r->first_seq);
 	if (r->keyed_from == 1)
 		printf(", every line's MAC checked");
 	else if (r->keyed_from > 1)
@@ -557,6 +560,30 @@ static void print_audit_report(const char *path, const struct cmk_audit_report *
 	printf("\n");
 }
 
+/* Start a new trail file continuing the chain; the old one keeps its lines under a dated name. */
+static int audit_rotate(struct cli *cli)
+{
+	struct cmk_ctx *ctx = NULL;
+	char moved[PATH_MAX + 32];
+	int rc;
+
+	if ((rc = cli_open_ctx(cli, &ctx)) != 0)
+		return cli_fail(cli, rc, "configuration");
+	if ((rc = cmk_audit_rotate(ctx->audit, moved, sizeof(moved))) != 0) {
+		rc = cli_fail(cli, rc, "audit rotate");
+	} else {
+		if (cli->json)
+			cli_print_json(json_pack("{s:b, s:s, s:s}", "ok", 1, "file", ctx->cfg->audit.path, "moved_to",
+						 moved));
+		else
+			cli_line(stdout, "%s: lines so far moved to %s; the trail goes on in %s", ctx->cfg->audit.path,
+				 moved, ctx->cfg->audit.path);
+		rc = EXIT_OK;
+	}
+	cmk_ctx_free(ctx);
+	return rc;
+}
+
 int cmd_audit(struct cli *cli, int argc, char **argv)
 {
 	struct cmk_audit_report rep = { 0 };
@@ -568,8 +595,10 @@ int cmd_audit(struct cli *cli, int argc, char **argv)
 	bool own;
 	int rc;
 
+	if (argc == 2 && strcmp(argv[1], "rotate") == 0)
+		return audit_rotate(cli);
 	if (argc < 2 || strcmp(argv[1], "verify") != 0)
-		return cli_usage_error(cli, "audit: expected \"audit verify [FILE]\"");
+		return cli_usage_error(cli, "audit: expected \"audit verify [FILE]\" or \"audit rotate\"");
 	if (argc > 3)
 		return cli_usage_error(cli, "audit verify: too many arguments");
 	/* The MAC key comes from the master key, the anchor from the store: both need the configuration. */

@@ -30,6 +30,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,6 +230,34 @@ static int own_fd(struct cmk_audit *a)
 	a->fd = fd;
 	a->pid = getpid();
 	return 0;
+}
+
+/*
+ * Take the file lock of the trail the path names now: after a rotation
+ * (cmk_audit_rotate()) the descriptor still points at the old file, whose
+ * lock is then worth nothing.  Called under a->lock.
+ */
+static int lock_current(struct cmk_audit *a)
+{
+	for (int attempt = 0;; attempt++) {
+		struct stat now, ours;
+		int fd, rc;
+
+		while ((rc = flock(a->fd, LOCK_EX)) != 0 && errno == EINTR)
+			;
+		if (rc != 0)
+			return cmk_fail(CMK_ERR_AUDIT, "audit: %s: lock: %s", a->path, strerror(errno));
+		if (fstat(a->fd, &ours) == 0 && stat(a->path, &now) == 0 && now.st_dev == ours.st_dev &&
+		    now.st_ino == ours.st_ino)
+			return 0;
+		flock(a->fd, LOCK_UN);
+		if (attempt == 3)
+			return cmk_fail(CMK_ERR_AUDIT, "audit: %s keeps changing under us", a->path);
+		if ((rc = open_trail(a->path, &fd)) != 0)
+			return rc;
+		close(a->fd);
+		a->fd = fd;
+	}
 }
 
 /* ---- reading the last line -------------------------------------------- */
@@ -660,14 +689,8 @@ static int append_file(struct cmk_audit *a, const struct cmk_audit_anchor *anc, 
 
 	*written = false;
 	pthread_mutex_lock(&a->lock);
-	if ((rc = own_fd(a)) != 0)
+	if ((rc = own_fd(a)) != 0 || (rc = lock_current(a)) != 0)
 		goto out;
-	while ((rc = flock(a->fd, LOCK_EX)) != 0 && errno == EINTR)
-		;
-	if (rc != 0) {
-		rc = cmk_fail(CMK_ERR_AUDIT, "audit: %s: lock: %s", a->path, strerror(errno));
-		goto out;
-	}
 	rc = append_locked(a, anc, evs, n, last, written);
 	flock(a->fd, LOCK_UN);
 out:
@@ -733,4 +756,104 @@ void cmk_audit_bind(struct cmk_audit *a, struct cmk_store *st, const uint8_t key
 	a->store = st;
 	memcpy(a->key, key, sizeof(a->key));
 	a->keyed = true;
+}
+
+/* ---- rotation --------------------------------------------------------- */
+
+/*
+ * Under the anchor's and the file's lock: move the trail aside and start a
+ * new one whose first line continues it (the next sequence number, the hash
+ * of the old last line as prev, a MAC).
+ */
+static int rotate_locked(struct cmk_audit *a, const struct cmk_audit_anchor *anc, char *moved, size_t cap,
+			 struct cmk_audit_anchor *last)
+{
+	struct cmk_audit_event ev = CMK_AUDIT_EVENT_INIT;
+	char stamp[32], detail[PATH_MAX + 64], *line = NULL;
+	struct tail t;
+	time_t now = time(NULL);
+	struct tm tm;
+	int fd = -1, rc;
+
+	if ((rc = read_tail(a, &t)) != 0 || (rc = check_anchor(a, &t, anc)) != 0)
+		return rc;
+	if (t.torn > 0 || t.seq == 0)
+		return cmk_fail(CMK_ERR_STATE, "audit: %s: %s; nothing rotated", a->path,
+				t.seq == 0 ? "the trail is empty" : "the last line is incomplete (the next append repairs it)");
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	if ((size_t)snprintf(moved, cap, "%s.%s", a->path, stamp) >= cap)
+		return cmk_fail(CMK_ERR_INVALID, "audit: %s: path too long", a->path);
+	if (link(a->path, moved) != 0)
+		return cmk_fail(CMK_ERR_AUDIT, "audit: %s: %s", moved, strerror(errno));
+	/* The new file takes the name; the old one keeps its lines under the new name. */
+	snprintf(detail, sizeof(detail), "%s.new", a->path);
+	if ((fd = open(detail, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+		rc = cmk_fail(CMK_ERR_AUDIT, "audit: %s: %s", detail, strerror(errno));
+		unlink(moved);
+		return rc;
+	}
+	ev.event = CMK_AUDIT_ROTATE;
+	ev.outcome = "success";
+	ev.step = AUDIT_REPAIR_STEP;
+	{
+		const char *base = strrchr(moved, '/');
+		char d[PATH_MAX + 64];
+
+		snprintf(d, sizeof(d), "continues %s (lines 1 to %" PRIu64 ")", base ? base + 1 : moved, t.seq);
+		ev.detail = d;
+		rc = build_line(&ev, &t, a->key, &line, t.mac);
+	}
+	if (rc == 0) {
+		size_t len = strlen(line);
+		if (write(fd, line, len) != (ssize_t)len || fsync(fd) != 0 || rename(detail, a->path) != 0)
+			rc = cmk_fail(CMK_ERR_AUDIT, "audit: %s: %s", a->path, strerror(errno));
+	}
+	if (rc != 0) {
+		unlink(detail);
+		unlink(moved);
+		close(fd);
+		free(line);
+		return rc;
+	}
+	sync_parent_dir(a->path);
+	free(line);
+	close(a->fd);
+	a->fd = fd;
+	last->seq = t.seq + 1;
+	memcpy(last->mac, t.mac, sizeof(last->mac));
+	return 0;
+}
+
+int cmk_audit_rotate(struct cmk_audit *a, char *moved_to, size_t cap)
+{
+	struct cmk_audit_anchor anc, last;
+	struct cmk_txn *txn = NULL;
+	int rc;
+
+	if (a->store == NULL || !a->keyed)
+		return cmk_fail(CMK_ERR_STATE, "audit: %s: only a keyed trail can be rotated", a->path);
+	if ((rc = cmk_store_begin(a->store, &txn)) != 0)
+		return rc;
+	rc = cmk_store_audit_anchor_get(a->store, txn, &anc);
+	if (rc == CMK_ERR_NOTFOUND) {
+		memset(&anc, 0, sizeof(anc));
+		rc = 0;
+	}
+	if (rc == 0) {
+		pthread_mutex_lock(&a->lock);
+		if ((rc = own_fd(a)) == 0 && (rc = lock_current(a)) == 0) {
+			int old = a->fd;
+
+			rc = rotate_locked(a, &anc, moved_to, cap, &last);
+			/* Unlock the old file if the rotation failed; on success it is closed. */
+			if (rc != 0)
+				flock(old, LOCK_UN);
+		}
+		pthread_mutex_unlock(&a->lock);
+	}
+	if (rc == 0 && (rc = cmk_store_audit_anchor_put(txn, &last)) == 0)
+		return cmk_store_commit(txn);
+	cmk_store_abort(txn);
+	return rc;
 }

@@ -30,6 +30,7 @@
 struct walk {
 	const struct cmk_audit_check *chk;
 	struct cmk_audit_report *rep;
+	uint64_t offset;           /* sequence number of line n is n + offset (a rotated trail starts later) */
 	char prev[AUDIT_HASH_HEX + 1];
 	bool anchor_seen;
 	uint8_t anchor_mac[CMK_AUDIT_MAC_LEN];
@@ -83,11 +84,35 @@ static int check_mac(struct walk *w, const char *line, size_t len, uint64_t no)
 			return cmk_fail(CMK_ERR_AUDIT, "line %" PRIu64 ": MAC does not match (the line was edited, or "
 					"written without the trail's key)", no);
 	}
-	if (w->chk->anchor != NULL && no == w->chk->anchor->seq) {
+	if (w->chk->anchor != NULL && no + w->offset == w->chk->anchor->seq) {
 		w->anchor_seen = true;
 		memcpy(w->anchor_mac, mac, sizeof(mac));
 	}
 	return 0;
+}
+
+static bool is_event(const json_t *obj, const char *name)
+{
+	const char *event = NULL;
+
+	return cmk_json_str(obj, "event", &event) == 0 && strcmp(event, name) == 0;
+}
+
+/*
+ * The first line of a rotated trail continues another file: it may carry
+ * any sequence number and prev, but only as an auditRotate line whose MAC
+ * the key confirms (nobody else could have written it).
+ */
+static bool continues_a_trail(const struct walk *w, const json_t *obj, const char *line, size_t len, int64_t seq)
+{
+	uint8_t mac[CMK_AUDIT_MAC_LEN], want[CMK_AUDIT_MAC_LEN];
+	size_t body;
+
+	if (seq < 2 || !is_event(obj, CMK_AUDIT_ROTATE) || w->chk->key == NULL ||
+	    !cmk_audit_split_mac(line, len, mac, &body))
+		return false;
+	cmk_hmac_sha256(w->chk->key, 32, line, body, want);
+	return cmk_memeq(mac, want, sizeof(mac));
 }
 
 static bool is_repair(const json_t *obj)
@@ -127,9 +152,14 @@ static int check_line(struct walk *w, const char *line, size_t len, uint64_t no)
 	if ((rc = check_fields(obj, no, &seq, &prev_field)) != 0)
 		goto out;
 	rc = CMK_ERR_AUDIT;
-	if (seq < 0 || (uint64_t)seq != no) {
+	if (no == 1 && (seq != 1 || strcmp(prev_field, w->prev) != 0) && continues_a_trail(w, obj, line, len, seq)) {
+		w->offset = (uint64_t)seq - 1;
+		w->rep->first_seq = (uint64_t)seq;
+		memcpy(w->prev, prev_field, sizeof(w->prev) - 1);
+	}
+	if (seq < 0 || (uint64_t)seq != no + w->offset) {
 		cmk_fail(rc, "line %" PRIu64 ": seq %" PRId64 ", expected %" PRIu64
-			 " (a line was deleted, inserted or reordered)", no, seq, no);
+			 " (a line was deleted, inserted or reordered)", no, seq, no + w->offset);
 		goto out;
 	}
 	if (strcmp(prev_field, w->prev) != 0) {
@@ -164,17 +194,17 @@ static int check_anchor_end(struct walk *w)
 		return 0;
 	}
 	rep->anchored = anc->seq;
-	if (rep->lines < anc->seq) {
+	if (rep->lines + w->offset < anc->seq) {
 		rep->bad_line = rep->lines + 1;
 		return cmk_fail(CMK_ERR_AUDIT, "the trail ends at line %" PRIu64 " but the store recorded line %" PRIu64
-				" as written: lines were removed from the end", rep->lines, anc->seq);
+				" as written: lines were removed from the end", rep->lines + w->offset, anc->seq);
 	}
-	if (!w->anchor_seen || !cmk_memeq(w->anchor_mac, anc->mac, sizeof(anc->mac))) {
-		rep->bad_line = anc->seq;
+	if (anc->seq <= w->offset || !w->anchor_seen || !cmk_memeq(w->anchor_mac, anc->mac, sizeof(anc->mac))) {
+		rep->bad_line = anc->seq > w->offset ? anc->seq - w->offset : 1;
 		return cmk_fail(CMK_ERR_AUDIT, "line %" PRIu64 " is not the line the store recorded as written there "
 				"(the trail was rewritten from there on)", anc->seq);
 	}
-	rep->unanchored = rep->lines - anc->seq;
+	rep->unanchored = rep->lines + w->offset - anc->seq;
 	return 0;
 }
 
@@ -218,7 +248,9 @@ int cmk_audit_verify(const char *path, const struct cmk_audit_check *chk, struct
 	w.chk = chk != NULL ? chk : &none;
 	w.rep = rep != NULL ? rep : &local;
 	w.anchor_seen = false;
+	w.offset = 0;
 	memset(w.rep, 0, sizeof(*w.rep));
+	w.rep->first_seq = 1;
 	memcpy(w.prev, cmk_audit_zero_hash, sizeof(w.prev));
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return cmk_fail(errno == ENOENT ? CMK_ERR_NOTFOUND : CMK_ERR_AUDIT, "%s: %s", path, strerror(errno));

@@ -345,6 +345,22 @@ int cmk_lc_audit_failure(struct cmk_ctx *ctx, const char *tenant, const char *ty
 	return rc;
 }
 
+int cmk_lc_shred(struct cmk_ctx *ctx)
+{
+	struct cmk_shred_stats st;
+	int rc;
+
+	if (!cmk_store_shred_pending(ctx->store))
+		return 0;
+	if ((rc = cmk_store_shred(ctx->store, &st)) != 0) {
+		cmk_log(CMK_LOG_WARN, "shred: %s (the next run tries again)", cmk_errdetail());
+		return rc;
+	}
+	cmk_log(CMK_LOG_DEBUG, "shred: %llu destroyed key(s); %u old log file(s) overwritten and removed",
+		(unsigned long long)st.keys, st.logs_removed);
+	return 0;
+}
+
 double cmk_lc_random_unit(void)
 {
 	uint32_t r = 0;

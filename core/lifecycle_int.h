@@ -19,6 +19,13 @@ int cmk_lc_audit(struct cmk_ctx *ctx, const char *event, const char *outcome, co
 int cmk_lc_audit_failure(struct cmk_ctx *ctx, const char *tenant, const char *type, const char *step,
 			 const char *detail);
 
+/*
+ * After keys were destroyed: make their old copies leave every store file
+ * (cmk_store_shred()).  A failure is logged and returned; the next call
+ * tries again.
+ */
+int cmk_lc_shred(struct cmk_ctx *ctx);
+
 /* Uniform random number in [0, 1). */
 double cmk_lc_random_unit(void);
 

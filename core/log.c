@@ -2,6 +2,7 @@
  * log.c - the library's single reporting channel: a callback set by main().
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,6 +32,44 @@ void cmk_log(enum cmk_log_level level, const char *fmt, ...)
 		msg[0] = '\0';
 	va_end(ap);
 	/* Messages quote names, paths and server text: each becomes one printable line whatever they held. */
+	cmk_escape(safe, sizeof(safe), msg, strlen(msg), 0);
+	log_fn(level, safe, log_arg);
+}
+
+void cmk_log_limited(struct cmk_log_limit *lim, enum cmk_log_level level, const char *fmt, ...)
+{
+	unsigned long left_out = 0;
+	int64_t now = cmk_monotonic_ms();
+	char msg[1024], safe[1024];
+	size_t len;
+	va_list ap;
+	bool pass;
+
+	if (log_fn == NULL || level < log_min)
+		return;
+	pthread_mutex_lock(&lim->mu);
+	if (lim->window_start == 0 || now - lim->window_start >= CMK_LOG_LIMIT_MS) {
+		lim->window_start = now;
+		lim->passed = 0;
+	}
+	pass = lim->passed < CMK_LOG_LIMIT_BURST;
+	if (pass) {
+		lim->passed++;
+		left_out = lim->left_out;
+		lim->left_out = 0;
+	} else {
+		lim->left_out++;
+	}
+	pthread_mutex_unlock(&lim->mu);
+	if (!pass)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	len = strlen(msg);
+	if (left_out > 0 && len < sizeof(msg))
+		snprintf(msg + len, sizeof(msg) - len, " (%lu like this left out)", left_out);
+	/* As in cmk_log(): these repeat what callers provoke (file names looked up), so they are escaped too. */
 	cmk_escape(safe, sizeof(safe), msg, strlen(msg), 0);
 	log_fn(level, safe, log_arg);
 }

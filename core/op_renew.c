@@ -377,25 +377,36 @@ out:
 
 void cmk_cleanup_due(struct cmk_ctx *ctx, int64_t now, struct cmk_pass_stats *st)
 {
-	struct cmk_cert_filter f = { .status = CMK_ST_ROTATING };
-	struct due d = { 0 };
+	/*
+	 * Rotating certificates stay readable for the grace period; failed and
+	 * expired ones keep their key as long, for a person to look at.  After
+	 * it, each key is destroyed (and shredded below).
+	 */
+	static const enum cmk_status aging[] = { CMK_ST_ROTATING, CMK_ST_FAILED, CMK_ST_EXPIRED };
 
-	if (cmk_store_cert_each(ctx->store, NULL, &f, collect, &d) < 0)
-		goto out;
-	for (size_t i = 0; i < d.n; i++) {
-		struct cmk_cert_record rec = { 0 };
-		bool done = false;
+	for (size_t s = 0; s < sizeof(aging) / sizeof(aging[0]); s++) {
+		struct cmk_cert_filter f = { .status = (int)aging[s] };
+		struct due d = { 0 };
 
-		if (cmk_store_cert_get(ctx->store, NULL, d.ids[i], &rec) != 0)
+		if (cmk_store_cert_each(ctx->store, NULL, &f, collect, &d) < 0) {
+			free(d.ids);
 			continue;
-		/* updated_at is when it became rotating. */
-		if (rec.updated_at + ctx->cfg->renewal.grace_period <= now &&
-		    age(ctx, rec.id, CMK_ST_ROTATING, CMK_ST_CLEANED_UP, CMK_AUDIT_DELETE, &done) == 0 && done)
-			st->cleaned++;
-		cmk_cert_record_clear(&rec);
+		}
+		for (size_t i = 0; i < d.n; i++) {
+			struct cmk_cert_record rec = { 0 };
+			bool done = false;
+
+			if (cmk_store_cert_get(ctx->store, NULL, d.ids[i], &rec) != 0)
+				continue;
+			/* updated_at is when it entered its state. */
+			if (rec.updated_at + ctx->cfg->renewal.grace_period <= now && rec.sealed_key != NULL &&
+			    age(ctx, rec.id, aging[s], CMK_ST_CLEANED_UP, CMK_AUDIT_DELETE, &done) == 0 && done)
+				st->cleaned++;
+			cmk_cert_record_clear(&rec);
+		}
+		free(d.ids);
 	}
-out:
-	free(d.ids);
+	cmk_lc_shred(ctx);
 }
 
 int cmk_due_ids(struct cmk_ctx *ctx, int64_t now, size_t max, uint64_t **ids, size_t *n)

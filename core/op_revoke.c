@@ -268,6 +268,7 @@ int cmk_revoke(struct cmk_ctx *ctx, const char *tenant, const char *type, enum c
 		return rc;
 	rc = revoke_locked(ctx, tenant, type, reason, res, step, arg);
 	cmk_lc_unlock(lock);
+	cmk_lc_shred(ctx);
 	return rc;
 }
 
@@ -312,5 +313,6 @@ int cmk_keystore_remove(struct cmk_ctx *ctx, const char *tenant, const char *typ
 			rc = rc2;
 	}
 	cmk_lc_unlock(lock);
+	cmk_lc_shred(ctx);
 	return rc;
 }

@@ -164,7 +164,8 @@ static int open_all(struct store_gen *g, DB_TXN *t, uint8_t id[CMK_STORE_ID_LEN]
 	    (rc = open_db(g, t, &g->by_serial, "by_serial.db", DB_DUP | DB_DUPSORT)) != 0 ||
 	    (rc = open_db(g, t, &g->keystores, "keystores.db", 0)) != 0 ||
 	    (rc = open_db(g, t, &g->changes, "changes.db", 0)) != 0 ||
-	    (rc = open_db(g, t, &g->audit, "audit.db", 0)) != 0)
+	    (rc = open_db(g, t, &g->audit, "audit.db", 0)) != 0 ||
+	    (rc = store_keys_open(g, t)) != 0)
 		return rc;
 	/* DB_CREATE: an index that is empty (new, or added by a later version) is built from certs. */
 	if ((ret = g->certs->associate(g->certs, t, g->by_tts, index_tts, DB_CREATE)) != 0 ||
@@ -295,6 +296,7 @@ void store_close_dbs(struct store_gen *g, bool sync)
 	close_db(g, &g->keystores, flags);
 	close_db(g, &g->changes, flags);
 	close_db(g, &g->audit, flags);
+	store_keys_close(g, flags);
 	close_db(g, &g->meta, flags);
 }
 
@@ -567,6 +569,20 @@ int cmk_store_cert_next_id(struct cmk_txn *txn, uint64_t *id)
 	return rc;
 }
 
+/* Decode a certificate record read in t, with its sealed key from its key slot when it has one. */
+static int decode_record(struct store_gen *g, DB_TXN *t, u_int32_t rmw, uint64_t id, const void *data, size_t size,
+			 struct cmk_cert_record *out)
+{
+	uint32_t slot;
+	int rc;
+
+	if ((rc = cmk_codec_cert_decode_slot(id, data, size, out, &slot)) != 0 || slot == 0)
+		return rc;
+	if ((rc = store_key_read(g, t, slot, rmw, &out->sealed_key, &out->sealed_key_len)) != 0)
+		cmk_cert_record_clear(out);
+	return rc;
+}
+
 static int cert_read(struct store_gen *g, DB_TXN *t, uint64_t id, u_int32_t flags, struct cmk_cert_record *out)
 {
 	uint8_t kb[8];
@@ -578,7 +594,7 @@ static int cert_read(struct store_gen *g, DB_TXN *t, uint64_t id, u_int32_t flag
 	dbt_malloc(&d);
 	if ((ret = g->certs->get(g->certs, t, &k, &d, flags)) != 0)
 		return db_fail(g, ret, "store: certificate record %" PRIu64, id);
-	rc = cmk_codec_cert_decode(id, d.data, d.size, out);
+	rc = decode_record(g, t, flags, id, d.data, d.size, out);
 	cmk_freezero(d.data, d.size);
 	return rc;
 }
@@ -635,7 +651,7 @@ static int find_last(struct store_gen *g, DB_TXN *t, DB *sdb, const uint8_t *key
 	if (k.size != n || memcmp(kb, key, n) != 0 || p.size != 8)
 		rc = cmk_fail(CMK_ERR_NOTFOUND, "store: no matching certificate record");
 	else
-		rc = cmk_codec_cert_decode(cmk_be64_get(pb), d.data, d.size, out);
+		rc = decode_record(g, t, rmw, cmk_be64_get(pb), d.data, d.size, out);
 	cmk_freezero(d.data, d.size);
 	return rc;
 }
@@ -679,13 +695,15 @@ int cmk_store_cert_by_serial(struct cmk_store *st, struct cmk_txn *txn, const ch
 }
 
 /* A record never moves to another (tenant, type): the change log and file names depend on it. */
-static int check_same_owner(struct store_gen *g, DB_TXN *t, const struct cmk_cert_record *rec)
+static int check_same_owner(struct store_gen *g, DB_TXN *t, const struct cmk_cert_record *rec, uint32_t *old_slot)
 {
+	struct cmk_cert_record old;
 	struct cmk_cert_keys k;
 	uint8_t kb[8];
 	DBT key, d;
 	int ret, rc = 0;
 
+	*old_slot = 0;
 	cmk_be64_put(kb, rec->id);
 	dbt_in(&key, kb, sizeof(kb));
 	dbt_malloc(&d);
@@ -700,6 +718,8 @@ static int check_same_owner(struct store_gen *g, DB_TXN *t, const struct cmk_cer
 	     k.type_len != strlen(rec->type) || memcmp(k.type, rec->type, k.type_len) != 0))
 		rc = cmk_fail(CMK_ERR_INVALID, "store_cert_put: record %" PRIu64 " belongs to another tenant or type",
 			      rec->id);
+	else if (cmk_codec_cert_decode_slot(rec->id, d.data, d.size, &old, old_slot) == 0)
+		cmk_cert_record_clear(&old);
 	cmk_freezero(d.data, d.size);
 	return rc;
 }
@@ -735,24 +755,57 @@ static int check_single_active(struct store_gen *g, DB_TXN *t, const struct cmk_
 	return 0;
 }
 
+/*
+ * The record's sealed key into its slot: kept when unchanged, written when
+ * new or changed, destroyed (overwritten in place) when the record no
+ * longer has one.  *slot: the old slot in, the slot the record names out.
+ */
+static int put_key(struct store_gen *g, DB_TXN *t, const struct cmk_cert_record *rec, uint32_t *slot)
+{
+	uint8_t *old = NULL;
+	size_t old_len = 0;
+	bool same;
+	int rc;
+
+	/* No key (or an empty one, which the record itself can say) needs no slot. */
+	if (rec->sealed_key == NULL || rec->sealed_key_len == 0) {
+		if (*slot == 0)
+			return 0;
+		rc = store_key_destroy(g, t, *slot);
+		*slot = 0;
+		return rc;
+	}
+	if (*slot != 0) {
+		if ((rc = store_key_read(g, t, *slot, DB_RMW, &old, &old_len)) != 0 && rc != CMK_ERR_STORE)
+			return rc;
+		same = rc == 0 && old_len == rec->sealed_key_len && memcmp(old, rec->sealed_key, old_len) == 0;
+		free(old);
+		if (same)
+			return 0;
+	}
+	return store_key_write(g, t, slot, rec->sealed_key, rec->sealed_key_len);
+}
+
 static int cert_put(struct store_gen *g, struct cmk_txn *txn, const struct cmk_cert_record *rec)
 {
 	uint8_t kb[8], *buf = NULL;
+	uint32_t slot;
 	size_t len = 0;
 	DBT k, d;
 	int ret, rc;
 
 	if (rec->id == 0 || !is_name(rec->tenant, sizeof(rec->tenant)) || !is_name(rec->type, sizeof(rec->type)))
 		return cmk_fail(CMK_ERR_INVALID, "store_cert_put: record needs an id, a tenant and a type");
-	if ((rc = cmk_codec_cert_encode(rec, &buf, &len)) != 0)
+	if ((rc = check_same_owner(g, txn->t, rec, &slot)) != 0 ||
+	    (rec->status == CMK_ST_ACTIVE && (rc = check_single_active(g, txn->t, rec)) != 0) ||
+	    (rc = put_key(g, txn->t, rec, &slot)) != 0)
+		return rc;
+	if ((rc = cmk_codec_cert_encode_slot(rec, slot, &buf, &len)) != 0)
 		return rc;
 	if (len > UINT32_MAX) {
 		rc = cmk_fail(CMK_ERR_INVALID, "store_cert_put: record %" PRIu64 " is too large", rec->id);
 		goto out;
 	}
-	if ((rc = check_same_owner(g, txn->t, rec)) != 0 ||
-	    (rec->status == CMK_ST_ACTIVE && (rc = check_single_active(g, txn->t, rec)) != 0))
-		goto out;
 	cmk_be64_put(kb, rec->id);
 	dbt_in(&k, kb, sizeof(kb));
 	dbt_in(&d, buf, len);
@@ -810,7 +863,7 @@ static bool walk_matches(const struct cert_walk *w, const struct cmk_cert_keys *
 }
 
 /* Decode one walked record into the chunk; a damaged one is logged and skipped. */
-static int walk_take(struct cert_walk *w, uint64_t id, const DBT *d)
+static int walk_take(struct store_gen *g, DB_TXN *t, struct cert_walk *w, uint64_t id, const DBT *d)
 {
 	struct cmk_cert_keys k;
 	int rc;
@@ -821,7 +874,7 @@ static int walk_take(struct cert_walk *w, uint64_t id, const DBT *d)
 	}
 	if (!walk_matches(w, &k))
 		return 0;
-	rc = cmk_codec_cert_decode(id, d->data, d->size, &w->recs[w->n]);
+	rc = decode_record(g, t, 0, id, d->data, d->size, &w->recs[w->n]);
 	if (rc == CMK_ERR_STORE) {
 		cmk_log(CMK_LOG_ERROR, "%s; skipped", cmk_errdetail());
 		return 0;
@@ -896,7 +949,7 @@ static int walk_fill(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg)
 			ret = DB_NOTFOUND;
 			break;
 		}
-		rc = id != 0 ? walk_take(w, id, &d) : cmk_fail(CMK_ERR_STORE, "store: %s: damaged record key", g->st->path);
+		rc = id != 0 ? walk_take(g, t, w, id, &d) : cmk_fail(CMK_ERR_STORE, "store: %s: damaged record key", g->st->path);
 		cmk_freezero(d.data, d.size);
 		dbt_malloc(&d);
 		if (rc != 0)
@@ -1241,4 +1294,89 @@ int cmk_store_audit_anchor_put(struct cmk_txn *txn, const struct cmk_audit_ancho
 	rc = anchor_put(txn->g, txn, a);
 	gen_leave(txn->g);
 	return rc;
+}
+
+/* ---- shred bookkeeping ---- */
+
+static int meta_u64(struct store_gen *g, DB_TXN *t, const char *name, u_int32_t rmw, uint64_t *v)
+{
+	uint8_t b[8];
+	int rc = meta_get(g, t, name, b, sizeof(b), rmw);
+
+	*v = rc == 0 ? cmk_be64_get(b) : 0;
+	return rc == CMK_ERR_NOTFOUND ? 0 : rc;
+}
+
+static int meta_set_u64(struct store_gen *g, DB_TXN *t, const char *name, uint64_t v)
+{
+	uint8_t b[8];
+
+	cmk_be64_put(b, v);
+	return meta_put(g, t, name, b, sizeof(b));
+}
+
+int store_note_destroyed(struct store_gen *g, DB_TXN *t)
+{
+	uint64_t n;
+	int rc;
+
+	if ((rc = meta_u64(g, t, "keys_destroyed", DB_RMW, &n)) != 0)
+		return rc;
+	return meta_set_u64(g, t, "keys_destroyed", n + 1);
+}
+
+struct shred_mark {
+	uint64_t destroyed, shredded;
+};
+
+static int shred_mark_fn(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg)
+{
+	struct shred_mark *m = arg;
+	int rc;
+
+	(void)rmw;
+	if ((rc = meta_u64(g, t, "keys_destroyed", 0, &m->destroyed)) != 0)
+		return rc;
+	return meta_u64(g, t, "keys_shredded", 0, &m->shredded);
+}
+
+int store_shred_mark(struct store_gen *g, uint64_t *destroyed, uint64_t *shredded)
+{
+	struct shred_mark m = { 0, 0 };
+	int rc = in_read_txn(g->st, NULL, shred_mark_fn, &m);
+
+	*destroyed = m.destroyed;
+	*shredded = m.shredded;
+	return rc;
+}
+
+int store_shred_done(struct store_gen *g, uint64_t upto)
+{
+	for (int attempt = 1;; attempt++) {
+		uint64_t done;
+		DB_TXN *t;
+		int ret, rc;
+
+		if ((ret = g->env->txn_begin(g->env, NULL, &t, 0)) != 0)
+			return db_fail(g, ret, "store: %s: beginning a transaction", g->st->path);
+		rc = meta_u64(g, t, "keys_shredded", DB_RMW, &done);
+		if (rc == 0 && upto > done)
+			rc = meta_set_u64(g, t, "keys_shredded", upto);
+		if (rc == 0) {
+			if ((ret = t->commit(t, 0)) != 0)
+				rc = db_fail(g, ret, "store: %s: committing", g->st->path);
+		} else {
+			t->abort(t);
+		}
+		if (rc != CMK_ERR_BUSY || attempt == READ_RETRIES)
+			return rc;
+		store_backoff(attempt);
+	}
+}
+
+bool cmk_store_shred_pending(struct cmk_store *st)
+{
+	struct shred_mark m = { 0, 0 };
+
+	return in_read_txn(st, NULL, shred_mark_fn, &m) == 0 && m.destroyed > m.shredded;
 }

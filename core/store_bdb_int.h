@@ -44,6 +44,7 @@ struct store_gen {
 	uint64_t number;              /* 1 for the first environment of this handle, then +1 per reopen */
 	DB_ENV *env;
 	DB *meta, *certs, *by_tts, *by_renew, *by_serial, *keystores, *changes, *audit;
+	DB *keys, *keyfree;           /* sealed keys in slots of their own (store_keys.c) */
 	atomic_bool broken;           /* needs recovery: no new call enters it */
 	atomic_int inside;            /* threads inside a call */
 	atomic_int txns;              /* open transactions */
@@ -75,6 +76,7 @@ struct cmk_store {
 	struct store_gen *retired;    /* replaced generations that threads are still inside */
 	atomic_uint_fast64_t generations;
 	atomic_uint stuck;            /* threads found waiting in retired generations */
+	atomic_uint commits;          /* write commits by this handle (store_remove_old_logs() every few) */
 
 	bool reopen_failed;           /* under mu: the last environment failed; the next open recovers it */
 	int64_t open_wedge_reported;  /* monitor thread only */
@@ -131,5 +133,34 @@ void store_close_dbs(struct store_gen *g, bool sync);
 
 /* Pause before a retry: attempt * 2 ms. */
 void store_backoff(int attempt);
+
+/* Sizes of the environment that store_keys.c depends on. */
+#define CMK_LOG_FILE_BYTES (2u << 20)
+#define CMK_LOG_BUFFER_BYTES (64u << 10)
+/* One sealed key slot: a 4-byte length and the blob (an RSA-4096 PEM sealed is about 3.3 KB). */
+#define CMK_KEY_SLOT_LEN 4000
+
+/*
+ * Key slots (store_keys.c).  Open and close keys.db and keyfree.db; read a
+ * slot's sealed key (*blob malloc'd); write one (into *slot, or a free or
+ * new slot when *slot is 0, set on return); destroy one (overwritten with
+ * zeros in place, freed, and counted for cmk_store_shred()).
+ */
+int store_keys_open(struct store_gen *g, DB_TXN *t);
+void store_keys_close(struct store_gen *g, u_int32_t flags);
+int store_key_read(struct store_gen *g, DB_TXN *t, uint32_t slot, u_int32_t rmw, uint8_t **blob, size_t *len);
+int store_key_write(struct store_gen *g, DB_TXN *t, uint32_t *slot, const uint8_t *blob, size_t len);
+int store_key_destroy(struct store_gen *g, DB_TXN *t, uint32_t slot);
+
+/* Overwrite and remove the log files recovery no longer needs; *removed counts them. */
+int store_remove_old_logs(struct store_gen *g, unsigned *removed);
+
+/*
+ * Shred bookkeeping in meta: destroyed keys are counted in the destroying
+ * transaction; a shred records the count it has taken care of.
+ */
+int store_note_destroyed(struct store_gen *g, DB_TXN *t);
+int store_shred_mark(struct store_gen *g, uint64_t *destroyed, uint64_t *shredded);
+int store_shred_done(struct store_gen *g, uint64_t upto);
 
 #endif

@@ -147,12 +147,19 @@ static bool is_terminated(const char *s, size_t cap)
 /* Field order of certificate records, version 1.  The indexed fields come first. */
 enum { C_TENANT, C_TYPE, C_STATUS, C_SERIAL, C_RENEW_AT, C_FPR, C_SUBJECT, C_NOT_BEFORE, C_NOT_AFTER,
        C_CREATED, C_ACTIVATED, C_REVOKED, C_UPDATED, C_SUPERSEDES, C_ATTEMPTS, C_FLAGS, C_LAST_ERROR,
-       C_CERT_PEM, C_CHAIN_PEM, C_SEALED_KEY, C_NFIELDS };
+       C_CERT_PEM, C_CHAIN_PEM, C_SEALED_KEY,
+       C_KEY_SLOT,             /* added later: where the sealed key lives when not in the record */
+       C_NFIELDS };
 
 int cmk_codec_cert_encode(const struct cmk_cert_record *rec, uint8_t **buf, size_t *len)
 {
+	return cmk_codec_cert_encode_slot(rec, 0, buf, len);
+}
+
+int cmk_codec_cert_encode_slot(const struct cmk_cert_record *rec, uint32_t key_slot, uint8_t **buf, size_t *len)
+{
 	uint8_t status = (uint8_t)rec->status;
-	uint8_t num[8][8], u32[2][4];
+	uint8_t num[8][8], u32[3][4];
 	struct field f[C_NFIELDS];
 
 	if (!is_terminated(rec->tenant, sizeof(rec->tenant)) || !is_terminated(rec->type, sizeof(rec->type)) ||
@@ -191,8 +198,15 @@ int cmk_codec_cert_encode(const struct cmk_cert_record *rec, uint8_t **buf, size
 	f[C_LAST_ERROR] = f_str(rec->last_error);
 	f[C_CERT_PEM] = f_str(rec->cert_pem);
 	f[C_CHAIN_PEM] = f_str(rec->chain_pem);
+	/* With a slot the key is kept there, not in the record (store_keys.c). */
+	if (key_slot != 0) {
+		cmk_be32_put(u32[2], key_slot);
+		f[C_SEALED_KEY] = f_bytes(NULL, 0);
+		f[C_KEY_SLOT] = f_bytes(u32[2], 4);
+		return encode_fields(f, C_NFIELDS, buf, len);
+	}
 	f[C_SEALED_KEY] = f_bytes(rec->sealed_key, rec->sealed_key_len);
-	return encode_fields(f, C_NFIELDS, buf, len);
+	return encode_fields(f, C_KEY_SLOT, buf, len);
 }
 
 /* ---- reading ---- */
@@ -368,11 +382,20 @@ int cmk_codec_cert_keys(const void *buf, size_t len, struct cmk_cert_keys *k)
 
 int cmk_codec_cert_decode(uint64_t id, const void *buf, size_t len, struct cmk_cert_record *out)
 {
+	uint32_t slot;
+
+	return cmk_codec_cert_decode_slot(id, buf, len, out, &slot);
+}
+
+int cmk_codec_cert_decode_slot(uint64_t id, const void *buf, size_t len, struct cmk_cert_record *out,
+			       uint32_t *key_slot)
+{
 	struct rd r;
 	int64_t supersedes;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
+	*key_slot = 0;
 	if ((rc = rd_start(&r, buf, len)) != 0 ||
 	    (rc = rd_fixed(&r, "tenant", out->tenant, sizeof(out->tenant))) != 0 ||
 	    (rc = rd_fixed(&r, "type", out->type, sizeof(out->type))) != 0 ||
@@ -394,6 +417,7 @@ int cmk_codec_cert_decode(uint64_t id, const void *buf, size_t len, struct cmk_c
 	    (rc = rd_str(&r, "cert_pem", &out->cert_pem)) != 0 ||
 	    (rc = rd_str(&r, "chain_pem", &out->chain_pem)) != 0 ||
 	    (rc = rd_bytes(&r, "sealed_key", &out->sealed_key, &out->sealed_key_len)) != 0 ||
+	    (r.off < r.len && (rc = rd_u32(&r, "key_slot", key_slot)) != 0) ||
 	    (rc = rd_rest(&r)) != 0)
 		goto out;
 	out->supersedes = (uint64_t)supersedes;

@@ -60,8 +60,8 @@
 #include "store_bdb_int.h"
 
 #define CACHE_BYTES (4u << 20)
-#define LOG_FILE_BYTES (2u << 20)
 #define CHECKPOINT_KB 1024u
+#define REMOVE_LOGS_EVERY 32u         /* write commits between looks for log files to overwrite and remove */
 #define THREADS 256u                  /* thread slots per environment (BDB grows past it when needed) */
 #define MONITOR_MS 200                /* failure check period of every process */
 #define DRAIN_MS 500                  /* a failed generation waits this long for its callers to leave */
@@ -388,8 +388,10 @@ static int open_env(struct store_gen *g, bool recover)
 	if ((ret = env->set_event_notify(env, on_bdb_event)) != 0 ||
 	    (ret = env->set_cachesize(env, 0, CACHE_BYTES, 1)) != 0 ||
 	    (ret = env->set_lk_detect(env, DB_LOCK_DEFAULT)) != 0 ||
-	    (ret = env->set_lg_max(env, LOG_FILE_BYTES)) != 0 ||
-	    (ret = env->log_set_config(env, DB_LOG_AUTO_REMOVE, 1)) != 0 ||
+	    (ret = env->set_lg_max(env, CMK_LOG_FILE_BYTES)) != 0 ||
+	    (ret = env->set_lg_bsize(env, CMK_LOG_BUFFER_BYTES)) != 0 ||
+	    /* Old log files may hold destroyed keys: they are overwritten before removal (store_keys.c). */
+	    (ret = env->log_set_config(env, DB_LOG_AUTO_REMOVE, 0)) != 0 ||
 	    (ret = env->set_thread_count(env, THREADS)) != 0 ||
 	    (ret = env->set_isalive(env, is_alive)) != 0)
 		return db_fail(g, ret, "store_open: %s: configuring the environment", st->path);
@@ -1082,11 +1084,17 @@ int cmk_store_commit(struct cmk_txn *txn)
 		gen_leave(g);
 		return rc;
 	}
-	/* Checkpoint once a megabyte of log has accumulated, so DB_LOG_AUTO_REMOVE can drop old files. */
+	/* Checkpoint once a megabyte of log has accumulated, so that old log files can go. */
 	if (wrote && (ret = g->env->txn_checkpoint(g->env, CHECKPOINT_KB, 0, 0)) != 0) {
 		cmk_log(CMK_LOG_WARN, "store_commit: %s: checkpoint: %s", g->st->path, db_strerror(ret));
 		if (ret == DB_RUNRECOVERY)
 			atomic_store(&g->broken, true);
+	}
+	if (wrote && atomic_fetch_add(&g->st->commits, 1) % REMOVE_LOGS_EVERY == REMOVE_LOGS_EVERY - 1) {
+		unsigned removed;
+
+		if (store_remove_old_logs(g, &removed) != 0)
+			cmk_log(CMK_LOG_WARN, "%s", cmk_errdetail());
 	}
 	gen_leave(g);
 	return 0;

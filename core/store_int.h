@@ -66,6 +66,12 @@ static inline uint32_t cmk_be32_get(const uint8_t in[4])
  * NUL-terminated or the status is out of range.
  */
 int cmk_codec_cert_encode(const struct cmk_cert_record *rec, uint8_t **buf, size_t *len);
+/*
+ * The same with the sealed key kept in key slot `key_slot` (store_keys.c):
+ * the record then carries the slot number instead of the key's bytes.
+ * 0 = no slot (as cmk_codec_cert_encode()).
+ */
+int cmk_codec_cert_encode_slot(const struct cmk_cert_record *rec, uint32_t key_slot, uint8_t **buf, size_t *len);
 
 /*
  * Decode into *out (overwritten, not freed first; release with
@@ -74,6 +80,9 @@ int cmk_codec_cert_encode(const struct cmk_cert_record *rec, uint8_t **buf, size
  * or CMK_ERR_NOMEM.
  */
 int cmk_codec_cert_decode(uint64_t id, const void *buf, size_t len, struct cmk_cert_record *out);
+/* The same, also giving the record's key slot (0 = none: the key, if any, is in the record). */
+int cmk_codec_cert_decode_slot(uint64_t id, const void *buf, size_t len, struct cmk_cert_record *out,
+			       uint32_t *key_slot);
 
 /* The indexed fields of an encoded certificate record, pointing into the buffer. */
 struct cmk_cert_keys {

@@ -8,6 +8,10 @@
  * failed append keeps the batch, turns its successes into failures ("not
  * served") and moves `failed` past it, which fails its openers; the same
  * events, in the same order, are retried until the trail takes them.
+ *
+ * Refusals go through the aggregation table (refusals.h), kept under the
+ * same lock.  The writer owns its clock: when idle it sleeps until the next
+ * interval ends, then queues the summaries due like any other event.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -21,6 +25,7 @@
 #include "cmkcert/log.h"
 #include "cmkcert/util.h"
 #include "auditq.h"
+#include "refusals.h"
 
 #define BATCH 256
 #define RETRY_MS 1000
@@ -39,6 +44,7 @@ struct auditq {
 	bool stopping;
 	bool failing;                 /* the last append failed: refuse new key reads */
 	uint64_t events, batches;
+	struct refusals *refusals;    /* refused opens counted for a summary line */
 	struct cmk_audit *audit;
 	char actor[64];
 	pthread_t thread;
@@ -86,6 +92,43 @@ static void deadline_in(struct timespec *ts, long ms)
 	}
 }
 
+/* Append `ev` to the ring (the caller checked for room); returns its ticket. */
+static uint64_t push_locked(struct auditq *q, const struct keyread_event *ev)
+{
+	uint64_t ticket = q->head_ticket + q->n;
+
+	q->ring[(q->head + q->n) % q->cap] = *ev;
+	/* The writer only sleeps on an empty queue: wake it once per batch, not per event. */
+	if (q->n++ == 0)
+		pthread_cond_signal(&q->not_empty);
+	return ticket;
+}
+
+/* Queue the refusal summaries that are due (at shutdown, all of them) while there is room. */
+static void queue_summaries(struct auditq *q)
+{
+	struct keyread_event ev;
+	int64_t now = cmk_monotonic_ms();
+
+	while (q->n < q->cap && refusals_take(q->refusals, now, q->stopping, &ev))
+		push_locked(q, &ev);
+}
+
+/* Sleep until an event is queued, the queue stops, or the next refusal interval ends. */
+static void wait_for_work(struct auditq *q)
+{
+	int64_t due = refusals_next_due(q->refusals);
+	struct timespec ts;
+
+	if (due == INT64_MAX) {
+		pthread_cond_wait(&q->not_empty, &q->mu);
+		return;
+	}
+	ts.tv_sec = (time_t)(due / 1000);
+	ts.tv_nsec = (long)(due % 1000) * 1000000L;
+	pthread_cond_timedwait(&q->not_empty, &q->mu, &ts);
+}
+
 /* A queued success whose open was refused after all is recorded as what it became. */
 static void mark_not_served(struct keyread_event *ev, const char *why)
 {
@@ -117,8 +160,17 @@ static void *writer(void *arg)
 		size_t take;
 		bool ok;
 
-		while (q->n == 0 && !q->stopping)
-			pthread_cond_wait(&q->not_empty, &q->mu);
+		queue_summaries(q);
+		/*
+		 * A refusal that starts a new interval is always queued as a line
+		 * of its own (or comes while the queue is busy), so this wait sees
+		 * every new end of an interval.
+		 */
+		while (q->n == 0 && !q->stopping) {
+			wait_for_work(q);
+			queue_summaries(q);
+		}
+		/* Stopping: with room for them, every summary is queued by now. */
 		if (q->n == 0)
 			break;
 		take = q->n < BATCH ? q->n : BATCH;
@@ -154,8 +206,9 @@ static void *writer(void *arg)
 		pthread_cond_broadcast(&q->done);
 		pthread_cond_broadcast(&q->not_full);
 		if (q->stopping && ++stop_tries > STOP_RETRIES) {
-			cmk_log(CMK_LOG_ERROR, "audit: giving up at shutdown: %zu privateKeyRead events were "
-				"not written", q->n);
+			cmk_log(CMK_LOG_ERROR, "audit: giving up at shutdown: %zu privateKeyRead events, and "
+				"%llu refusals counted for summaries, were not written", q->n,
+				(unsigned long long)refusals_pending(q->refusals));
 			q->n = 0;
 			break;
 		}
@@ -175,7 +228,8 @@ int auditq_start(struct cmk_audit *a, const char *actor, size_t cap, struct audi
 	*out = NULL;
 	if (cap == 0 || (q = calloc(1, sizeof(*q))) == NULL)
 		return CMK_ERR_NOMEM;
-	if ((q->ring = calloc(cap, sizeof(*q->ring))) == NULL) {
+	if ((q->ring = calloc(cap, sizeof(*q->ring))) == NULL || (q->refusals = refusals_new()) == NULL) {
+		free(q->ring);
 		free(q);
 		return CMK_ERR_NOMEM;
 	}
@@ -195,6 +249,7 @@ int auditq_start(struct cmk_audit *a, const char *actor, size_t cap, struct audi
 		pthread_cond_destroy(&q->not_full);
 		pthread_cond_destroy(&q->not_empty);
 		pthread_mutex_destroy(&q->mu);
+		refusals_free(q->refusals);
 		free(q->ring);
 		free(q);
 		return cmk_fail(CMK_ERR_INTERNAL, "audit: cannot start the writer thread");
@@ -218,11 +273,7 @@ int auditq_record(struct auditq *q, const struct keyread_event *ev, bool durable
 		rc = cmk_fail(CMK_ERR_AUDIT, "audit trail cannot be written");
 		goto out;
 	}
-	ticket = q->head_ticket + q->n;
-	q->ring[(q->head + q->n) % q->cap] = *ev;
-	/* The writer only sleeps on an empty queue: wake it once per batch, not per event. */
-	if (q->n++ == 0)
-		pthread_cond_signal(&q->not_empty);
+	ticket = push_locked(q, ev);
 	if (!durable)
 		goto out;
 	/* Group commit: whichever batch takes this ticket, its write releases us. */
@@ -238,6 +289,31 @@ int auditq_record(struct auditq *q, const struct keyread_event *ev, bool durable
 					"its audit record was not written in time");
 		rc = cmk_fail(CMK_ERR_AUDIT, "audit record not written within %d ms", AUDITQ_WAIT_MS);
 	}
+out:
+	pthread_mutex_unlock(&q->mu);
+	return rc;
+}
+
+int auditq_refused(struct auditq *q, const struct keyread_event *ev)
+{
+	bool room;
+	int rc = 0;
+
+	pthread_mutex_lock(&q->mu);
+	if (q->stopping) {
+		rc = cmk_fail(CMK_ERR_AUDIT, "audit trail is closing");
+		goto out;
+	}
+	/* Never wait: when no line can be queued now, the table counts the refusal for later. */
+	room = !q->failing && q->n < q->cap;
+	if (!refusals_add(q->refusals, ev, cmk_monotonic_ms(), room))
+		goto out;
+	if (!room) {
+		rc = cmk_fail(CMK_ERR_AUDIT, "audit trail cannot be written and too many kinds of refusal are "
+			      "counted already");
+		goto out;
+	}
+	push_locked(q, ev);
 out:
 	pthread_mutex_unlock(&q->mu);
 	return rc;
@@ -265,6 +341,7 @@ void auditq_stop(struct auditq *q)
 	pthread_cond_destroy(&q->not_full);
 	pthread_cond_destroy(&q->not_empty);
 	pthread_mutex_destroy(&q->mu);
+	refusals_free(q->refusals);
 	free(q->ring);
 	free(q);
 }

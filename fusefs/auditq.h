@@ -7,13 +7,15 @@
  * open() puts its event on a bounded queue and one writer thread appends
  * whatever has accumulated as one batch (one write, one fsync, one anchor
  * commit); every opener waits for the batch that holds its line (group
- * commit).  Refusals are queued without waiting: nothing is served.
+ * commit).  Refusals never wait (nothing is served), and a caller refused
+ * over and over is aggregated: one line for the first refusal, then one
+ * summary line per interval with the count (refusals.h).
  *
  * Nothing is dropped.  When the queue is full, open() waits for room.  When
  * the trail cannot be written, the waiting openers of that batch fail (their
  * events are rewritten as failures, "not served", and retried), and new key
  * reads fail at once until a write succeeds again.  At shutdown the queue is
- * drained.
+ * drained and every refusal still counted is written as its summary.
  */
 #ifndef CMKCERTFS_AUDITQ_H
 #define CMKCERTFS_AUDITQ_H
@@ -53,6 +55,16 @@ int auditq_start(struct cmk_audit *a, const char *actor, size_t cap, struct audi
  */
 #define AUDITQ_WAIT_MS 5000
 int auditq_record(struct auditq *q, const struct keyread_event *ev, bool durable);
+
+/*
+ * Record a refused key open (any outcome but "success") without waiting:
+ * queued at once when it is the first of its kind, otherwise counted for
+ * the summary line at the end of its interval (refusals.h).  0 when queued
+ * or counted; CMK_ERR_AUDIT when neither was possible (the queue is closing,
+ * or it cannot take a line and the table is full): the caller logs that the
+ * refusal was not recorded.
+ */
+int auditq_refused(struct auditq *q, const struct keyread_event *ev);
 
 /* Events written, and batches they took, since the start (for the logs and tests). */
 void auditq_stats(struct auditq *q, uint64_t *events, uint64_t *batches);

@@ -111,11 +111,17 @@ bool file_stat(struct cmkfs *fs, const struct fuse_file_info *fi, struct stat *s
 	return current;
 }
 
-/* Queue an event whose open fails anyway; if even that cannot be recorded, say so. */
+/*
+ * Record an open that fails anyway.  It is not waited for, and a caller
+ * refused again and again is counted rather than written line by line
+ * (refusals.h); if even that is impossible, say so.
+ */
 static void record_refusal(struct cmkfs *fs, const struct keyread_event *ev)
 {
-	if (auditq_record(fs->auditq, ev, false) != 0)
-		cmk_log(CMK_LOG_ERROR, "audit: privateKeyRead %s by uid %ld pid %ld (%s) not recorded: %s",
+	static struct cmk_log_limit lim = CMK_LOG_LIMIT_INIT;
+
+	if (auditq_refused(fs->auditq, ev) != 0)
+		cmk_log_limited(&lim, CMK_LOG_ERROR, "audit: privateKeyRead %s by uid %ld pid %ld (%s) not recorded: %s",
 			ev->outcome, ev->uid, ev->pid, ev->detail, cmk_errdetail());
 }
 
@@ -161,10 +167,11 @@ static int open_key(struct cmkfs *fs, fuse_req_t req, struct fh *fh)
 	enum node_kind kind = fh->node->kind;
 	const char *name = fh->node->name;
 	struct keyread_event ev;
+	static struct cmk_log_limit unseal_lim = CMK_LOG_LIMIT_INIT, audit_lim = CMK_LOG_LIMIT_INIT;
 	int rc;
 
 	if ((rc = fill_key(fs, fh)) != 0) {
-		cmk_log(CMK_LOG_ERROR, "open %s/%s: %s", dir_of(kind), name,
+		cmk_log_limited(&unseal_lim, CMK_LOG_ERROR, "open %s/%s: %s", dir_of(kind), name,
 			rc == CMK_ERR_NOMEM ? "out of memory" : cmk_errdetail());
 		audit_event(&ev, req, kind, name, fh->ver, "failure", cmk_strerror(rc));
 		record_refusal(fs, &ev);
@@ -173,7 +180,8 @@ static int open_key(struct cmkfs *fs, fuse_req_t req, struct fh *fh)
 	audit_event(&ev, req, kind, name, fh->ver, "success", NULL);
 	/* Written ahead: the key goes out only once its record is on disk and anchored. */
 	if (auditq_record(fs->auditq, &ev, true) != 0) {
-		cmk_log(CMK_LOG_ERROR, "open %s/%s: refused: %s", dir_of(kind), name, cmk_errdetail());
+		cmk_log_limited(&audit_lim, CMK_LOG_ERROR, "open %s/%s: refused: %s", dir_of(kind), name,
+				cmk_errdetail());
 		return EIO;
 	}
 	return 0;
@@ -181,6 +189,7 @@ static int open_key(struct cmkfs *fs, fuse_req_t req, struct fh *fh)
 
 void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	static struct cmk_log_limit stale_lim = CMK_LOG_LIMIT_INIT;
 	struct cmkfs *fs = fuse_req_userdata(req);
 	struct keyread_event ev;
 	struct fh *fh;
@@ -237,7 +246,8 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (!watch_wait_current(fs, KEY_WAIT_MS)) {
 			audit_event(&ev, req, n->kind, n->name, fh->ver, "failure", "the mount is not following the store");
 			record_refusal(fs, &ev);
-			cmk_log(CMK_LOG_WARN, "open %s/%s: refused: the mount is not following the store right now",
+			cmk_log_limited(&stale_lim, CMK_LOG_WARN,
+					"open %s/%s: refused: the mount is not following the store right now",
 				dir_of(n->kind), n->name);
 			err = EIO;
 			goto fail;

@@ -44,6 +44,16 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 }
 
+/*
+ * A lookup answers the same to every caller, also for key files the caller
+ * may not open (their listings are per caller, see op_opendir()).  The
+ * kernel's name cache is shared by all users: a name found for root is then
+ * found by everyone without asking the daemon, and a "no such file" given to
+ * one user would be cached and hide the file from its owner for a while.
+ * So the open fails with EACCES, as for any file one may not read, and is
+ * audited; a name is not listed to those who may not open it, but someone
+ * who knows a tenant id can still confirm that its file exists.
+ */
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct cmkfs *fs = fs_of(req);
@@ -142,8 +152,31 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_attr(req, &st, CMKFS_ATTR_TIMEOUT);
 }
 
+/* Keep only the entries of `s` that the caller of `req` may open. */
+static void keep_readable(fuse_req_t req, struct dirsnap *s)
+{
+	struct access_caller who;
+	size_t kept = 0;
+
+	access_caller_init(&who, req);
+	for (size_t i = 0; i < s->n; i++)
+		if (access_caller_may_read(&who, s->e[i].uid, s->e[i].gid, s->e[i].mode))
+			s->e[kept++] = s->e[i];
+	s->n = kept;
+	access_caller_done(&who);
+}
+
+/*
+ * /private and /bundle list only what the caller may open: their names carry
+ * tenant ids, which are not everyone's to enumerate.  The listing is chosen
+ * for the process that opens the directory, the way a file's permissions
+ * are checked when it is opened; the permission check runs outside the tree
+ * lock (it may read the caller's groups from /proc).  /certs and /ca list
+ * everything, as before: certificates and chains are public material.
+ */
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	bool per_caller = ino == INO_PRIVATE || ino == INO_BUNDLE;
 	struct cmkfs *fs = fs_of(req);
 	struct dirsnap *s = NULL;
 	struct node *n;
@@ -162,10 +195,16 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, err);
 		return;
 	}
+	if (per_caller)
+		keep_readable(req, s);
 	fi->fh = (uintptr_t)s;
-	/* The kernel may cache the listing; watch.c invalidates the directory when it changes. */
-	fi->cache_readdir = 1;
-	fi->keep_cache = 1;
+	/*
+	 * The kernel may cache a listing; watch.c invalidates the directory when
+	 * it changes.  Its cache is one per directory, shared by all callers:
+	 * not for listings made for one caller.
+	 */
+	fi->cache_readdir = per_caller ? 0 : 1;
+	fi->keep_cache = per_caller ? 0 : 1;
 	if (fuse_reply_open(req, fi) != 0)
 		free(s);
 }

@@ -452,8 +452,14 @@ struct dirsnap *tree_dir_snapshot(struct tree *t, fuse_ino_t dir)
 	if ((s = malloc(sizeof(*s) + d->count * sizeof(s->e[0]))) == NULL)
 		return NULL;
 	for (n = d->first; n != NULL; n = n->dnext, i++) {
+		struct stat st;
+
+		tree_stat(t, n, &st);
 		s->e[i].ino = n->ino;
 		s->e[i].name = n->name;
+		s->e[i].uid = st.st_uid;
+		s->e[i].gid = st.st_gid;
+		s->e[i].mode = st.st_mode;
 	}
 	s->n = i;
 	return s;

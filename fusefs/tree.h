@@ -79,12 +79,15 @@ struct notes {
 int notes_add(struct notes *ns, enum note_kind kind, fuse_ino_t parent, fuse_ino_t ino, const char *name);
 void notes_clear(struct notes *ns);
 
-/* A directory listing as it was at opendir(). */
+/* A directory listing as it was at opendir(), with what a permission check needs. */
 struct dirsnap {
 	size_t n;
 	struct {
 		fuse_ino_t ino;
 		const char *name;
+		uid_t uid;
+		gid_t gid;
+		mode_t mode;
 	} e[];
 };
 

@@ -39,6 +39,7 @@
 #define CMK_AUDIT_KEY_READ "privateKeyRead"
 #define CMK_AUDIT_LOGIN "authLogin"
 #define CMK_AUDIT_ERROR "error"
+#define CMK_AUDIT_ROTATE "auditRotate"
 
 struct cmk_audit;
 
@@ -113,6 +114,17 @@ int cmk_audit_append_batch(struct cmk_audit *a, const struct cmk_audit_event *ev
  */
 int cmk_audit_append_txn(struct cmk_audit *a, struct cmk_txn *txn, const struct cmk_audit_event *evs, size_t n);
 
+/*
+ * Start a new trail file (a bound trail only): the current file is renamed
+ * to "<path>.<UTC time>" (copied into moved_to) and a new file takes its
+ * path, whose first line (event auditRotate) continues the chain: the next
+ * sequence number, the hash of the old last line, a MAC, and the old file's
+ * name.  The anchor moves to that line in the same transaction.  Processes
+ * that have the trail open follow to the new file at their next append.
+ * CMK_ERR_STATE for an empty trail or an incomplete last line.
+ */
+int cmk_audit_rotate(struct cmk_audit *a, char *moved_to, size_t cap);
+
 /* What to check a trail against. */
 struct cmk_audit_check {
 	const uint8_t *key;                       /* the MAC key (32 bytes); NULL: hashes only */
@@ -126,11 +138,13 @@ struct cmk_audit_report {
 	uint64_t anchored;        /* the line the anchor names, 0 = no anchor */
 	uint64_t unanchored;      /* complete lines after it (written by operations that did not commit) */
 	uint64_t repairs;         /* recorded removals of interrupted writes */
+	uint64_t first_seq;       /* 1, or where a rotated trail continues (its first line's number) */
 };
 
 /*
  * Verify a whole file.  0 when every line parses, sequence numbers count up
- * from 1 without gaps, each prev matches the SHA-256 of the line before,
+ * from 1 without gaps (or, in a rotated trail whose keyed first line is an
+ * auditRotate event, from that line's number), each prev matches the SHA-256 of the line before,
  * every line from the first keyed one on carries a MAC that `chk->key`
  * confirms, and the anchor's line is there with the MAC the store recorded.
  * Otherwise CMK_ERR_AUDIT, rep->bad_line = the first bad line (the line

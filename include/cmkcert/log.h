@@ -23,6 +23,29 @@ void cmk_set_log(cmk_log_fn fn, void *arg, enum cmk_log_level min_level);
 /* Format, escape (cmk_escape: one printable line) and pass to the callback. */
 void cmk_log(enum cmk_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * A message that can repeat as fast as callers can provoke it (a refused open
+ * in a loop) goes through a limit: the first CMK_LOG_LIMIT_BURST messages in
+ * each CMK_LOG_LIMIT_MS window are passed, the rest are counted, and the next
+ * message passed says how many were left out.  One static limit per call site.
+ */
+#include <pthread.h>
+#include <stdint.h>
+
+#define CMK_LOG_LIMIT_MS 10000
+#define CMK_LOG_LIMIT_BURST 5
+
+struct cmk_log_limit {
+	pthread_mutex_t mu;
+	int64_t window_start;
+	unsigned passed;
+	unsigned long left_out;
+};
+#define CMK_LOG_LIMIT_INIT { PTHREAD_MUTEX_INITIALIZER, 0, 0, 0 }
+
+void cmk_log_limited(struct cmk_log_limit *lim, enum cmk_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* Name of a level: "debug", "info", "warning", "error". */
 const char *cmk_log_level_name(enum cmk_log_level level);
 

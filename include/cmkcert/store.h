@@ -165,6 +165,24 @@ void cmk_store_on_wedged(struct cmk_store *st, cmk_store_wedged_fn fn, void *arg
 /* The callback every handle opened from now on starts with (it covers its first open too). */
 void cmk_store_set_wedged_default(cmk_store_wedged_fn fn, void *arg);
 
+/*
+ * Shredding.  A destroyed sealed key is overwritten in place at once; its
+ * older copies in the log (Berkeley DB logs the bytes each change replaces)
+ * and in the log's shared buffer go with this step: the log moves to a new
+ * file and every file recovery no longer needs is overwritten with zeros
+ * and removed.  After it, no store file holds the bytes of a key destroyed
+ * before it started.  Cheap to call when nothing was destroyed (it only
+ * checks); a log file still needed by a transaction that is running stays
+ * until the next call.
+ */
+struct cmk_shred_stats {
+	uint64_t keys;            /* keys destroyed since the last shred that this one covers */
+	unsigned logs_removed;    /* log files overwritten and removed */
+};
+int cmk_store_shred(struct cmk_store *st, struct cmk_shred_stats *stats);
+/* True when keys were destroyed since the last shred. */
+bool cmk_store_shred_pending(struct cmk_store *st);
+
 /* The store's random 16-byte id (sealing salt). */
 const uint8_t *cmk_store_id(const struct cmk_store *st);
 

@@ -105,3 +105,29 @@ def test_an_anchored_line_cut_short_stops_appends(bao, cmk):
     assert r.returncode != 0
     assert "cut inside" in r.stderr
     assert trail.read_bytes() == data[:-20]     # nothing appended, nothing "repaired"
+
+
+def test_rotation_while_the_daemon_appends(bao, cmk):
+    from fusefix import Mounts
+    assert cmk("keystore", "add", "--tenant", "acme", "--type", "aws_kms", "--verify", "none").returncode == 0
+    trail = bao.dir / "audit.log"
+    ms = Mounts(bao.conf)
+    try:
+        m = ms()
+        assert (m / "private/acme-aws_kms.key").read_text().startswith("-----BEGIN")
+        r = cmk("--json", "audit", "rotate")
+        assert r.returncode == 0, r.stderr
+        moved = json.loads(r.stdout)["moved_to"]
+        # The daemon follows to the new file at its next key read.
+        assert (m / "private/acme-aws_kms.key").read_text().startswith("-----BEGIN")
+    finally:
+        problems = ms.close()
+    assert not problems, problems
+    events = [json.loads(l)["event"] for l in lines_of(trail)]
+    assert events[0] == "auditRotate" and "privateKeyRead" in events[1:]
+    old = [json.loads(l)["event"] for l in open(moved)]
+    assert "privateKeyRead" in old and "credentialActivate" in old
+    v = cmk("audit", "verify")
+    assert v.returncode == 0, v.stderr
+    assert "continues a rotated trail" in v.stdout
+    assert cmk("audit", "verify", moved).returncode == 0

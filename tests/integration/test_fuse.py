@@ -20,7 +20,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from conftest import edit_conf
+from conftest import PYTHON, edit_conf
 from fusefix import Mounts, mounted, serving_pids
 
 TENANTS = [("acme-corp-12345", "aws_kms"), ("globex", "aws_kms"), ("initech", "thales_luna")]
@@ -296,6 +296,40 @@ def test_tenant_owner_reads_its_key_and_no_other(bao, cmk, fuse, tmp_path):
     assert cmk("audit", "verify").returncode == 0
 
 
+def listing_as(uid, d, groups=None):
+    """os.listdir(d) as `uid` (with only `groups` as supplementary groups)."""
+    who = ["--groups", ",".join(map(str, groups))] if groups else ["--clear-groups"]
+    r = subprocess.run(["setpriv", "--reuid", str(uid), "--regid", str(uid), *who, PYTHON, "-c",
+                        "import json, os, sys; print(json.dumps(sorted(os.listdir(sys.argv[1]))))", str(d)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_key_listings_show_a_caller_only_what_it_may_open(bao, cmk, fuse, tmp_path):
+    add(cmk, "alice", "aws_kms")
+    add(cmk, "bob", "aws_kms")
+    conf = tmp_path / "owners.conf"
+    conf.write_text(bao.conf.read_text() + "\n[tenant:alice]\nowner = 1000\ngroup = 1000\n")
+    conf.chmod(0o600)
+    m = fuse(conf)
+    both = ["alice-aws_kms", "bob-aws_kms"]
+    # Root first, then the tenant owner, then root again: no caller is shown another's listing.
+    for _ in range(2):
+        assert sorted(os.listdir(m / "private")) == [n + ".key" for n in both]
+        assert sorted(os.listdir(m / "bundle")) == [n + ".pem" for n in both]
+        assert listing_as(1000, m / "private") == ["alice-aws_kms.key"]
+        assert listing_as(1000, m / "bundle") == ["alice-aws_kms.pem"]
+        assert listing_as(2000, m / "private") == [] and listing_as(2000, m / "bundle") == []
+    # Certificates and chains are listed to everyone.
+    assert listing_as(2000, m / "certs") == [n + ".crt" for n in both]
+    assert listing_as(2000, m / "ca") == ["aws_kms-ca-chain.pem"]
+    # A name known already is still found (cmkcertfs(8)); opening it is refused as before.
+    assert as_uid(1000, "test", "-e", str(m / "private" / "bob-aws_kms.key")).returncode == 0
+    other = as_uid(1000, "cat", str(m / "private" / "bob-aws_kms.key"))
+    assert other.returncode != 0 and b"Permission denied" in other.stderr
+
+
 def test_supplementary_group_grants_group_read(bao, cmk, fuse, tmp_path):
     """The daemon's own check looks at supplementary groups too (fuse_req_getgroups)."""
     add(cmk, "alice", "aws_kms")
@@ -312,6 +346,9 @@ def test_supplementary_group_grants_group_read(bao, cmk, fuse, tmp_path):
     assert member.stdout == read(key)
     stranger = as_uid(1000, "cat", str(key))
     assert stranger.returncode != 0 and b"Permission denied" in stranger.stderr
+    # The listing follows the same rule.
+    assert listing_as(1000, m / "private", groups=[1234]) == ["alice-aws_kms.key"]
+    assert listing_as(1000, m / "private") == []
     assert wait_for(lambda: key_reads(bao, uid=1000, outcome="success") and
                     key_reads(bao, uid=1000, outcome="denied"))
 

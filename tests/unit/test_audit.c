@@ -1086,6 +1086,42 @@ static void test_stripped_macs_are_found(void **state)
 	assert_contains(cmk_errdetail(), "not the line the store recorded");
 }
 
+/* A rotated trail: the old file keeps its lines, the new one continues the chain and verifies alone. */
+static void test_rotation_continues_the_chain(void **state)
+{
+	struct kfx *fx = *state;
+	struct cmk_audit_report r;
+	struct cmk_audit_check plain = { test_key, NULL };
+	char moved[256];
+	struct lines l;
+
+	keyed_lines(fx, 4);
+	assert_ok(cmk_audit_rotate(fx->a, moved, sizeof(moved)));
+	keyed_lines(fx, 2);
+	assert_ok(verify_keyed(fx, &r));
+	assert_int_equal(r.lines, 3);
+	assert_int_equal(r.first_seq, 5);
+	assert_int_equal(r.anchored, 7);
+	read_lines(fx->path, &l);
+	assert_contains(l.v[0], "\"event\":\"auditRotate\"");
+	assert_contains(l.v[0], "lines 1 to 4");
+	free(l.text);
+	/* The old file verifies on its own (no anchor for it any more). */
+	assert_ok(cmk_audit_verify(moved, &plain, &r));
+	assert_int_equal(r.lines, 4);
+	/* A forged continuation - an unkeyed first line with a later number - is refused. */
+	read_lines(fx->path, &l);
+	{
+		char forged[] = "{\"seq\":5,\"time\":\"2026-12-07T00:00:00.000Z\",\"event\":\"auditRotate\","
+				"\"outcome\":\"success\",\"prev\":\"" ZEROS "\"}";
+		l.v[0] = forged;
+		write_lines(fx->path, l.v, l.n, true);
+	}
+	free(l.text);
+	assert_int_equal(verify_keyed(fx, &r), CMK_ERR_AUDIT);
+	assert_int_equal(r.bad_line, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1120,6 +1156,7 @@ int main(void)
 						teardown_keyed),
 		cmocka_unit_test_setup_teardown(test_older_unkeyed_lines_then_keyed, setup_keyed, teardown_keyed),
 		cmocka_unit_test_setup_teardown(test_stripped_macs_are_found, setup_keyed, teardown_keyed),
+		cmocka_unit_test_setup_teardown(test_rotation_continues_the_chain, setup_keyed, teardown_keyed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

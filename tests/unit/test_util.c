@@ -1,7 +1,7 @@
 /*
  * test_util.c - durations, time formatting, file reading, the atomic file
- * writer, the secret file check, mkdir -p, secret wiping, locked buffers and
- * escaping untrusted text.
+ * writer, the secret file check, mkdir -p, secret wiping, locked buffers,
+ * escaping untrusted text and the log limit.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "cmkcert/error.h"
+#include "cmkcert/log.h"
 #include "cmkcert/util.h"
 
 
@@ -568,6 +569,49 @@ static void test_strings(void **state)
 	free(s);
 }
 
+/* ---- the log limit ------------------------------------------------------ */
+
+static int lines_logged;
+static char last_line[1024];
+
+static void count_line(enum cmk_log_level level, const char *msg, void *arg)
+{
+	(void)level;
+	(void)arg;
+	lines_logged++;
+	snprintf(last_line, sizeof(last_line), "%s", msg);
+}
+
+static void test_log_limit(void **state)
+{
+	struct cmk_log_limit lim = CMK_LOG_LIMIT_INIT;
+	int i;
+
+	(void)state;
+	cmk_set_log(count_line, NULL, CMK_LOG_DEBUG);
+	lines_logged = 0;
+	for (i = 0; i < 1000; i++)
+		cmk_log_limited(&lim, CMK_LOG_WARN, "open private/t-%d.key: refused", i);
+	/* A thousand in a row: only the burst reaches the log. */
+	assert_int_equal(lines_logged, CMK_LOG_LIMIT_BURST);
+	assert_string_equal(last_line, "open private/t-4.key: refused");
+
+	/* Once the window has passed, the next line says how many were left out. */
+	lim.window_start -= CMK_LOG_LIMIT_MS;
+	cmk_log_limited(&lim, CMK_LOG_WARN, "open private/t-%d.key: refused", 1000);
+	assert_int_equal(lines_logged, CMK_LOG_LIMIT_BURST + 1);
+	assert_string_equal(last_line, "open private/t-1000.key: refused (995 like this left out)");
+	cmk_log_limited(&lim, CMK_LOG_WARN, "again");
+	assert_string_equal(last_line, "again");
+
+	/* Below the minimum level nothing is counted either. */
+	cmk_set_log(count_line, NULL, CMK_LOG_ERROR);
+	for (i = 0; i < 10; i++)
+		cmk_log_limited(&lim, CMK_LOG_WARN, "quiet");
+	assert_int_equal(lines_logged, CMK_LOG_LIMIT_BURST + 2);
+	cmk_set_log(NULL, NULL, CMK_LOG_INFO);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -588,6 +632,7 @@ int main(void)
 		cmocka_unit_test(test_locked_buffers),
 		cmocka_unit_test(test_escape),
 		cmocka_unit_test(test_strings),
+		cmocka_unit_test(test_log_limit),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -75,7 +75,8 @@ static void step_text(const char *step, int rc, int64_t ms, const char *detail, 
 	const struct cli *cli = arg;
 
 	if (!cli->json)
-		cli_line(stdout, "%-22s %-6s %6" PRId64 " ms  %s", step, rc ? "FAILED" : "ok", ms, detail ? detail : "");
+		cli_line(stdout, "%-22s %-6s %6" PRId64 " ms  %s", step, rc ? "FAILED" : "ok", ms,
+			 detail ? detail : "");
 }
 
 static int report(struct cli *cli, const char *what, int rc, const struct cmk_op_result *res)

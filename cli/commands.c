@@ -636,7 +636,12 @@ int cmd_audit(struct cli *cli, int argc, char **argv)
 	if (rc != 0) {
 		cli_error(cli, "audit verify: %s: %s", path, cmk_errdetail());
 		/* A FILE given on the command line that does not exist is bad input; a damaged trail is a failure. */
-		rc = rc == CMK_ERR_AUDIT ? EXIT_FAILED : rc == CMK_ERR_NOTFOUND && argc == 3 ? EXIT_USAGE : cli_exit_code(rc);
+		if (rc == CMK_ERR_AUDIT)
+			rc = EXIT_FAILED;
+		else if (rc == CMK_ERR_NOTFOUND && argc == 3)
+			rc = EXIT_USAGE;
+		else
+			rc = cli_exit_code(rc);
 	}
 out:
 	cmk_wipe(key, sizeof(key));

@@ -1267,7 +1267,8 @@ static int loader_open(struct loader *ld, const char *path)
 	if ((ld->fp = fopen(path, "re")) == NULL) {
 		err = errno;
 		return cmk_fail(err == EACCES ? CMK_ERR_PERM : err == ENOMEM ? CMK_ERR_NOMEM :
-				err == EMFILE || err == ENFILE ? CMK_ERR_IO : CMK_ERR_CONFIG, "%s: %s", path, strerror(err));
+				err == EMFILE || err == ENFILE ? CMK_ERR_IO : CMK_ERR_CONFIG,
+				"%s: %s", path, strerror(err));
 	}
 	if (fstat(fileno(ld->fp), &sb) != 0)
 		return cmk_fail(CMK_ERR_IO, "%s: %s", path, strerror(errno));

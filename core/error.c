@@ -51,7 +51,6 @@ int cmk_fail(int code, const char *fmt, ...)
 {
 	char buf[4 * sizeof(detail)];       /* longer than what is kept: a cut is made, and marked, by the escape */
 	va_list ap;
-
 	int n;
 
 	/* Format aside first: the arguments may include cmk_errdetail() itself. */

@@ -136,8 +136,8 @@ int cmk_http_global_init(void)
 			tls = curl_version_info(CURLVERSION_NOW)->ssl_version;
 			tls_cleanse = cmk_http_openssl_matches(tls);
 			if (!tls_cleanse)
-				cmk_log(CMK_LOG_DEBUG, "http: libcurl's TLS library (%s) is not the OpenSSL 3 linked here: "
-					"decrypted answers are not wiped inside it", tls ? tls : "none");
+				cmk_log(CMK_LOG_DEBUG, "http: libcurl's TLS library (%s) is not the OpenSSL 3 "
+					"linked here: decrypted answers are not wiped inside it", tls ? tls : "none");
 		}
 	}
 	pthread_mutex_unlock(&global_mu);

@@ -43,9 +43,8 @@ static int copy_name(char *dst, size_t cap, const char *field, const char *src)
 static int check_only_keys(const json_t *obj, const char *where, const char *const *allowed)
 {
 	const char *key;
-	json_t *v;
-
 	char q[CMK_QUOTE_SIZE];
+	json_t *v;
 
 	json_object_foreach((json_t *)obj, key, v) {
 		bool ok = false;

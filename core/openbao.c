@@ -169,7 +169,8 @@ int cmk_bao_new(const struct cmk_config *cfg, struct cmk_bao **out)
 	/* The CA file is named by the configuration: one that cannot be read is a configuration error. */
 	if ((rc = cmk_http_new(cfg->openbao.ca_cert, (long)cfg->openbao.timeout, &b->http)) != 0) {
 		if (rc == CMK_ERR_NOTFOUND)
-			rc = cmk_fail(CMK_ERR_CONFIG, "openbao: [openbao] ca_cert %s cannot be read", cfg->openbao.ca_cert);
+			rc = cmk_fail(CMK_ERR_CONFIG, "openbao: [openbao] ca_cert %s cannot be read",
+				      cfg->openbao.ca_cert);
 		goto fail;
 	}
 	if ((rc = dup_opt(addr, &b->address)) != 0 ||
@@ -403,9 +404,10 @@ static int read_credential(const char *path, const char *key, char **out)
 	if (path == NULL)
 		return cmk_fail(CMK_ERR_CONFIG, "openbao: [auth] %s is not set", key);
 	/* The file is named by the configuration: when it is not there, the configuration is what to fix. */
-	if ((rc = cmk_read_file(path, CREDENTIAL_MAX, &buf, &len)) != 0)
-		return rc == CMK_ERR_NOTFOUND ? cmk_fail(CMK_ERR_CONFIG, "openbao: [auth] %s %s does not exist", key, path)
-					      : rc;
+	if ((rc = cmk_read_file(path, CREDENTIAL_MAX, &buf, &len)) == CMK_ERR_NOTFOUND)
+		return cmk_fail(CMK_ERR_CONFIG, "openbao: [auth] %s %s does not exist", key, path);
+	if (rc != 0)
+		return rc;
 	for (start = buf; *start != '\0' && isspace((unsigned char)*start); start++)
 		;
 	for (end = buf + len; end > start && isspace((unsigned char)end[-1]); end--)

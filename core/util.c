@@ -1,20 +1,20 @@
 /*
  * util.c - escaping untrusted text for messages, durations, time, file
  * reading, the one atomic file writer and locked buffers for secrets in
- * transit.  (Secret wiping lives in the
- * crypto backend, which owns mbedtls_platform_zeroize.)
+ * transit.  (Secret wiping lives in the crypto backend, which owns
+ * mbedtls_platform_zeroize.)
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
-#include <stdbool.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -407,7 +407,7 @@ int cmk_harden_process(void)
 #define LOCKED_HDR ((size_t)16)
 
 static pthread_once_t mlock_warn_once = PTHREAD_ONCE_INIT;
-static int mlock_errno;
+static _Thread_local int mlock_errno;      /* read by the thread that set it, which runs the once */
 
 static void log_mlock_failure(void)
 {

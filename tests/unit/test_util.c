@@ -463,7 +463,8 @@ static void test_escape(void **state)
 	(void)state;
 	/* Printable ASCII and well-formed UTF-8 (2, 3 and 4 bytes) are kept as they are. */
 	assert_string_equal(esc("tenant-1 \"q\" \\", 0), "tenant-1 \"q\" \\");
-	assert_string_equal(esc("ten\xc3\xa4nt \xe2\x82\xac \xf0\x9f\x94\x91", 0), "ten\xc3\xa4nt \xe2\x82\xac \xf0\x9f\x94\x91");
+	assert_string_equal(esc("ten\xc3\xa4nt \xe2\x82\xac \xf0\x9f\x94\x91", 0),
+			    "ten\xc3\xa4nt \xe2\x82\xac \xf0\x9f\x94\x91");
 	/* Control characters (newline too), DEL and C1 controls (CSI U+009B) become \xNN. */
 	assert_string_equal(esc(bad, 0), "a\\x1b[2J\\x0d\\x0a\\x09\\x7f\\xc2\\x9bb");
 	/* Bytes that are not well-formed UTF-8: a stray continuation, an overlong form, a surrogate,

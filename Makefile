@@ -11,7 +11,7 @@ CC ?= cc
 BUILD ?= build
 PYTHON ?= /usr/bin/python3
 
-PKGS := libcurl inih jansson
+PKGS := libcurl libssl libcrypto inih jansson
 FUSE_PKG := fuse3
 # Debian's mbedTLS 2.28 ships no pkg-config files; use them when present.
 MBED_CFLAGS := $(shell pkg-config --cflags mbedtls mbedx509 mbedcrypto 2>/dev/null)
@@ -35,7 +35,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 # Library modules, in dependency order.
-CORE := error log util crypto_mbedtls crypto_crl names config json http_curl openbao openbao_parse openbao_pki seal store_env store_cond store_bdb store_keys store_codec audit audit_verify \
+CORE := error log util crypto_mbedtls crypto_crl names config json http_curl http_openssl openbao openbao_parse openbao_pki seal store_env store_cond store_bdb store_keys store_codec audit audit_verify \
 	probe_tls kmip lifecycle issue op_check op_add op_renew op_revoke op_verify
 CORE_OBJS := $(CORE:%=$(BUILD)/core/%.o)
 LIB := $(BUILD)/libcmkcert.a
@@ -55,8 +55,8 @@ T_crypto := $(BASE) crypto_crl
 T_seal := $(BASE) names config seal
 T_store := $(BASE) names config store_env store_cond store_bdb store_keys store_codec
 T_audit := $(BASE) names config json store_env store_cond store_bdb store_keys store_codec audit audit_verify
-T_http := $(BASE) http_curl
-T_openbao := $(BASE) names config json http_curl openbao openbao_parse openbao_pki
+T_http := $(BASE) http_curl http_openssl
+T_openbao := $(BASE) names config json http_curl http_openssl openbao openbao_parse openbao_pki
 T_probe := $(BASE) kmip probe_tls
 T_kmip := $(BASE) kmip
 T_lifecycle := $(CORE)

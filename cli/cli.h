@@ -5,6 +5,7 @@
 #define CMKCERT_CLI_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <jansson.h>
 
 /* Exit codes (documented in README.md and cmkcert(1)). */
@@ -26,6 +27,17 @@ struct cli {
 
 /* Exit code for a library result code. */
 int cli_exit_code(int rc);
+
+/*
+ * Text output.  Each writes one line: the formatted text with control
+ * characters, DEL and invalid UTF-8 escaped as \xNN (cmk_escape), then a
+ * newline.  cli_error() prefixes "cmkcert: " and writes to stderr.
+ */
+void cli_line(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cli_error(const struct cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A malloc'd escaped copy of `s` (NULL gives ""), for text printed in pieces; NULL when memory runs out. */
+char *cli_escaped(const char *s);
 
 /* Print "cmkcert: <what>: <detail>" for a failure (text mode) or a JSON error object (json mode). */
 int cli_fail(const struct cli *cli, int rc, const char *what);

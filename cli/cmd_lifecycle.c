@@ -10,6 +10,7 @@
 #include "cmkcert/error.h"
 #include "cmkcert/json.h"
 #include "cmkcert/lifecycle.h"
+#include "cmkcert/openbao.h"
 #include "cmkcert/util.h"
 #include "cli.h"
 
@@ -74,7 +75,8 @@ static void step_text(const char *step, int rc, int64_t ms, const char *detail, 
 	const struct cli *cli = arg;
 
 	if (!cli->json)
-		printf("%-22s %-6s %6" PRId64 " ms  %s\n", step, rc ? "FAILED" : "ok", ms, detail ? detail : "");
+		cli_line(stdout, "%-22s %-6s %6" PRId64 " ms  %s", step, rc ? "FAILED" : "ok", ms,
+			 detail ? detail : "");
 }
 
 static int report(struct cli *cli, const char *what, int rc, const struct cmk_op_result *res)
@@ -92,25 +94,37 @@ static int report(struct cli *cli, const char *what, int rc, const struct cmk_op
 			json_object_set_new(o, "detail", json_string(cmk_errdetail()));
 		cli_print_json(o);
 	} else if (res->id != 0) {
-		printf("certificate %" PRIu64 " %s: serial %s, not after %s\n", res->id, cmk_status_name(res->status),
-		       res->serial, na);
+		cli_line(stdout, "certificate %" PRIu64 " %s: serial %s, not after %s", res->id,
+			 cmk_status_name(res->status), res->serial, na);
 	}
 	if (rc != 0) {
-		fprintf(stderr, "%s: %s: %s\n", cli->prog, what, cmk_errdetail());
+		cli_error(cli, "%s: %s", what, cmk_errdetail());
 		return rc == CMK_ERR_STATE ? EXIT_FAILED : cli_exit_code(rc);
 	}
 	return EXIT_OK;
 }
 
-static int open_and_recover(struct cli *cli, struct cmk_ctx **ctx)
+/*
+ * Open the context and finish interrupted operations.  A command that will
+ * talk to OpenBao first checks the files the configuration names for that,
+ * so that a broken configuration is refused (exit 2) before the operation
+ * records anything.
+ */
+static int open_and_recover(struct cli *cli, struct cmk_ctx **ctx, bool needs_openbao)
 {
 	unsigned n = 0;
 	int rc = cli_open_ctx(cli, ctx);
 
 	if (rc != 0)
 		return cli_fail(cli, rc, "configuration");
+	if (needs_openbao && (rc = cmk_bao_check_files((*ctx)->cfg)) != 0) {
+		rc = cli_fail(cli, rc, "configuration");
+		cmk_ctx_free(*ctx);
+		*ctx = NULL;
+		return rc;
+	}
 	if (cmk_recover(*ctx, &n) == 0 && n > 0)
-		fprintf(stderr, "%s: %u interrupted operation(s) recovered\n", cli->prog, n);
+		cli_error(cli, "%u interrupted operation(s) recovered", n);
 	return 0;
 }
 
@@ -123,7 +137,8 @@ int cmd_renew(struct cli *cli, int argc, char **argv)
 
 	if ((rc = parse_target(cli, "renew", argc, argv, &t, true, false)) != 0)
 		return rc;
-	if ((rc = open_and_recover(cli, &ctx)) != 0)
+	/* --due may find nothing due: it needs OpenBao only for what it does. */
+	if ((rc = open_and_recover(cli, &ctx, !t.due)) != 0)
 		return rc;
 	if (t.due) {
 		struct cmk_pass_stats st;
@@ -154,7 +169,7 @@ int cmd_revoke(struct cli *cli, int argc, char **argv)
 
 	if ((rc = parse_target(cli, "revoke", argc, argv, &t, false, true)) != 0)
 		return rc;
-	if ((rc = open_and_recover(cli, &ctx)) != 0)
+	if ((rc = open_and_recover(cli, &ctx, true)) != 0)
 		return rc;
 	rc = cmk_revoke(ctx, t.tenant, t.type, (enum cmk_revoke_reason)t.reason, &res, step_text, cli);
 	rc = report(cli, "revoke", rc, &res);
@@ -172,7 +187,7 @@ int cmd_keystore_remove(struct cli *cli, int argc, char **argv)
 
 	if ((rc = parse_target(cli, "keystore remove", argc, argv, &t, false, false)) != 0)
 		return rc;
-	if ((rc = open_and_recover(cli, &ctx)) != 0)
+	if ((rc = open_and_recover(cli, &ctx, true)) != 0)
 		return rc;
 	rc = cmk_keystore_remove(ctx, t.tenant, t.type, &res, step_text, cli);
 	rc = report(cli, "keystore remove", rc, &res);
@@ -201,7 +216,7 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 		printf("%u active certificate(s) checked, %u bad, %u interrupted operation(s) reset\n", st.active,
 		       st.bad, st.reset);
 	if (rc != 0) {
-		fprintf(stderr, "%s: verify: %s\n", cli->prog, cmk_errdetail());
+		cli_error(cli, "verify: %s", cmk_errdetail());
 		rc = cli_exit_code(rc);
 	}
 	cmk_ctx_free(ctx);

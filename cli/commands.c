@@ -42,7 +42,7 @@ static void on_step(const char *step, int rc, int64_t ms, const char *detail, vo
 							 detail ? detail : ""));
 		return;
 	}
-	printf("%-22s %-6s %6" PRId64 " ms  %s\n", step, rc ? "FAILED" : "ok", ms, detail ? detail : "");
+	cli_line(stdout, "%-22s %-6s %6" PRId64 " ms  %s", step, rc ? "FAILED" : "ok", ms, detail ? detail : "");
 	fflush(stdout);
 }
 
@@ -146,7 +146,7 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 		printf("%s in %" PRId64 " ms\n", rc == 0 ? "check passed" : "check FAILED", cmk_monotonic_ms() - t0);
 	}
 	if (rc != 0)
-		fprintf(stderr, "%s: check: %s: %s\n", cli->prog, s.failed, cmk_errdetail());
+		cli_error(cli, "check: %s: %s", s.failed, cmk_errdetail());
 	cmk_ctx_free(ctx);
 	return cli_exit_code(rc);
 }
@@ -228,13 +228,13 @@ static void print_add_result(const struct cli *cli, const struct cmk_op_result *
 		return;
 	}
 	for (size_t i = 0; i < res->warnings.count; i++)
-		printf("warning: %s\n", res->warnings.items[i]);
+		cli_line(stdout, "warning: %s", res->warnings.items[i]);
 	if (res->id == 0)
 		return;
 	fmt_time(res->not_after, na, sizeof(na));
 	fmt_time(res->renew_at, ra, sizeof(ra));
-	printf("certificate %" PRIu64 " %s: serial %s, expires %s, renew at %s\n", res->id,
-	       cmk_status_name(res->status), res->serial, na, ra);
+	cli_line(stdout, "certificate %" PRIu64 " %s: serial %s, expires %s, renew at %s", res->id,
+		 cmk_status_name(res->status), res->serial, na, ra);
 }
 
 static int keystore_add(struct cli *cli, int argc, char **argv)
@@ -292,8 +292,10 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 			goto out;
 		}
 		cli->read_stdin = strcmp(json_path, "-") == 0;
-		if ((rc = read_request_file(json_path, &text, &len)) != 0 ||
-		    (rc = cmk_keystore_request_from_json(text, len, &req)) != 0) {
+		/* A request file that is missing or unreadable is bad input, like a request that does not parse. */
+		if ((rc = read_request_file(json_path, &text, &len)) != 0 && rc != CMK_ERR_NOMEM)
+			rc = cmk_fail(CMK_ERR_INVALID, "--json: %s", cmk_errdetail());
+		if (rc != 0 || (rc = cmk_keystore_request_from_json(text, len, &req)) != 0) {
 			ret = cli_fail(cli, rc, "keystore add");
 			goto out;
 		}
@@ -329,14 +331,13 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 	{
 		unsigned n = 0;
 		if (cmk_recover(ctx, &n) == 0 && n > 0)
-			fprintf(stderr, "%s: %u interrupted operation(s) recovered\n", cli->prog, n);
+			cli_error(cli, "%u interrupted operation(s) recovered", n);
 	}
 	s.list = json_array();
 	rc = cmk_keystore_add(ctx, &req, &res, on_step, &s);
 	print_add_result(cli, &res, &s, rc);
 	if (rc != 0) {
-		fprintf(stderr, "%s: keystore add: %s%s%s\n", cli->prog, s.failed, s.failed[0] ? ": " : "",
-			cmk_errdetail());
+		cli_error(cli, "keystore add: %s%s%s", s.failed, s.failed[0] ? ": " : "", cmk_errdetail());
 		/* The keystore refusing the pair is a failed operation, not an OpenBao outage. */
 		ret = strcmp(s.failed, "test") == 0 ? EXIT_FAILED : cli_exit_code(rc);
 	} else {
@@ -381,8 +382,8 @@ static int list_one(const struct cmk_cert_record *r, void *arg)
 		return 0;
 	}
 	fmt_time(r->not_after, na, sizeof(na));
-	printf("%-6" PRIu64 " %-24s %-14s %-10s %-22s %s\n", r->id, r->tenant, r->type, cmk_status_name(r->status),
-	       na, r->serial);
+	cli_line(stdout, "%-6" PRIu64 " %-24s %-14s %-10s %-22s %s", r->id, r->tenant, r->type,
+		 cmk_status_name(r->status), na, r->serial);
 	return 0;
 }
 
@@ -495,15 +496,22 @@ int cmd_show(struct cli *cli, int argc, char **argv)
 		fmt_time(r.not_after, b, sizeof(b));
 		fmt_time(r.renew_at, ra, sizeof(ra));
 		fmt_time(r.activated_at, act, sizeof(act));
-		printf("id:           %" PRIu64 "\ntenant:       %s\ntype:         %s\nstatus:       %s\n"
-		       "serial:       %s\nfingerprint:  %s\nsubject:      %s\nnot before:   %s\nnot after:    %s\n"
-		       "activated:    %s\nrenew at:     %s\nkey:          %s\n",
-		       r.id, r.tenant, r.type, cmk_status_name(r.status), r.serial, r.fingerprint,
-		       r.subject ? r.subject : "", a, b, act, ra, r.sealed_key ? "sealed" : "destroyed");
+		cli_line(stdout, "id:           %" PRIu64, r.id);
+		cli_line(stdout, "tenant:       %s", r.tenant);
+		cli_line(stdout, "type:         %s", r.type);
+		cli_line(stdout, "status:       %s", cmk_status_name(r.status));
+		cli_line(stdout, "serial:       %s", r.serial);
+		cli_line(stdout, "fingerprint:  %s", r.fingerprint);
+		cli_line(stdout, "subject:      %s", r.subject ? r.subject : "");
+		cli_line(stdout, "not before:   %s", a);
+		cli_line(stdout, "not after:    %s", b);
+		cli_line(stdout, "activated:    %s", act);
+		cli_line(stdout, "renew at:     %s", ra);
+		cli_line(stdout, "key:          %s", r.sealed_key ? "sealed" : "destroyed");
 		if (r.last_error)
-			printf("last error:   %s\n", r.last_error);
-		printf("files:        /certs/%s-%s.crt /private/%s-%s.key /ca/%s-ca-chain.pem\n", r.tenant, r.type,
-		       r.tenant, r.type, r.type);
+			cli_line(stdout, "last error:   %s", r.last_error);
+		cli_line(stdout, "files:        /certs/%s-%s.crt /private/%s-%s.key /ca/%s-ca-chain.pem", r.tenant,
+			 r.type, r.tenant, r.type, r.type);
 		if (pem)
 			printf("%s\n%s\n", r.cert_pem ? r.cert_pem : "", r.chain_pem ? r.chain_pem : "");
 	}
@@ -525,7 +533,11 @@ static bool same_file(const char *a, const char *b)
 
 static void print_audit_report(const char *path, const struct cmk_audit_report *r, bool anchored)
 {
-	printf("%s: %" PRIu64 " lines, hash chain intact", path, r->lines);
+	/* The path is the only text from outside in this report; the rest is printed in pieces. */
+	char *safe = cli_escaped(path);
+
+	printf("%s: %" PRIu64 " lines, hash chain intact", safe != NULL ? safe : "audit trail", r->lines);
+	free(safe);
 	if (r->first_seq > 1)
 		printf(" (numbered from %" PRIu64 ": it continues a rotated trail)", r->first_seq);
 	if (r->keyed_from == 1)
@@ -564,8 +576,8 @@ static int audit_rotate(struct cli *cli)
 			cli_print_json(json_pack("{s:b, s:s, s:s}", "ok", 1, "file", ctx->cfg->audit.path, "moved_to",
 						 moved));
 		else
-			printf("%s: lines so far moved to %s; the trail goes on in %s\n", ctx->cfg->audit.path, moved,
-			       ctx->cfg->audit.path);
+			cli_line(stdout, "%s: lines so far moved to %s; the trail goes on in %s", ctx->cfg->audit.path,
+				 moved, ctx->cfg->audit.path);
 		rc = EXIT_OK;
 	}
 	cmk_ctx_free(ctx);
@@ -622,8 +634,14 @@ int cmd_audit(struct cli *cli, int argc, char **argv)
 		print_audit_report(path, &rep, own);
 	}
 	if (rc != 0) {
-		fprintf(stderr, "%s: audit verify: %s: %s\n", cli->prog, path, cmk_errdetail());
-		rc = rc == CMK_ERR_AUDIT ? EXIT_FAILED : cli_exit_code(rc);
+		cli_error(cli, "audit verify: %s: %s", path, cmk_errdetail());
+		/* A FILE given on the command line that does not exist is bad input; a damaged trail is a failure. */
+		if (rc == CMK_ERR_AUDIT)
+			rc = EXIT_FAILED;
+		else if (rc == CMK_ERR_NOTFOUND && argc == 3)
+			rc = EXIT_USAGE;
+		else
+			rc = cli_exit_code(rc);
 	}
 out:
 	cmk_wipe(key, sizeof(key));

@@ -50,7 +50,7 @@ static void log_to_stderr(enum cmk_log_level level, const char *msg, void *arg)
 {
 	const struct cli *cli = arg;
 
-	fprintf(stderr, "%s: %s: %s\n", cli->prog, cmk_log_level_name(level), msg);
+	cli_error(cli, "%s: %s", cmk_log_level_name(level), msg);
 }
 
 int main(int argc, char **argv)
@@ -83,12 +83,12 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (cmk_harden_process() != 0)
-		fprintf(stderr, "cmkcert: warning: %s\n", cmk_errdetail());
+		cli_error(&cli, "warning: %s", cmk_errdetail());
 	cmk_set_log(log_to_stderr, &cli,
 		    cli.verbose >= 2 ? CMK_LOG_DEBUG : cli.verbose == 1 ? CMK_LOG_INFO : CMK_LOG_WARN);
 	cmk_store_set_wedged_default(cli_on_wedged, &cli);
 	if (cmk_http_global_init() != 0) {
-		fprintf(stderr, "cmkcert: %s\n", cmk_errdetail());
+		cli_error(&cli, "%s", cmk_errdetail());
 		return EXIT_FAILED;
 	}
 

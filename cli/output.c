@@ -1,6 +1,11 @@
 /*
  * output.c - how the CLI reports: text for people on stdout/stderr, or one
  * JSON document on stdout with --json.  Exit codes are decided here.
+ *
+ * Text lines quote names, paths, request fields and server answers that may
+ * hold terminal escapes or newlines; every line is escaped (cmk_escape) as
+ * a whole on its way out, so no caller has to remember which of its
+ * arguments came from outside.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -12,7 +17,52 @@
 #include "cmkcert/error.h"
 #include "cmkcert/json.h"
 #include "cmkcert/lifecycle.h"
+#include "cmkcert/util.h"
 #include "cli.h"
+
+char *cli_escaped(const char *s)
+{
+	size_t len = s != NULL ? strlen(s) : 0;
+	/* Each byte escapes to at most 4: nothing is ever cut. */
+	char *out = malloc(4 * len + 4);
+
+	if (out != NULL)
+		cmk_escape(out, 4 * len + 4, s != NULL ? s : "", len, 0);
+	return out;
+}
+
+/* Format, escape, write `prefix`, the text and a newline to `f`. */
+static void vline(FILE *f, const char *prefix, const char *fmt, va_list ap)
+{
+	char *text = NULL, *safe = NULL;
+
+	if (vasprintf(&text, fmt, ap) < 0)
+		text = NULL;
+	safe = cli_escaped(text);
+	fprintf(f, "%s%s\n", prefix, safe != NULL ? safe : "(out of memory)");
+	free(safe);
+	free(text);
+}
+
+void cli_line(FILE *f, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vline(f, "", fmt, ap);
+	va_end(ap);
+}
+
+void cli_error(const struct cli *cli, const char *fmt, ...)
+{
+	char prefix[64];
+	va_list ap;
+
+	snprintf(prefix, sizeof(prefix), "%s: ", cli->prog);
+	va_start(ap, fmt);
+	vline(stderr, prefix, fmt, ap);
+	va_end(ap);
+}
 
 int cli_exit_code(int rc)
 {
@@ -43,19 +93,20 @@ int cli_fail(const struct cli *cli, int rc, const char *what)
 				      detail[0] ? detail : cmk_strerror(rc), "operation", what, "code", rc);
 		cli_print_json(o);
 	}
-	fprintf(stderr, "%s: %s: %s\n", cli->prog, what, detail[0] ? detail : cmk_strerror(rc));
+	cli_error(cli, "%s: %s", what, detail[0] ? detail : cmk_strerror(rc));
 	return cli_exit_code(rc);
 }
 
 int cli_usage_error(const struct cli *cli, const char *fmt, ...)
 {
+	char prefix[64];
 	va_list ap;
 
-	fprintf(stderr, "%s: ", cli->prog);
+	snprintf(prefix, sizeof(prefix), "%s: ", cli->prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vline(stderr, prefix, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nTry '%s --help'.\n", cli->prog);
+	fprintf(stderr, "Try '%s --help'.\n", cli->prog);
 	return EXIT_USAGE;
 }
 
@@ -92,11 +143,11 @@ void cli_on_wedged(const char *path, bool whole_store, void *arg)
 		snprintf(count, sizeof(count), "%d", restarts + 1);
 		if (setenv("CMKCERT_RESTARTS", count, 1) == 0) {
 			execv("/proc/self/exe", cli->argv);
-			fprintf(stderr, "%s: starting again: %s\n", cli->prog, strerror(errno));
+			cli_error(cli, "starting again: %s", strerror(errno));
 		}
 	}
-	fprintf(stderr, "%s: the store %s had to be recovered while this command was waiting on it (a process "
-		"using it was killed); stopped without finishing: run the command again\n", cli->prog, path);
+	cli_error(cli, "the store %s had to be recovered while this command was waiting on it (a process "
+		  "using it was killed); stopped without finishing: run the command again", path);
 	_exit(EXIT_FAILED);
 }
 

@@ -258,10 +258,9 @@ static int parse_master_key(struct loader *ld, const struct key_spec *k, const c
 	if (rc != 0)
 		return rc;
 	path = *(char **)field;
-	if (cmk_check_secret_file(path) != 0)
+	/* Size, owner and mode all come from one stat of the file the path leads to, links followed. */
+	if (cmk_stat_secret_file(path, &sb) != 0)
 		return bad_detail(ld);
-	if (lstat(path, &sb) != 0)
-		return bad(ld, "%s: %s", path, strerror(errno));
 	if (sb.st_size != MASTER_KEY_LEN)
 		return bad(ld, "%s: %lld bytes, must be exactly %d", path, (long long)sb.st_size, MASTER_KEY_LEN);
 	return 0;
@@ -1261,9 +1260,14 @@ static int loader_open(struct loader *ld, const char *path)
 	int err;
 
 	ld->file = path;
+	/*
+	 * A configuration file that is missing or cannot be opened is bad input
+	 * (exit 2: nothing was done yet), unlike a process out of resources.
+	 */
 	if ((ld->fp = fopen(path, "re")) == NULL) {
 		err = errno;
-		return cmk_fail(err == ENOENT ? CMK_ERR_NOTFOUND : err == EACCES ? CMK_ERR_PERM : CMK_ERR_IO,
+		return cmk_fail(err == EACCES ? CMK_ERR_PERM : err == ENOMEM ? CMK_ERR_NOMEM :
+				err == EMFILE || err == ENFILE ? CMK_ERR_IO : CMK_ERR_CONFIG,
 				"%s: %s", path, strerror(err));
 	}
 	if (fstat(fileno(ld->fp), &sb) != 0)

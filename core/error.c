@@ -1,11 +1,17 @@
 /*
  * error.c - result code texts and the per-thread failure detail.
+ *
+ * The detail often quotes input (a name, a file name, a field of a request,
+ * a server's error text) and ends up on a terminal, in a log line or in the
+ * audit trail, so it is escaped here once (cmk_escape): whatever a caller
+ * forgot to quote, no control character or broken UTF-8 gets through.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cmkcert/error.h"
+#include "cmkcert/util.h"
 
 static _Thread_local char detail[1024];
 
@@ -43,14 +49,17 @@ const char *cmk_strerror(int code)
 
 int cmk_fail(int code, const char *fmt, ...)
 {
-	char buf[sizeof(detail)];
+	char buf[4 * sizeof(detail)];       /* longer than what is kept: a cut is made, and marked, by the escape */
 	va_list ap;
+	int n;
 
 	/* Format aside first: the arguments may include cmk_errdetail() itself. */
 	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	memcpy(detail, buf, sizeof(detail));
+	if (n < 0)
+		buf[0] = '\0';
+	cmk_escape(detail, sizeof(detail), buf, strlen(buf), 0);
 	return code;
 }
 

@@ -8,12 +8,18 @@
  * nothing else, never follows redirects (the OpenBao layer decides what a
  * 307 means) and never goes through a proxy taken from the environment.
  *
- * Bodies may carry tokens, JWTs or private keys, so the response buffer is
- * wiped whenever it is grown or released, and the header list (which holds
- * X-Vault-Token) is wiped before it is freed.  CURLcode is translated to
- * CMK_ERR_* in translate_curl() and nowhere else.
+ * Bodies may carry tokens, JWTs or private keys (issue mode), so the
+ * response buffer is kept in locked, undumpable pages and wiped whenever it
+ * is grown or released, and the header list (which holds X-Vault-Token) is
+ * wiped before it is freed.  The answer passes through libcurl and OpenSSL
+ * first: curl's allocator is replaced by one that wipes every block it
+ * frees, and OpenSSL is asked to wipe each decrypted TLS record once curl
+ * has read it (http_openssl.c).  CURLcode is translated to CMK_ERR_* in
+ * translate_curl() and nowhere else.
  */
 #include <ctype.h>
+#include <malloc.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +31,9 @@
 
 #include "cmkcert/error.h"
 #include "cmkcert/http.h"
+#include "cmkcert/log.h"
 #include "cmkcert/util.h"
+#include "http_int.h"
 
 /* OpenBao answers are small (a certificate chain, a CRL); anything bigger is not an answer we asked for. */
 #define BODY_MAX ((size_t)8 << 20)
@@ -48,10 +56,91 @@ struct transfer {
 	bool nomem;
 };
 
+/* libcurl runs on the OpenSSL linked here, which can wipe decrypted records (http_openssl.c). */
+static bool tls_cleanse;
+
+/* CURLOPT_SSL_CTX_FUNCTION: called for each new TLS context, before the handshake. */
+static CURLcode on_ssl_ctx(CURL *c, void *ssl_ctx, void *arg)
+{
+	(void)c;
+	(void)arg;
+	cmk_http_openssl_harden_ctx(ssl_ctx);
+	return CURLE_OK;
+}
+
+/*
+ * curl's own buffers (the 16 KiB receive buffer, header copies, the request
+ * state) pass answers through unwiped memory that it frees with plain
+ * free().  Its allocator is replaced so that every block it frees is wiped
+ * first, to the block's real size (malloc_usable_size), since curl does not
+ * say how much of it was used.
+ */
+static void curl_free_wiped(void *p)
+{
+	if (p != NULL)
+		cmk_freezero(p, malloc_usable_size(p));
+}
+
+/* A moved block is copied, then the old one is wiped: libc's realloc would free it as it is. */
+static void *curl_realloc_wiped(void *p, size_t len)
+{
+	size_t old;
+	void *q;
+
+	if (p == NULL)
+		return malloc(len);
+	old = malloc_usable_size(p);
+	if (len <= old)
+		return p;
+	if ((q = malloc(len)) == NULL)
+		return NULL;
+	memcpy(q, p, old);
+	curl_free_wiped(p);
+	return q;
+}
+
+static void *curl_malloc(size_t len)
+{
+	return malloc(len);
+}
+
+static void *curl_calloc(size_t n, size_t len)
+{
+	return calloc(n, len);
+}
+
+static char *curl_strdup(const char *s)
+{
+	return strdup(s);
+}
+
+/*
+ * From cmk_http_global_init() or, in programs that do not call it, from the
+ * first cmk_http_new(): the allocator must be in place before curl allocates
+ * anything, and curl allocates from its first call.
+ */
+static pthread_mutex_t global_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool global_ready;
+
 int cmk_http_global_init(void)
 {
-	CURLcode cc = curl_global_init(CURL_GLOBAL_DEFAULT);
+	const char *tls;
+	CURLcode cc = CURLE_OK;
 
+	pthread_mutex_lock(&global_mu);
+	if (!global_ready) {
+		cc = curl_global_init_mem(CURL_GLOBAL_DEFAULT, curl_malloc, curl_free_wiped, curl_realloc_wiped,
+					  curl_strdup, curl_calloc);
+		if (cc == CURLE_OK) {
+			global_ready = true;
+			tls = curl_version_info(CURLVERSION_NOW)->ssl_version;
+			tls_cleanse = cmk_http_openssl_matches(tls);
+			if (!tls_cleanse)
+				cmk_log(CMK_LOG_DEBUG, "http: libcurl's TLS library (%s) is not the OpenSSL 3 "
+					"linked here: decrypted answers are not wiped inside it", tls ? tls : "none");
+		}
+	}
+	pthread_mutex_unlock(&global_mu);
 	if (cc != CURLE_OK)
 		return cmk_fail(cc == CURLE_OUT_OF_MEMORY ? CMK_ERR_NOMEM : CMK_ERR_INTERNAL,
 				"http: curl_global_init: %s", curl_easy_strerror(cc));
@@ -60,17 +149,24 @@ int cmk_http_global_init(void)
 
 void cmk_http_global_cleanup(void)
 {
-	curl_global_cleanup();
+	pthread_mutex_lock(&global_mu);
+	if (global_ready)
+		curl_global_cleanup();
+	global_ready = false;
+	pthread_mutex_unlock(&global_mu);
 }
 
 int cmk_http_new(const char *ca_cert, long timeout_s, struct cmk_http **out)
 {
 	struct cmk_http *h;
+	int rc;
 
 	if (ca_cert == NULL || *ca_cert == '\0')
 		return cmk_fail(CMK_ERR_INVALID, "http: a CA certificate file is required (there is no insecure mode)");
 	if (timeout_s <= 0)
 		return cmk_fail(CMK_ERR_INVALID, "http: timeout must be positive, not %ld", timeout_s);
+	if ((rc = cmk_http_global_init()) != 0)
+		return rc;
 	/* Say which file is missing now rather than as a TLS failure on the first request. */
 	if (access(ca_cert, R_OK) != 0)
 		return cmk_fail(CMK_ERR_NOTFOUND, "http: CA certificate file %s cannot be read", ca_cert);
@@ -99,35 +195,39 @@ void cmk_http_response_clear(struct cmk_http_response *resp)
 {
 	if (resp == NULL)
 		return;
-	/* The body is wiped up to the allocation's known length: it may hold a token or a private key. */
-	if (resp->body != NULL)
-		cmk_freezero(resp->body, resp->body_len + 1);
+	/* The body may hold a token or a private key: its pages are wiped and unmapped. */
+	cmk_locked_free(resp->body);
 	free(resp->location);
 	free(resp->content_type);
 	memset(resp, 0, sizeof(*resp));
 	resp->retry_after = -1;
 }
 
-/* Grow the body so `need` more bytes and a NUL fit; the old copy is wiped, never left in freed memory. */
+/*
+ * Grow the body so `need` more bytes and a NUL fit.  The body lives in
+ * locked, undumpable pages (cmk_locked_alloc): in issue mode it holds a
+ * private key until the answer is parsed.  The old copy is wiped when the
+ * body moves.
+ */
 static bool body_reserve(struct transfer *t, size_t need)
 {
 	struct cmk_http_response *r = t->resp;
-	size_t want = r->body_len + need + 1, cap;
+	size_t want = r->body_len + need + 1;
 	char *nb;
 
 	if (want <= t->cap)
 		return true;
-	cap = t->cap ? t->cap : 4096;
-	while (cap < want)
-		cap *= 2;
-	if ((nb = malloc(cap)) == NULL)
+	/* At least double, so a long answer is copied a logarithmic number of times. */
+	if (want < t->cap * 2)
+		want = t->cap * 2;
+	if ((nb = cmk_locked_alloc(want)) == NULL)
 		return false;
 	if (r->body != NULL) {
 		memcpy(nb, r->body, r->body_len);
-		cmk_freezero(r->body, t->cap);
+		cmk_locked_free(r->body);
 	}
 	r->body = nb;
-	t->cap = cap;
+	t->cap = cmk_locked_size(nb);
 	return true;
 }
 
@@ -294,6 +394,9 @@ static CURLcode apply_options(struct cmk_http *h, const char *method, const char
 	SET(CURLOPT_TIMEOUT, h->timeout_s);
 	SET(CURLOPT_ERRORBUFFER, h->errbuf);
 	SET(CURLOPT_USERAGENT, "cmkcert");
+	if (tls_cleanse) {
+		SET(CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+	}
 	SET(CURLOPT_HTTPHEADER, hdrs);
 	SET(CURLOPT_WRITEFUNCTION, on_body);
 	SET(CURLOPT_WRITEDATA, t);

@@ -22,22 +22,25 @@ void cmk_set_log(cmk_log_fn fn, void *arg, enum cmk_log_level min_level)
 
 void cmk_log(enum cmk_log_level level, const char *fmt, ...)
 {
-	char msg[1024];
+	char msg[1024], safe[1024];
 	va_list ap;
 
 	if (log_fn == NULL || level < log_min)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
+		msg[0] = '\0';
 	va_end(ap);
-	log_fn(level, msg, log_arg);
+	/* Messages quote names, paths and server text: each becomes one printable line whatever they held. */
+	cmk_escape(safe, sizeof(safe), msg, strlen(msg), 0);
+	log_fn(level, safe, log_arg);
 }
 
 void cmk_log_limited(struct cmk_log_limit *lim, enum cmk_log_level level, const char *fmt, ...)
 {
 	unsigned long left_out = 0;
 	int64_t now = cmk_monotonic_ms();
-	char msg[1024];
+	char msg[1024], safe[1024];
 	size_t len;
 	va_list ap;
 	bool pass;
@@ -66,7 +69,9 @@ void cmk_log_limited(struct cmk_log_limit *lim, enum cmk_log_level level, const 
 	len = strlen(msg);
 	if (left_out > 0 && len < sizeof(msg))
 		snprintf(msg + len, sizeof(msg) - len, " (%lu like this left out)", left_out);
-	log_fn(level, msg, log_arg);
+	/* As in cmk_log(): these repeat what callers provoke (file names looked up), so they are escaped too. */
+	cmk_escape(safe, sizeof(safe), msg, strlen(msg), 0);
+	log_fn(level, safe, log_arg);
 }
 
 const char *cmk_log_level_name(enum cmk_log_level level)

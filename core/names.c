@@ -16,6 +16,7 @@
 
 #include "cmkcert/error.h"
 #include "cmkcert/names.h"
+#include "cmkcert/util.h"
 
 #define HOST_LABEL_MAX 63
 #define IPV6_TEXT_MAX 45        /* INET6_ADDRSTRLEN without the NUL */
@@ -71,31 +72,16 @@ static bool is_dot_or_dotdot(const char *s, size_t len)
 
 void cmk_quote(const char *s, char out[CMK_QUOTE_SIZE])
 {
-	static const char hex[] = "0123456789abcdef";
-	size_t i, o = 0;
+	size_t len;
 
 	if (s == NULL)
 		s = "";
-	for (i = 0; s[i] != '\0' && i < CMK_QUOTE_SHOWN; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c == '"' || c == '\\') {
-			out[o++] = '\\';
-			out[o++] = (char)c;
-		} else if (c >= 0x20 && c < 0x7f) {
-			out[o++] = (char)c;
-		} else {
-			out[o++] = '\\';
-			out[o++] = 'x';
-			out[o++] = hex[c >> 4];
-			out[o++] = hex[c & 0xf];
-		}
-	}
-	if (s[i] != '\0') {
-		memcpy(out + o, "...", 3);
-		o += 3;
-	}
-	out[o] = '\0';
+	len = strnlen(s, CMK_QUOTE_SHOWN + 1);
+	/* Names are ASCII by rule: any other byte is shown as \xNN so the message says exactly what was given. */
+	cmk_escape(out, CMK_QUOTE_SIZE, s, len > CMK_QUOTE_SHOWN ? CMK_QUOTE_SHOWN : len,
+		   CMK_ESCAPE_QUOTES | CMK_ESCAPE_ASCII);
+	if (len > CMK_QUOTE_SHOWN)
+		strcat(out, "...");
 }
 
 /*

@@ -14,6 +14,7 @@
 #include "cmkcert/json.h"
 #include "cmkcert/log.h"
 #include "cmkcert/names.h"
+#include "cmkcert/openbao.h"
 #include "cmkcert/util.h"
 #include "lifecycle_int.h"
 
@@ -42,6 +43,7 @@ static int copy_name(char *dst, size_t cap, const char *field, const char *src)
 static int check_only_keys(const json_t *obj, const char *where, const char *const *allowed)
 {
 	const char *key;
+	char q[CMK_QUOTE_SIZE];
 	json_t *v;
 
 	json_object_foreach((json_t *)obj, key, v) {
@@ -49,8 +51,10 @@ static int check_only_keys(const json_t *obj, const char *where, const char *con
 		(void)v;
 		for (size_t i = 0; allowed[i] != NULL; i++)
 			ok = ok || strcmp(key, allowed[i]) == 0;
-		if (!ok)
-			return cmk_fail(CMK_ERR_INVALID, "%s: unknown field \"%s\"", where, key);
+		if (!ok) {
+			cmk_quote(key, q);
+			return cmk_fail(CMK_ERR_INVALID, "%s: unknown field \"%s\"", where, q);
+		}
 	}
 	return 0;
 }
@@ -62,6 +66,7 @@ int cmk_keystore_request_from_json(const char *text, size_t len, struct cmk_keys
 						"certificate_required", NULL };
 	json_t *root = NULL, *kc, *eps;
 	const char *tenant, *type, *method = NULL;
+	char q[CMK_QUOTE_SIZE];
 	bool required = true;
 	int rc;
 
@@ -88,8 +93,9 @@ int cmk_keystore_request_from_json(const char *text, size_t len, struct cmk_keys
 		goto out;
 	rc = cmk_json_str_opt(kc, "authentication_method", &method);
 	if (rc == 0 && strcmp(method, "client_certificate") != 0) {
+		cmk_quote(method, q);
 		rc = cmk_fail(CMK_ERR_INVALID, "keystore_config.authentication_method \"%s\": only "
-			      "\"client_certificate\" is supported", method);
+			      "\"client_certificate\" is supported", q);
 		goto out;
 	} else if (rc != 0 && rc != CMK_ERR_NOTFOUND) {
 		goto out;
@@ -179,6 +185,9 @@ static int validate_request(struct cmk_ctx *ctx, const struct cmk_keystore_reque
 				"test the connection (verify %s)", cmk_verify_name(p->verify));
 	if (req->server_ca_pem != NULL && cmk_pem_cert_count(req->server_ca_pem) <= 0)
 		return cmk_fail(CMK_ERR_INVALID, "server CA: no PEM certificate found");
+	/* A configuration naming files that are not there is refused here, before anything is recorded. */
+	if ((rc = cmk_bao_check_files(ctx->cfg)) != 0)
+		return rc;
 
 	if ((rc = cmk_lc_plan_names(p, req->tenant)) != 0)
 		return rc;

@@ -12,11 +12,13 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cmkcert/crypto.h"
 #include "cmkcert/error.h"
@@ -164,8 +166,13 @@ int cmk_bao_new(const struct cmk_config *cfg, struct cmk_bao **out)
 		return rc;
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return CMK_ERR_NOMEM;
-	if ((rc = cmk_http_new(cfg->openbao.ca_cert, (long)cfg->openbao.timeout, &b->http)) != 0)
+	/* The CA file is named by the configuration: one that cannot be read is a configuration error. */
+	if ((rc = cmk_http_new(cfg->openbao.ca_cert, (long)cfg->openbao.timeout, &b->http)) != 0) {
+		if (rc == CMK_ERR_NOTFOUND)
+			rc = cmk_fail(CMK_ERR_CONFIG, "openbao: [openbao] ca_cert %s cannot be read",
+				      cfg->openbao.ca_cert);
 		goto fail;
+	}
 	if ((rc = dup_opt(addr, &b->address)) != 0 ||
 	    (rc = dup_opt(cfg->openbao.namespace_, &b->namespace_)) != 0 ||
 	    (rc = dup_opt(mount, &b->auth_mount)) != 0 ||
@@ -356,6 +363,36 @@ static int send_json(struct cmk_bao *b, const struct call *c, json_t *body, stru
 
 /* ---- authentication ---- */
 
+static int check_file(const char *what, const char *path)
+{
+	if (path == NULL)
+		return cmk_fail(CMK_ERR_CONFIG, "openbao: %s is not set", what);
+	/* Effective ids: what matters is whether this process will be able to open it. */
+	if (faccessat(AT_FDCWD, path, R_OK, AT_EACCESS) != 0)
+		return cmk_fail(errno == ENOMEM ? CMK_ERR_NOMEM : CMK_ERR_CONFIG, "openbao: %s %s: %s", what, path,
+				strerror(errno));
+	return 0;
+}
+
+int cmk_bao_check_files(const struct cmk_config *cfg)
+{
+	int rc;
+
+	if ((rc = check_file("[openbao] ca_cert", cfg->openbao.ca_cert)) != 0)
+		return rc;
+	switch (cfg->auth.method) {
+	case CMK_AUTH_KUBERNETES:
+		return check_file("[auth] jwt_path", cfg->auth.jwt_path);
+	case CMK_AUTH_APPROLE:
+		if ((rc = check_file("[auth] role_id_path", cfg->auth.role_id_path)) != 0)
+			return rc;
+		return check_file("[auth] secret_id_path", cfg->auth.secret_id_path);
+	case CMK_AUTH_TOKEN:
+		return check_file("[auth] token_path", cfg->auth.token_path);
+	}
+	return 0;
+}
+
 /* Read a credential file, trimmed of surrounding whitespace; it must be one printable word. */
 static int read_credential(const char *path, const char *key, char **out)
 {
@@ -366,7 +403,10 @@ static int read_credential(const char *path, const char *key, char **out)
 	*out = NULL;
 	if (path == NULL)
 		return cmk_fail(CMK_ERR_CONFIG, "openbao: [auth] %s is not set", key);
-	if ((rc = cmk_read_file(path, CREDENTIAL_MAX, &buf, &len)) != 0)
+	/* The file is named by the configuration: when it is not there, the configuration is what to fix. */
+	if ((rc = cmk_read_file(path, CREDENTIAL_MAX, &buf, &len)) == CMK_ERR_NOTFOUND)
+		return cmk_fail(CMK_ERR_CONFIG, "openbao: [auth] %s %s does not exist", key, path);
+	if (rc != 0)
 		return rc;
 	for (start = buf; *start != '\0' && isspace((unsigned char)*start); start++)
 		;

@@ -194,9 +194,9 @@ int cmk_bao_read_crl(struct cmk_bao *b, const char *mount, char **pem)
 		rc = cmk_fail(CMK_ERR_NOTFOUND, "PKI mount %s has no CRL", mount);
 	} else if (strstr(resp.body, "-----BEGIN X509 CRL-----") == NULL) {
 		rc = cmk_fail(CMK_ERR_PROTOCOL, "%s: answer is not a PEM CRL", path);
-	} else {
-		*pem = resp.body;
-		resp.body = NULL;
+	} else if ((*pem = strdup(resp.body)) == NULL) {
+		/* A copy: the body is in locked pages that only cmk_http_response_clear() releases. */
+		rc = CMK_ERR_NOMEM;
 	}
 out:
 	free(path);

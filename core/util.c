@@ -1,6 +1,7 @@
 /*
- * util.c - durations, time, file reading and the one atomic file writer.
- * (Secret wiping lives in the crypto backend, which owns
+ * util.c - escaping untrusted text for messages, durations, time, file
+ * reading, the one atomic file writer and locked buffers for secrets in
+ * transit.  (Secret wiping lives in the crypto backend, which owns
  * mbedtls_platform_zeroize.)
  */
 #include <errno.h>
@@ -8,10 +9,13 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -19,12 +23,115 @@
 #include <unistd.h>
 
 #include "cmkcert/error.h"
+#include "cmkcert/log.h"
 #include "cmkcert/util.h"
 
 void cmk_strfreezero(char *s)
 {
 	if (s != NULL)
 		cmk_freezero(s, strlen(s));
+}
+
+/*
+ * Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), 0 when the bytes there are
+ * not one.  `n` bytes are available.
+ */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t len;
+
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		len = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		len = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if (s[0] == 0xe0)
+		lo = 0xa0;
+	else if (s[0] == 0xed)
+		hi = 0x9f;
+	else if (s[0] == 0xf0)
+		lo = 0x90;
+	else if (s[0] == 0xf4)
+		hi = 0x8f;
+	if (n < len || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+/* One input character (or byte) at `in`, `n` bytes left, escaped into `unit`; returns its length and sets *used. */
+static size_t escape_unit(const unsigned char *in, size_t n, unsigned flags, char unit[4], size_t *used)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char c = in[0];
+	size_t seq;
+
+	*used = 1;
+	if ((flags & CMK_ESCAPE_QUOTES) && (c == '"' || c == '\\')) {
+		unit[0] = '\\';
+		unit[1] = (char)c;
+		return 2;
+	}
+	if (c >= 0x20 && c < 0x7f) {
+		unit[0] = (char)c;
+		return 1;
+	}
+	/* Well-formed UTF-8 stays readable; C1 controls (U+0080..U+009F, C2 80..C2 9F) do not. */
+	if (c >= 0x80 && !(flags & CMK_ESCAPE_ASCII) && (seq = utf8_len(in, n)) != 0 && !(c == 0xc2 && in[1] < 0xa0)) {
+		memcpy(unit, in, seq);
+		*used = seq;
+		return seq;
+	}
+	unit[0] = '\\';
+	unit[1] = 'x';
+	unit[2] = hex[c >> 4];
+	unit[3] = hex[c & 0xf];
+	return 4;
+}
+
+/* Length of the escaped form of the `n` bytes at `in`. */
+static size_t escaped_len(const unsigned char *in, size_t n, unsigned flags)
+{
+	char unit[4];
+	size_t total = 0, used;
+
+	for (size_t i = 0; i < n; i += used)
+		total += escape_unit(in + i, n - i, flags, unit, &used);
+	return total;
+}
+
+size_t cmk_escape(char *out, size_t size, const char *s, size_t len, unsigned flags)
+{
+	const unsigned char *in = (const unsigned char *)s;
+	size_t i = 0, o = 0, room, ulen, used;
+	char unit[4];
+
+	if (size == 0)
+		return 0;
+	/* Room for the text while "..." and the NUL stay reserved, so that a cut can always be marked. */
+	room = size > 4 ? size - 4 : 0;
+	while (i < len) {
+		ulen = escape_unit(in + i, len - i, flags, unit, &used);
+		/* Past the room, go on only when all the rest fits: then nothing is cut and no mark is needed. */
+		if (o + ulen > room && o + escaped_len(in + i, len - i, flags) >= size)
+			break;
+		memcpy(out + o, unit, ulen);
+		o += ulen;
+		i += used;
+	}
+	if (i < len && size >= 4) {
+		memcpy(out + o, "...", 3);
+		o += 3;
+	}
+	out[o] = '\0';
+	return i;
 }
 
 char *cmk_strdup(const char *s)
@@ -229,6 +336,13 @@ int cmk_check_secret_file(const char *path)
 {
 	struct stat sb;
 
+	return cmk_stat_secret_file(path, &sb);
+}
+
+int cmk_stat_secret_file(const char *path, struct stat *out)
+{
+	struct stat sb;
+
 	/*
 	 * Follow symbolic links: Kubernetes Secret volumes present every file as
 	 * a link into a kubelet-managed directory; what matters is the file the
@@ -243,6 +357,7 @@ int cmk_check_secret_file(const char *path)
 	if ((sb.st_mode & 077) != 0)
 		return cmk_fail(CMK_ERR_PERM, "%s: mode %04o is readable by group or others, must be 0400 or 0600",
 				path, (unsigned)(sb.st_mode & 07777));
+	*out = sb;
 	return 0;
 }
 
@@ -281,4 +396,68 @@ int cmk_harden_process(void)
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
 		return cmk_fail(CMK_ERR_IO, "prctl(PR_SET_DUMPABLE): %s", strerror(errno));
 	return 0;
+}
+
+/*
+ * A locked buffer is a private anonymous mapping whose first LOCKED_HDR
+ * bytes record the mapping's length, so that cmk_locked_free() needs only
+ * the pointer.  Whole pages are mapped: mlock and madvise work on pages, and
+ * a page shared with unrelated heap data could not be kept out of a dump.
+ */
+#define LOCKED_HDR ((size_t)16)
+
+static pthread_once_t mlock_warn_once = PTHREAD_ONCE_INIT;
+static _Thread_local int mlock_errno;      /* read by the thread that set it, which runs the once */
+
+static void log_mlock_failure(void)
+{
+	cmk_log(CMK_LOG_INFO, "mlock: %s: answers holding keys or tokens may be swapped out (raise RLIMIT_MEMLOCK / "
+		"LimitMEMLOCK)", strerror(mlock_errno));
+}
+
+void *cmk_locked_alloc(size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), map;
+	uint8_t *p;
+
+	if (len > SIZE_MAX - LOCKED_HDR - page)
+		return NULL;
+	map = (len + LOCKED_HDR + page - 1) / page * page;
+	p = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	/* Kept out of core dumps and out of a forked child even where mlock is not allowed. */
+	(void)madvise(p, map, MADV_DONTDUMP);
+	(void)madvise(p, map, MADV_DONTFORK);
+	if (mlock(p, map) != 0) {
+		/* Still usable: wiped on free and never dumped, only swappable.  Said once per process. */
+		mlock_errno = errno;
+		pthread_once(&mlock_warn_once, log_mlock_failure);
+	}
+	memcpy(p, &map, sizeof(map));
+	return p + LOCKED_HDR;
+}
+
+size_t cmk_locked_size(const void *p)
+{
+	size_t map;
+
+	if (p == NULL)
+		return 0;
+	memcpy(&map, (const uint8_t *)p - LOCKED_HDR, sizeof(map));
+	return map - LOCKED_HDR;
+}
+
+void cmk_locked_free(void *p)
+{
+	uint8_t *base;
+	size_t map;
+
+	if (p == NULL)
+		return;
+	base = (uint8_t *)p - LOCKED_HDR;
+	memcpy(&map, base, sizeof(map));
+	cmk_wipe(base, map);
+	munlock(base, map);
+	munmap(base, map);
 }

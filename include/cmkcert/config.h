@@ -95,9 +95,10 @@ struct cmk_config {
 /*
  * Load and validate `path` (NULL: $CMKCERT_CONF, else the default path).
  * On success *out owns everything; release with cmk_config_free().
- * Errors: CMK_ERR_NOTFOUND (file), CMK_ERR_PERM (the file cannot be read,
- * or it is writable by group or others, or owned by someone other than root
- * or us), CMK_ERR_IO, CMK_ERR_CONFIG with "FILE:LINE: ..." detail.
+ * Errors: CMK_ERR_CONFIG with "FILE: reason" when the file is missing or
+ * cannot be opened and "FILE:LINE: ..." for what is wrong in it,
+ * CMK_ERR_PERM (the file cannot be read, or it is writable by group or
+ * others, or owned by someone other than root or us), CMK_ERR_IO.
  * Relative paths in the file are made absolute against the file's directory.
  * The master key file is checked here (exists, 0400/0600, owner root or us,
  * exactly 32 bytes); its contents are not read.

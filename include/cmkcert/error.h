@@ -46,7 +46,9 @@ const char *cmk_strerror(int code);
 /*
  * Record detail for the current thread and return `code`, so a failure can
  * be reported in one statement: `return cmk_fail(CMK_ERR_INVALID, "tenant: ...")`.
- * Never pass secrets (keys, PEM, tokens) in the message.
+ * The formatted message is stored escaped (cmk_escape): control characters
+ * and invalid UTF-8 from quoted input appear as \xNN.  Never pass secrets
+ * (keys, PEM, tokens) in the message.
  */
 int cmk_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

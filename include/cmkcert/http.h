@@ -12,7 +12,7 @@ struct cmk_http;
 
 struct cmk_http_response {
 	long status;
-	char *body;            /* NUL-terminated, may be empty; wiped by clear */
+	char *body;            /* NUL-terminated, may be empty; locked memory (cmk_locked_alloc), wiped by clear */
 	size_t body_len;
 	int64_t retry_after;   /* seconds from a Retry-After header, -1 when absent */
 	char *location;        /* Location header (307), NULL when absent */
@@ -46,7 +46,13 @@ int cmk_http_request(struct cmk_http *h, const char *method, const char *url, co
 /* Wipe and free the response fields; safe on a zeroed struct. */
 void cmk_http_response_clear(struct cmk_http_response *resp);
 
-/* Library-wide init/cleanup (curl_global_*); call once from main(). */
+/*
+ * Library-wide init and cleanup (curl_global_init_mem / curl_global_cleanup).
+ * Init installs an allocator that wipes every block curl frees and checks
+ * that libcurl's TLS library can wipe decrypted records; it is idempotent
+ * and cmk_http_new() calls it when main() did not.  Call cleanup once from
+ * main(), after the last handle is freed.
+ */
 int cmk_http_global_init(void);
 void cmk_http_global_cleanup(void);
 

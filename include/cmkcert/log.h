@@ -20,6 +20,7 @@ typedef void (*cmk_log_fn)(enum cmk_log_level level, const char *msg, void *arg)
 /* Install the process-wide log callback and the lowest level passed to it. */
 void cmk_set_log(cmk_log_fn fn, void *arg, enum cmk_log_level min_level);
 
+/* Format, escape (cmk_escape: one printable line) and pass to the callback. */
 void cmk_log(enum cmk_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*

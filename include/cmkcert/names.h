@@ -61,11 +61,12 @@ int cmk_check_mount_path(const char *field, const char *path);
 #define CMK_QUOTE_SIZE (CMK_QUOTE_SHOWN * 4 + 4)
 
 /*
- * Render untrusted text for a message, without the surrounding quotes:
+ * Render an untrusted value for a message, without the surrounding quotes:
  * printable ASCII as is, '"' and '\\' escaped with a backslash, every other
  * byte (control characters, non-ASCII) as \xNN, and at most
- * CMK_QUOTE_SHOWN bytes of `s` followed by "..." when it is longer.
- * NULL renders as "".  Only for values that are not secret.
+ * CMK_QUOTE_SHOWN bytes of `s` followed by "..." when it is longer
+ * (cmk_escape() with CMK_ESCAPE_QUOTES | CMK_ESCAPE_ASCII).  NULL renders
+ * as "".  Only for values that are not secret.
  */
 void cmk_quote(const char *s, char out[CMK_QUOTE_SIZE]);
 

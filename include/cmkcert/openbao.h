@@ -47,7 +47,11 @@ struct cmk_bao_stats {
 	uint64_t logins;       /* tokens obtained (successful logins, re-logins included) */
 };
 
-/* A client for cfg (copied what it needs; cfg may be freed after). */
+/*
+ * A client for cfg (copied what it needs; cfg may be freed after).
+ * CMK_ERR_CONFIG when [openbao] ca_cert cannot be read or the address is
+ * not https://.
+ */
 int cmk_bao_new(const struct cmk_config *cfg, struct cmk_bao **out);
 /* Wipes the token and frees. NULL is a no-op. */
 void cmk_bao_free(struct cmk_bao *b);
@@ -63,11 +67,20 @@ struct cmk_bao_health {
 int cmk_bao_health(struct cmk_bao *b, struct cmk_bao_health *out);
 
 /*
+ * The files the configuration names for talking to OpenBao can be read:
+ * [openbao] ca_cert and the credential file(s) of the [auth] method.  For
+ * callers that must refuse a broken configuration before they change or
+ * record anything.  CMK_ERR_CONFIG naming the key, the path and the reason.
+ */
+int cmk_bao_check_files(const struct cmk_config *cfg);
+
+/*
  * Log in with the configured method (reads the JWT / role_id / secret_id /
  * token file now; surrounding whitespace is dropped).  Login answers 400 ->
  * CMK_ERR_REJECTED (unknown role, bad role or secret id), 403 ->
- * CMK_ERR_DENIED (JWT refused), with the server's text.  The token method
- * asks lookup-self for the token's TTL.
+ * CMK_ERR_DENIED (JWT refused), with the server's text; a credential file
+ * that does not exist is CMK_ERR_CONFIG naming the [auth] key and the path.
+ * The token method asks lookup-self for the token's TTL.
  */
 int cmk_bao_login(struct cmk_bao *b);
 

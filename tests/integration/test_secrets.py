@@ -4,6 +4,8 @@ the CLI's output: not as PEM, not as base64, not as raw DER or key bytes."""
 import base64
 import json
 import pathlib
+import re
+import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -104,3 +106,76 @@ def test_no_key_material_in_sign_mode_or_daemon_logs(bao, cmk, keystore, tmp_pat
         assert b"PRIVATE KEY" not in data, name
         for n in needles:
             assert n not in data, "key material found in %s" % name
+
+
+def dumpable_memory(pid):
+    """(name, bytes) of every readable mapping of a live process that a core dump would hold.
+
+    Mappings marked MADV_DONTDUMP ("dd" in smaps: the locked buffers that hold
+    keys on purpose) are left out; everything else - heaps, thread arenas,
+    stacks - is what a memory scan or a core dump would find."""
+    regions, cur = [], None
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)", line)
+            if m:
+                cur = [int(m.group(1), 16), int(m.group(2), 16), m.group(3), m.group(4).strip() or "anonymous", []]
+                regions.append(cur)
+            elif line.startswith("VmFlags:"):
+                cur[4] = line.split()[1:]
+    with open("/proc/%d/mem" % pid, "rb", 0) as mem:
+        for start, end, perms, name, flags in regions:
+            if "r" not in perms or "dd" in flags or name in ("[vvar]", "[vsyscall]"):
+                continue
+            try:
+                mem.seek(start)
+                yield "%s at %#x" % (name, start), mem.read(end - start)
+            except OSError:
+                continue
+
+
+def test_issue_mode_renewals_leave_no_key_in_daemon_memory(bao, cmk, tmp_path):
+    """In issue mode the private key arrives inside OpenBao's JSON answer, through
+    OpenSSL's record buffer, curl's receive buffer and our own.  After the daemon
+    has renewed several times, no piece of any issued key may remain in memory
+    that could be dumped or swapped."""
+    from fusefix import Mounts
+    conf = edit_conf(bao.conf, "openbao", "mode", "issue", out=tmp_path / "issue.conf")
+    # A 9 s certificate (not_before 30 s in the past, as OpenBao backdates it) is due at once:
+    # the daemon renews on every check.
+    edit_conf(conf, "template:aws_kms", "ttl", "9s")
+    for key, value in (("check_interval", "1s"), ("renew_before", "1h"), ("grace_period", "1h"),
+                       ("jitter", "0s"), ("max_ops_per_minute", "600")):
+        edit_conf(conf, "renewal", key, value)
+    tenants = ("mem-one", "mem-two")
+    for tenant in tenants:
+        r = cmk("keystore", "add", "--tenant", tenant, "--type", "aws_kms", "--verify", "none", conf=conf)
+        assert r.returncode == 0, r.stderr
+    # Renewals refused once OpenBao is sealed are warnings the daemon is expected to log.
+    ms = Mounts(conf, allowed=[r"cmkcertfs: warning: (renew |openbao: )"])
+    try:
+        m = ms()
+        deadline = time.monotonic() + 120
+        while len(bao.control("issued-keys")["keys"]) < 3 * len(tenants) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(bao.control("issued-keys")["keys"]) >= 3 * len(tenants), "the daemon did not renew"
+        # Stop further issuance, then wait until every tenant's next renewal has failed: no renewal
+        # is in flight any more, so nothing can legitimately hold a key at the moment of the scan.
+        bao.control("seal", {"sealed": True})
+        sealed_at = len(m.stderr())
+
+        def all_failed_since_sealed():
+            return all("warning: renew %s aws_kms" % t in m.stderr()[sealed_at:] for t in tenants)
+        deadline = time.monotonic() + 60
+        while not all_failed_since_sealed() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert all_failed_since_sealed(), m.stderr()
+        keys = bao.control("issued-keys")["keys"]
+        needles = [n for k in keys for n in key_fingerprints(k)]
+        found = []
+        for name, data in dumpable_memory(m.proc.pid):
+            found += [(name, n) for n in needles if n in data]
+        assert not found, "%d fragment(s) of issued keys in the daemon's memory: %s" % (len(found), found[:5])
+    finally:
+        problems = ms.close()
+    assert not problems, problems

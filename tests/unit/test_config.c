@@ -610,13 +610,14 @@ static void test_environment_and_missing_file(void **state)
 
 	snprintf(missing, sizeof(missing), "%s/nope.conf", f->dir);
 	assert_int_equal(setenv("CMKCERT_CONF", missing, 1), 0);
-	assert_int_equal(cmk_config_load(NULL, &cfg), CMK_ERR_NOTFOUND);
+	/* A missing configuration is a configuration error (the CLI's exit 2), naming the file. */
+	assert_int_equal(cmk_config_load(NULL, &cfg), CMK_ERR_CONFIG);
 	assert_null(cfg);
 	snprintf(expect, sizeof(expect), "%s: No such file or directory", missing);
 	assert_string_equal(cmk_errdetail(), expect);
 	assert_int_equal(unsetenv("CMKCERT_CONF"), 0);
 
-	assert_int_equal(cmk_config_load(missing, &cfg), CMK_ERR_NOTFOUND);
+	assert_int_equal(cmk_config_load(missing, &cfg), CMK_ERR_CONFIG);
 	assert_string_equal(cmk_errdetail(), expect);
 }
 
@@ -772,6 +773,76 @@ static void test_master_key_wrong_size(void **state)
 	write_file(f->key, bytes, 33, 0600);
 	expect_refused(f, BASE, 15, "[keys] master_key: ");
 	assert_contains(cmk_errdetail(), "33 bytes");
+}
+
+/*
+ * A Kubernetes Secret volume: <dir>/master.key -> ..data/master.key, and
+ * ..data -> ..<timestamp>, the directory holding the real file (kubelet
+ * swaps ..data to publish a new version).  Two levels of links: the file
+ * they lead to is judged (size, owner, mode), not the links.
+ */
+static void make_secret_volume(const struct fixture *f, const unsigned char *key, size_t len, mode_t mode,
+			       char link[512])
+{
+	char vol[300], stamp[400], real[500], data[400];
+	static const char stamp_name[] = "..2024_06_01_12_00_00.123456789";
+
+	snprintf(vol, sizeof(vol), "%s/secret", f->dir);
+	snprintf(stamp, sizeof(stamp), "%s/%s", vol, stamp_name);
+	snprintf(real, sizeof(real), "%s/master.key", stamp);
+	snprintf(data, sizeof(data), "%s/..data", vol);
+	snprintf(link, 512, "%s/master.key", vol);
+	assert_int_equal(mkdir(vol, 0755), 0);
+	assert_int_equal(mkdir(stamp, 0755), 0);
+	write_file(real, key, len, mode);
+	assert_int_equal(symlink(stamp_name, data), 0);
+	assert_int_equal(symlink("..data/master.key", link), 0);
+}
+
+static void test_master_key_in_a_kubernetes_secret_volume(void **state)
+{
+	struct fixture *f = *state;
+	static const unsigned char key[32] = { 7 };
+	struct cmk_config *cfg;
+	char link[512], *text;
+
+	make_secret_volume(f, key, sizeof(key), 0400, link);
+	text = edit(BASE, "master_key = master.key", "master_key = secret/master.key");
+	cfg = load_ok(f, text);
+	/* The configured path is kept as given: kubelet re-points ..data, the link stays. */
+	assert_string_equal(cfg->keys.master_key, link);
+	cmk_config_free(cfg);
+	free(text);
+}
+
+static void test_master_key_link_to_an_unsafe_target(void **state)
+{
+	struct fixture *f = *state;
+	static const unsigned char key[33] = { 7 };
+	char link[512], target[300], *text;
+
+	/* A link to a file others can read is refused, naming the mode of the file it leads to. */
+	make_secret_volume(f, key, 32, 0644, link);
+	text = edit(BASE, "master_key = master.key", "master_key = secret/master.key");
+	expect_refused(f, text, 15, "[keys] master_key: ");
+	assert_contains(cmk_errdetail(), "mode 0644");
+	assert_contains(cmk_errdetail(), "0400 or 0600");
+
+	/* The size judged is the target's (31 bytes), not the link's ("..data/master.key" is 17). */
+	snprintf(target, sizeof(target), "%s/secret/..data/master.key", f->dir);
+	write_file(target, key, 31, 0400);
+	expect_refused(f, text, 15, "[keys] master_key: ");
+	assert_contains(cmk_errdetail(), "31 bytes, must be exactly 32");
+
+	/* A target owned by another user (root can make one) is refused too. */
+	write_file(target, key, 32, 0400);
+	cmk_config_free(load_ok(f, text));
+	if (geteuid() == 0) {
+		assert_int_equal(chown(target, 4321, 4321), 0);
+		expect_refused(f, text, 15, "[keys] master_key: ");
+		assert_contains(cmk_errdetail(), "owned by uid 4321");
+	}
+	free(text);
 }
 
 static void test_bad_modes(void **state)
@@ -972,6 +1043,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_missing_master_key_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_master_key_readable_by_others, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_master_key_wrong_size, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_master_key_in_a_kubernetes_secret_volume, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_master_key_link_to_an_unsafe_target, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_modes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_required_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_auth_keys_follow_the_method, setup, teardown),

@@ -64,8 +64,21 @@ static void test_long_detail_is_cut_not_overrun(void **state)
 	big[sizeof(big) - 1] = '\0';
 	assert_int_equal(cmk_fail(CMK_ERR_IO, "%s", big), CMK_ERR_IO);
 	len = strlen(cmk_errdetail());
-	assert_true(len > 0 && len < sizeof(big) - 1);
-	assert_memory_equal(cmk_errdetail(), big, len);
+	assert_true(len > 3 && len < sizeof(big) - 1);
+	/* A prefix of the message, and "..." to say it was cut. */
+	assert_memory_equal(cmk_errdetail(), big, len - 3);
+	assert_string_equal(cmk_errdetail() + len - 3, "...");
+}
+
+static void test_detail_is_escaped(void **state)
+{
+	(void)state;
+	/* Input quoted in a message cannot reach a terminal or a log as control characters. */
+	cmk_fail(CMK_ERR_INVALID, "field \"%s\": unknown", "k\x1b[2J\n\x7f\xff");
+	assert_string_equal(cmk_errdetail(), "field \"k\\x1b[2J\\x0a\\x7f\\xff\": unknown");
+	/* Text that is already escaped passes unchanged: details quote details. */
+	cmk_fail(CMK_ERR_IO, "wrapped: %s", cmk_errdetail());
+	assert_string_equal(cmk_errdetail(), "wrapped: field \"k\\x1b[2J\\x0a\\x7f\\xff\": unknown");
 }
 
 struct peer {
@@ -115,6 +128,7 @@ int main(void)
 		cmocka_unit_test(test_unknown_codes),
 		cmocka_unit_test(test_fail_returns_code_and_sets_detail),
 		cmocka_unit_test(test_long_detail_is_cut_not_overrun),
+		cmocka_unit_test(test_detail_is_escaped),
 		cmocka_unit_test(test_detail_is_per_thread),
 	};
 

@@ -1028,7 +1028,9 @@ static void test_missing_jwt_file(void **state)
 	free(cfg.auth.jwt_path);
 	cfg.auth.jwt_path = cred_path("absent.jwt");
 	go();
-	assert_int_equal(cmk_bao_login(bao), CMK_ERR_NOTFOUND);
+	/* The file is named by the configuration: that is what to fix. */
+	assert_int_equal(cmk_bao_login(bao), CMK_ERR_CONFIG);
+	assert_non_null(strstr(cmk_errdetail(), "jwt_path"));
 	assert_non_null(strstr(cmk_errdetail(), "absent.jwt"));
 	assert_stats(0, 0, 0);
 }
@@ -1360,9 +1362,33 @@ static void test_new_checks_config(void **state)
 	assert_int_equal(cmk_bao_new(&cfg, &b), CMK_ERR_INVALID);
 	cfg.openbao.namespace_ = NULL;
 	cfg.openbao.ca_cert = "/nonexistent/ca.pem";
-	assert_int_equal(cmk_bao_new(&cfg, &b), CMK_ERR_NOTFOUND);
+	assert_int_equal(cmk_bao_new(&cfg, &b), CMK_ERR_CONFIG);
+	assert_non_null(strstr(cmk_errdetail(), "ca_cert /nonexistent/ca.pem"));
 	assert_null(b);
 	cmk_bao_free(NULL);
+}
+
+/* The files a configuration names for OpenBao are checked before anything is sent or recorded. */
+static void test_check_files(void **state)
+{
+	(void)state;
+	assert_int_equal(cmk_bao_check_files(&cfg), 0);
+	free(cfg.auth.jwt_path);
+	cfg.auth.jwt_path = cred_path("absent.jwt");
+	assert_int_equal(cmk_bao_check_files(&cfg), CMK_ERR_CONFIG);
+	assert_non_null(strstr(cmk_errdetail(), "[auth] jwt_path"));
+	assert_non_null(strstr(cmk_errdetail(), "absent.jwt"));
+	/* Only the files of the configured method count. */
+	cfg.auth.method = CMK_AUTH_TOKEN;
+	cfg.auth.token_path = cred_path("sa.jwt");
+	assert_int_equal(cmk_bao_check_files(&cfg), 0);
+	cfg.auth.method = CMK_AUTH_APPROLE;
+	cfg.auth.role_id_path = cred_path("sa.jwt");
+	assert_int_equal(cmk_bao_check_files(&cfg), CMK_ERR_CONFIG);
+	assert_non_null(strstr(cmk_errdetail(), "[auth] secret_id_path is not set"));
+	cfg.openbao.ca_cert = "/nonexistent/ca.pem";
+	assert_int_equal(cmk_bao_check_files(&cfg), CMK_ERR_CONFIG);
+	assert_non_null(strstr(cmk_errdetail(), "[openbao] ca_cert /nonexistent/ca.pem"));
 }
 
 int main(void)
@@ -1414,6 +1440,7 @@ int main(void)
 		CLIENT_TEST(test_read_role),
 		CLIENT_TEST(test_names_checked_before_sending),
 		CLIENT_TEST(test_new_checks_config),
+		CLIENT_TEST(test_check_files),
 	};
 #undef CLIENT_TEST
 	int failed = 0;

@@ -144,6 +144,38 @@ static void test_round_trip(void **state)
 	free(blob2);
 }
 
+/* The Kubernetes Secret volume layout: master.key -> ..data/master.key, ..data -> ..<timestamp>. */
+static void test_master_key_through_secret_volume_links(void **state)
+{
+	struct fixture *fx = *state;
+	struct cmk_sealer *linked = NULL;
+	uint8_t *blob = NULL, *pt = NULL;
+	size_t len = 0, pt_len = 0;
+	char vol[300], stamp[400], real[500], data[400], link[400];
+
+	snprintf(vol, sizeof(vol), "%s/secret", fx->dir);
+	snprintf(stamp, sizeof(stamp), "%s/..2024_06_01_12_00_00.1", vol);
+	snprintf(real, sizeof(real), "%s/master.key", stamp);
+	snprintf(data, sizeof(data), "%s/..data", vol);
+	snprintf(link, sizeof(link), "%s/master.key", vol);
+	assert_int_equal(mkdir(vol, 0755), 0);
+	assert_int_equal(mkdir(stamp, 0755), 0);
+	write_file(real, fx->master, sizeof(fx->master), 0400);
+	assert_int_equal(symlink("..2024_06_01_12_00_00.1", data), 0);
+	assert_int_equal(symlink("..data/master.key", link), 0);
+
+	/* The same master key reached through the links: what one sealer sealed, the other opens. */
+	fx->cfg.keys.master_key = link;
+	assert_ok(cmk_sealer_open(&fx->cfg, fx->store_id, &linked));
+	fx->cfg.keys.master_key = fx->key_path;
+	seal_secret(fx, &blob, &len);
+	assert_ok(cmk_unseal(linked, &bound, blob, len, &pt, &pt_len));
+	assert_memory_equal(pt, secret_pem, pt_len);
+	cmk_freezero(pt, pt_len + 1);
+	free(blob);
+	cmk_sealer_free(linked);
+}
+
 /*
  * A blob built independently from the documented layout (HKDF-SHA256,
  * length-prefixed AAD, AES-256-GCM) by python3-cryptography: the format on
@@ -440,6 +472,7 @@ int main(void)
 		cmocka_unit_test(test_unseal_into),
 		cmocka_unit_test(test_seal_checks_its_input),
 		cmocka_unit_test(test_master_key_file_is_checked),
+		cmocka_unit_test(test_master_key_through_secret_volume_links),
 		cmocka_unit_test(test_provider_must_be_local),
 		cmocka_unit_test(test_no_secret_in_logs),
 	};

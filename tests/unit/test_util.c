@@ -1,6 +1,7 @@
 /*
  * test_util.c - durations, time formatting, file reading, the atomic file
- * writer, the secret file check, mkdir -p, secret wiping and the log limit.
+ * writer, the secret file check, mkdir -p, secret wiping, locked buffers,
+ * escaping untrusted text and the log limit.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -349,11 +350,16 @@ static void test_check_secret_file_symlink_and_owner(void **state)
 {
 	struct fx *fx = *state;
 	char *path = at(fx, "master.key"), *link = at(fx, "link.key");
+	struct stat sb;
 
 	put_file(path, "k", 0600);
 	/* A symlink (as in a Kubernetes Secret volume) is judged by the file it leads to. */
 	assert_int_equal(symlink(path, link), 0);
 	assert_int_equal(cmk_check_secret_file(link), 0);
+	/* The stat given back is the target's, not the link's (whose size is its path's length). */
+	assert_int_equal(cmk_stat_secret_file(link, &sb), 0);
+	assert_int_equal(sb.st_size, 1);
+	assert_true(S_ISREG(sb.st_mode));
 	assert_int_equal(chmod(path, 0644), 0);
 	assert_int_equal(cmk_check_secret_file(link), CMK_ERR_PERM);
 	assert_contains(cmk_errdetail(), "0644");
@@ -439,6 +445,117 @@ static void test_wiping(void **state)
 	cmk_strfreezero(s);
 }
 
+/* ---- escaping --------------------------------------------------------- */
+
+static const char *esc(const char *s, unsigned flags)
+{
+	static char out[256];
+
+	assert_int_equal(cmk_escape(out, sizeof(out), s, strlen(s), flags), strlen(s));
+	return out;
+}
+
+static void test_escape(void **state)
+{
+	char out[64], again[256];
+	const char *bad = "a\x1b[2J\r\n\t\x7f\xc2\x9b" "b";
+
+	(void)state;
+	/* Printable ASCII and well-formed UTF-8 (2, 3 and 4 bytes) are kept as they are. */
+	assert_string_equal(esc("tenant-1 \"q\" \\", 0), "tenant-1 \"q\" \\");
+	assert_string_equal(esc("ten\xc3\xa4nt \xe2\x82\xac \xf0\x9f\x94\x91", 0),
+			    "ten\xc3\xa4nt \xe2\x82\xac \xf0\x9f\x94\x91");
+	/* Control characters (newline too), DEL and C1 controls (CSI U+009B) become \xNN. */
+	assert_string_equal(esc(bad, 0), "a\\x1b[2J\\x0d\\x0a\\x09\\x7f\\xc2\\x9bb");
+	/* Bytes that are not well-formed UTF-8: a stray continuation, an overlong form, a surrogate,
+	 * a code point above U+10FFFF, a sequence cut short by the end of the text. */
+	assert_string_equal(esc("\x80", 0), "\\x80");
+	assert_string_equal(esc("\xc0\xaf", 0), "\\xc0\\xaf");
+	assert_string_equal(esc("\xed\xa0\x80", 0), "\\xed\\xa0\\x80");
+	assert_string_equal(esc("\xf4\x90\x80\x80", 0), "\\xf4\\x90\\x80\\x80");
+	assert_string_equal(esc("ok\xe2\x82", 0), "ok\\xe2\\x82");
+	assert_string_equal(esc("\xff", 0), "\\xff");
+	/* Escaping escaped text changes nothing. */
+	snprintf(again, sizeof(again), "%s", esc(bad, 0));
+	assert_string_equal(esc(again, 0), again);
+
+	/* Flags: quotes and backslashes for a quoted value; every non-ASCII byte for names. */
+	assert_string_equal(esc("a\"b\\c", CMK_ESCAPE_QUOTES), "a\\\"b\\\\c");
+	assert_string_equal(esc("\xc3\xa4", CMK_ESCAPE_ASCII), "\\xc3\\xa4");
+
+	/* Too long: cut before an escape or a character, never inside one, and marked. */
+	memset(out, 'x', sizeof(out));
+	assert_int_equal(cmk_escape(out, 10, "abcdefghijklmnop", 16, 0), 6);
+	assert_string_equal(out, "abcdef...");
+	assert_int_equal(cmk_escape(out, 10, "abcd\x1b\x1b", 6, 0), 4);
+	assert_string_equal(out, "abcd...");
+	assert_int_equal(cmk_escape(out, 10, "abcde\xe2\x82\xac!!", 10, 0), 5);
+	assert_string_equal(out, "abcde...");
+	/* What fits exactly is not cut. */
+	assert_int_equal(cmk_escape(out, 10, "abcdefghi", 9, 0), 9);
+	assert_string_equal(out, "abcdefghi");
+	/* Embedded NUL bytes count as control characters; tiny buffers still end in a NUL. */
+	assert_int_equal(cmk_escape(out, sizeof(out), "a\0b", 3, 0), 3);
+	assert_string_equal(out, "a\\x00b");
+	assert_int_equal(cmk_escape(out, 1, "abc", 3, 0), 0);
+	assert_string_equal(out, "");
+	assert_int_equal(cmk_escape(out, 0, "abc", 3, 0), 0);
+}
+
+/* The VmFlags of the mapping holding `p`, from /proc/self/smaps; "" when not found. */
+static void mapping_flags(const void *p, char *flags, size_t len)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[4400];          /* a mapping line holds at most a PATH_MAX path */
+	unsigned long lo, hi;
+	int in = 0;
+
+	flags[0] = '\0';
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+			in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+		else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+			snprintf(flags, len, "%s", line + 8);
+			break;
+		}
+	}
+	fclose(f);
+}
+
+static void test_locked_buffers(void **state)
+{
+	char flags[4400];
+	uint8_t *p, *q;
+	long page = sysconf(_SC_PAGESIZE);
+
+	(void)state;
+	cmk_locked_free(NULL);
+	assert_int_equal(cmk_locked_size(NULL), 0);
+
+	/* Zeroed, at least as large as asked, and writable to the last byte. */
+	p = cmk_locked_alloc(100);
+	assert_non_null(p);
+	assert_true(cmk_locked_size(p) >= 100);
+	for (size_t i = 0; i < cmk_locked_size(p); i++)
+		assert_int_equal(p[i], 0);
+	memset(p, 'k', cmk_locked_size(p));
+
+	/* Kept out of core dumps ("dd") whether or not RLIMIT_MEMLOCK allowed locking it. */
+	mapping_flags(p, flags, sizeof(flags));
+	assert_contains(flags, " dd");
+
+	/* A buffer larger than a page spans whole pages of its own. */
+	q = cmk_locked_alloc((size_t)page * 3);
+	assert_non_null(q);
+	assert_true(cmk_locked_size(q) >= (size_t)page * 3);
+	memset(q, 'k', cmk_locked_size(q));
+	mapping_flags(q + cmk_locked_size(q) - 1, flags, sizeof(flags));
+	assert_contains(flags, " dd");
+	cmk_locked_free(q);
+	cmk_locked_free(p);
+}
+
 static void test_strings(void **state)
 {
 	char *s;
@@ -513,6 +630,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_check_secret_file_symlink_and_owner, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mkdirs, setup, teardown),
 		cmocka_unit_test(test_wiping),
+		cmocka_unit_test(test_locked_buffers),
+		cmocka_unit_test(test_escape),
 		cmocka_unit_test(test_strings),
 		cmocka_unit_test(test_log_limit),
 	};

@@ -65,7 +65,7 @@ T_pins := $(BASE) names config seal
 TF_pins := pin version
 UNIT_BINS := $(UNIT:%=$(BUILD)/tests/test_%)
 
-.PHONY: all deps check unit unit-asan integration demo bench install clean
+.PHONY: all deps check unit unit-asan clients integration demo bench install clean
 all: $(LIB) $(BUILD)/cmkcert $(BUILD)/cmkcertfs
 
 $(BUILD)/%.o: %.c
@@ -105,7 +105,21 @@ HELPERS := $(BUILD)/tests/die_inside_store $(BUILD)/tests/store_blob
 $(BUILD)/tests/%: $(BUILD)/tests/helpers/%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-integration: all $(HELPERS)
+# Real clients run by the integration tests (tests/clients/<name>/main.go): Go from Debian's
+# golang-go, fsnotify from golang-github-fsnotify-fsnotify-dev, built offline in GOPATH mode
+# (no modules, nothing downloaded) with the build cache inside $(BUILD).
+GO ?= go
+CLIENTS := loader reloader watcher
+CLIENT_BINS := $(CLIENTS:%=$(BUILD)/clients/%)
+GO_ENV := GO111MODULE=off GOPROXY=off GOFLAGS= GOENV=off \
+	GOPATH=$(abspath $(BUILD))/go/path:/usr/share/gocode GOCACHE=$(abspath $(BUILD))/go/cache
+$(BUILD)/clients/%: tests/clients/%/main.go
+	@mkdir -p $(@D)
+	$(GO_ENV) $(GO) build -o $@ ./tests/clients/$*
+
+clients: $(CLIENT_BINS)
+
+integration: all $(HELPERS) $(CLIENT_BINS)
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/baosim tests/integration
 
 check: deps

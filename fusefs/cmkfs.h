@@ -36,6 +36,7 @@ struct watcher;
 struct sched;
 struct pins;
 struct fh;
+struct cmk_mount_reg;
 
 /*
  * How long the kernel may cache names and attributes.  Every change is
@@ -66,6 +67,7 @@ struct cmkfs {
 	struct fh *key_handles;       /* open handles holding a plaintext key (under the tree lock) */
 	struct fuse_session *se;
 	const char *mountpoint;
+	struct cmk_mount_reg *mount_reg;  /* this mount in the store's registry (mounts.h), for cmkcert --wait; or NULL */
 };
 
 /* The FUSE operations (ops.c, file.c). */

@@ -24,6 +24,7 @@
 
 #include "cmkcert/error.h"
 #include "cmkcert/log.h"
+#include "cmkcert/mounts.h"
 #include "cmkcert/util.h"
 #include "auditq.h"
 #include "cmkfs.h"
@@ -242,6 +243,10 @@ static int serve(const struct options *o)
 	if (fuse_session_mount(fs.se, o->mountpoint) != 0)
 		goto out;
 	mounted = true;
+	/* Tell cmkcert --wait that this mount serves the store, as of the position loaded above (mounts.h). */
+	if ((rc = cmk_mounts_register(fs.ctx->cfg->store.path, o->mountpoint, &fs.mount_reg)) != 0 ||
+	    (rc = cmk_mounts_publish(fs.mount_reg, seq)) != 0)
+		cmk_log(CMK_LOG_WARN, "%s; cmkcert --wait will not see this mount", cmk_errdetail());
 	block_signals(&old);
 	rc = auditq_start(fs.ctx->audit, fs.ctx->actor, AUDIT_QUEUE_LEN, &fs.auditq);
 	fs.run_scheduler = !o->no_scheduler;
@@ -270,6 +275,9 @@ out:
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (started && !keeper_stop(&fs, cmk_monotonic_ms() + STOP_WORKERS_MS))
 		cmk_log(CMK_LOG_WARN, "a worker thread stuck in the store was left behind");
+	/* The watcher is gone: leave the registry (a thread left behind may still publish: the exit drops it). */
+	if (!fs.abandoned_threads)
+		cmk_mounts_unregister(fs.mount_reg);
 	if (mounted)
 		fuse_session_unmount(fs.se);
 	auditq_stop(fs.auditq);

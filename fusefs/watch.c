@@ -21,6 +21,7 @@
 
 #include "cmkcert/error.h"
 #include "cmkcert/log.h"
+#include "cmkcert/mounts.h"
 #include "cmkcert/util.h"
 #include "keeper.h"
 #include "notify.h"
@@ -391,6 +392,12 @@ static void *run(void *arg)
 		/* Notes of a failed tick describe changes already made to the tree: send them too. */
 		notify_send(w->fs->se, &ns, &w->again);
 		notify_rearm(w->fs->se, w->fs->tree, &w->rearm);
+		/*
+		 * The tree shows the log up to w->last and the kernel was told: say so in the
+		 * store's registry, where cmkcert --wait looks (mounts.h).
+		 */
+		if (rc == 0 && w->fs->mount_reg != NULL && cmk_mounts_publish(w->fs->mount_reg, w->last) != 0)
+			cmk_log(CMK_LOG_DEBUG, "watch: %s", cmk_errdetail());
 	}
 	notes_clear(&ns);
 	return NULL;

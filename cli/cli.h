@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <jansson.h>
 
 /* Exit codes (documented in README.md and cmkcert(1)). */
@@ -14,6 +15,7 @@ enum {
 	EXIT_FAILED = 1,      /* the operation ran and failed (keystore refused, verification failed, ...) */
 	EXIT_USAGE = 2,       /* usage error or bad input (names, JSON, configuration) */
 	EXIT_OPENBAO = 3,     /* OpenBao unreachable, sealed, or its TLS certificate not trusted */
+	EXIT_WAIT = 4,        /* --wait: the change is committed, but a running cmkcertfs did not show it in time */
 };
 
 struct cli {
@@ -23,6 +25,8 @@ struct cli {
 	const char *prog;
 	char **argv;          /* as given: a run whose store open is wedged starts again (cli_open_ctx) */
 	bool read_stdin;      /* standard input was consumed: the run cannot start again */
+	bool wait;            /* --wait: return once every running cmkcertfs of the store shows the change */
+	int64_t wait_ms;      /* how long --wait waits at most */
 };
 
 /* Exit code for a library result code. */
@@ -68,6 +72,32 @@ int cli_open_ctx(const struct cli *cli, struct cmk_ctx **ctx);
  * opening the store, the run starts again; later, it stops with exit 1.
  */
 void cli_on_wedged(const char *path, bool whole_store, void *arg);
+
+/* --wait or --wait=SECONDS (arg NULL: the default, 10 s).  0, or EXIT_USAGE with the message printed. */
+int cli_parse_wait(struct cli *cli, const char *arg);
+
+/*
+ * What the store's running cmkcertfs mounts show after a committed change
+ * (follow.c): `line` for people ("mount: ..."), `json` for the "mount" field
+ * of --json output, `exit` EXIT_WAIT when --wait's deadline passed or the
+ * registry could not be read with --wait (`error` says why), else EXIT_OK.
+ */
+struct cli_follow {
+	char *line;
+	json_t *json;
+	char *error;
+	int exit;
+};
+
+/* Look at the mounts of the store (with cli->wait: wait for them).  Never fails the operation. */
+void cli_follow_mounts(const struct cli *cli, struct cmk_ctx *ctx, struct cli_follow *f);
+
+/*
+ * Print the line on stdout (text mode) and the --wait failure on stderr,
+ * release `f` (the caller took its own reference to f->json if it kept it)
+ * and return f->exit.  Safe on a zeroed struct (returns EXIT_OK).
+ */
+int cli_follow_report(const struct cli *cli, struct cli_follow *f);
 
 /* Actor name for the audit trail: "cli:uid=N". */
 const char *cli_actor(void);

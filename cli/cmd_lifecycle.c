@@ -29,9 +29,10 @@ static int parse_target(struct cli *cli, const char *cmd, int argc, char **argv,
 		{ "due", no_argument, NULL, 'd' },
 		{ "reason", required_argument, NULL, 'r' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "wait", optional_argument, NULL, 'w' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c;
+	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -58,6 +59,10 @@ static int parse_target(struct cli *cli, const char *cmd, int argc, char **argv,
 						       "unspecified", optarg);
 			break;
 		case 'j': cli->json = true; break;
+		case 'w':
+			if ((rc = cli_parse_wait(cli, optarg)) != 0)
+				return rc;
+			break;
 		default: return cli_usage_error(cli, "%s: unknown option", cmd);
 		}
 	}
@@ -79,10 +84,17 @@ static void step_text(const char *step, int rc, int64_t ms, const char *detail, 
 			 detail ? detail : "");
 }
 
-static int report(struct cli *cli, const char *what, int rc, const struct cmk_op_result *res)
+/*
+ * The result, then (after a success) what the store's mounts show of it:
+ * the "mount" field or line, and EXIT_WAIT when --wait ran out (follow.c).
+ */
+static int report(struct cli *cli, struct cmk_ctx *ctx, const char *what, int rc, const struct cmk_op_result *res)
 {
+	struct cli_follow follow = { 0 };
 	char na[32] = "-";
 
+	if (rc == 0)
+		cli_follow_mounts(cli, ctx, &follow);
 	if (res->not_after > 0)
 		cmk_format_time(res->not_after, na, sizeof(na));
 	if (cli->json) {
@@ -92,6 +104,8 @@ static int report(struct cli *cli, const char *what, int rc, const struct cmk_op
 		json_object_set_new(o, "id", res->id ? json_integer((json_int_t)res->id) : json_null());
 		if (rc != 0)
 			json_object_set_new(o, "detail", json_string(cmk_errdetail()));
+		if (follow.json != NULL)
+			json_object_set(o, "mount", follow.json);
 		cli_print_json(o);
 	} else if (res->id != 0) {
 		cli_line(stdout, "certificate %" PRIu64 " %s: serial %s, not after %s", res->id,
@@ -101,7 +115,7 @@ static int report(struct cli *cli, const char *what, int rc, const struct cmk_op
 		cli_error(cli, "%s: %s", what, cmk_errdetail());
 		return rc == CMK_ERR_STATE ? EXIT_FAILED : cli_exit_code(rc);
 	}
-	return EXIT_OK;
+	return cli_follow_report(cli, &follow);
 }
 
 /*
@@ -142,18 +156,32 @@ int cmd_renew(struct cli *cli, int argc, char **argv)
 		return rc;
 	if (t.due) {
 		struct cmk_pass_stats st;
+		struct cli_follow follow = { 0 };
 		rc = cmk_run_due(ctx, cmk_now(), 0, &st);
-		if (cli->json)
-			cli_print_json(json_pack("{s:b, s:i, s:i, s:i, s:i, s:i}", "ok", rc == 0 && st.failed == 0,
-						 "renewed", st.renewed, "failed", st.failed, "busy", st.busy, "expired",
-						 st.expired, "cleaned_up", st.cleaned));
-		else
+		/* What the pass committed, also when some renewals failed. */
+		if (rc == 0)
+			cli_follow_mounts(cli, ctx, &follow);
+		if (cli->json) {
+			json_t *o = json_pack("{s:b, s:i, s:i, s:i, s:i, s:i}", "ok", rc == 0 && st.failed == 0,
+					      "renewed", st.renewed, "failed", st.failed, "busy", st.busy, "expired",
+					      st.expired, "cleaned_up", st.cleaned);
+			if (o != NULL && follow.json != NULL)
+				json_object_set(o, "mount", follow.json);
+			cli_print_json(o);
+		} else {
 			printf("renewed %u, failed %u, busy %u, expired %u, cleaned up %u\n", st.renewed, st.failed,
 			       st.busy, st.expired, st.cleaned);
-		rc = rc != 0 ? cli_fail(cli, rc, "renew") : st.failed ? EXIT_FAILED : EXIT_OK;
+		}
+		if (rc != 0) {
+			cli_follow_report(cli, &follow);
+			rc = cli_fail(cli, rc, "renew");
+		} else {
+			int wrc = cli_follow_report(cli, &follow);
+			rc = st.failed ? EXIT_FAILED : wrc;
+		}
 	} else {
 		rc = cmk_renew(ctx, t.tenant, t.type, &res, step_text, cli);
-		rc = report(cli, "renew", rc, &res);
+		rc = report(cli, ctx, "renew", rc, &res);
 	}
 	cmk_op_result_clear(&res);
 	cmk_ctx_free(ctx);
@@ -172,7 +200,7 @@ int cmd_revoke(struct cli *cli, int argc, char **argv)
 	if ((rc = open_and_recover(cli, &ctx, true)) != 0)
 		return rc;
 	rc = cmk_revoke(ctx, t.tenant, t.type, (enum cmk_revoke_reason)t.reason, &res, step_text, cli);
-	rc = report(cli, "revoke", rc, &res);
+	rc = report(cli, ctx, "revoke", rc, &res);
 	cmk_op_result_clear(&res);
 	cmk_ctx_free(ctx);
 	return rc;
@@ -190,7 +218,7 @@ int cmd_keystore_remove(struct cli *cli, int argc, char **argv)
 	if ((rc = open_and_recover(cli, &ctx, true)) != 0)
 		return rc;
 	rc = cmk_keystore_remove(ctx, t.tenant, t.type, &res, step_text, cli);
-	rc = report(cli, "keystore remove", rc, &res);
+	rc = report(cli, ctx, "keystore remove", rc, &res);
 	cmk_op_result_clear(&res);
 	cmk_ctx_free(ctx);
 	return rc;

@@ -210,20 +210,25 @@ static int add_endpoint(struct cmk_keystore_request *req, const char *ep)
 	return 0;
 }
 
-static void print_add_result(const struct cli *cli, const struct cmk_op_result *res, struct steps *s, int rc)
+/* `mount`: the "mount" field (cli_follow_mounts()), NULL when the operation failed. */
+static void print_add_result(const struct cli *cli, const struct cmk_op_result *res, struct steps *s, int rc,
+			     json_t *mount)
 {
 	char na[32], ra[32];
 
 	if (cli->json) {
-		json_t *w = json_array();
+		json_t *w = json_array(), *o;
 		for (size_t i = 0; i < res->warnings.count; i++)
 			json_array_append_new(w, json_string(res->warnings.items[i]));
-		cli_print_json(json_pack("{s:b, s:o, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "ok", rc == 0, "id",
-					 res->id ? json_integer((json_int_t)res->id) : json_null(), "status",
-					 res->id ? cmk_status_name(res->status) : "none", "type", res->type,
-					 "serial_number", res->serial, "fingerprint_sha256", res->fingerprint,
-					 "not_after", time_json(res->not_after), "renew_at", time_json(res->renew_at),
-					 "warnings", w, "steps", s->list));
+		o = json_pack("{s:b, s:o, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "ok", rc == 0, "id",
+			      res->id ? json_integer((json_int_t)res->id) : json_null(), "status",
+			      res->id ? cmk_status_name(res->status) : "none", "type", res->type,
+			      "serial_number", res->serial, "fingerprint_sha256", res->fingerprint,
+			      "not_after", time_json(res->not_after), "renew_at", time_json(res->renew_at),
+			      "warnings", w, "steps", s->list);
+		if (o != NULL && mount != NULL)
+			json_object_set(o, "mount", mount);
+		cli_print_json(o);
 		s->list = NULL;
 		return;
 	}
@@ -247,9 +252,11 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 		{ "verify", required_argument, NULL, 'V' },
 		{ "json", required_argument, NULL, 'j' },
 		{ "request", required_argument, NULL, 'j' },
+		{ "wait", optional_argument, NULL, 'w' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cmk_keystore_request req = { .verify = -1 };
+	struct cli_follow follow = { 0 };
 	struct cmk_op_result res = { 0 };
 	struct steps s = { .cli = cli };
 	struct cmk_ctx *ctx = NULL;
@@ -276,6 +283,10 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 			}
 			break;
 		case 'j': json_path = optarg; break;
+		case 'w':
+			if ((ret = cli_parse_wait(cli, optarg)) != 0)
+				goto out;
+			break;
 		default:
 			ret = cli_usage_error(cli, "keystore add: unknown option");
 			goto out;
@@ -335,7 +346,9 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 	}
 	s.list = json_array();
 	rc = cmk_keystore_add(ctx, &req, &res, on_step, &s);
-	print_add_result(cli, &res, &s, rc);
+	if (rc == 0)
+		cli_follow_mounts(cli, ctx, &follow);
+	print_add_result(cli, &res, &s, rc, follow.json);
 	if (rc != 0) {
 		cli_error(cli, "keystore add: %s%s%s", s.failed, s.failed[0] ? ": " : "", cmk_errdetail());
 		/* The keystore refusing the pair is a failed operation, not an OpenBao outage. */
@@ -344,6 +357,11 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 		ret = EXIT_OK;
 	}
 out:
+	/* The mount line after the certificate line; EXIT_WAIT when --wait ran out. */
+	if (ret == EXIT_OK)
+		ret = cli_follow_report(cli, &follow);
+	else
+		cli_follow_report(cli, &follow);
 	json_decref(s.list);
 	cmk_op_result_clear(&res);
 	cmk_keystore_request_clear(&req);

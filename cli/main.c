@@ -30,6 +30,8 @@ static void usage(FILE *f)
 	      "  keystore remove --tenant T --type K    revoke the keystore's certificates (CRL-confirmed), forget it\n"
 	      "  renew --tenant T --type K | --due      renew one now, or everything that is due\n"
 	      "  revoke --tenant T --type K [--reason compromise|superseded|cessation|unspecified]\n"
+	      "     these four also take --wait[=SECONDS]: return once every running cmkcertfs of the store\n"
+	      "     shows the change (default 10 s); without it they say when the mount will show it\n"
 	      "  list [--tenant T] [--type K] [--status S]  certificate records (metadata only)\n"
 	      "  show --tenant T --type K [--pem]       one tenant's certificate (--pem: certificate and CA chain)\n"
 	      "  audit verify [FILE]                    check the audit trail's chain, MACs and anchor\n"
@@ -42,7 +44,8 @@ static void usage(FILE *f)
 	      "  -v, --verbose       more log output on stderr (repeat for debug)\n"
 	      "  -h, --help          this help;  --version  print the version\n"
 	      "\n"
-	      "Exit status: 0 success, 1 operation failed, 2 usage or bad input, 3 OpenBao unreachable or sealed.\n",
+	      "Exit status: 0 success, 1 operation failed, 2 usage or bad input, 3 OpenBao unreachable or sealed,\n"
+	      "4 --wait: done, but a running cmkcertfs did not show the change in time.\n",
 	      f);
 }
 

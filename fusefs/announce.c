@@ -23,6 +23,7 @@
 
 #include "cmkcert/error.h"
 #include "cmkcert/log.h"
+#include "cmkcert/mounts.h"
 #include "cmkcert/util.h"
 #include "announce.h"
 #include "keeper.h"
@@ -187,13 +188,16 @@ static void run_batch(struct announcer *a, struct ann_list *batch, struct notes 
 		else if (perform(root, an, from, to) != 0)
 			err = errno;
 		if (root < 0 || err != 0) {
-			if (err != 0)
+			/* A newer change of the name may have replaced this one meanwhile: nothing to do then. */
+			tree_lock(t);
+			wanted = tree_ann_paths(t, an, from, to, sizeof(from));
+			if (wanted)
+				tree_ann_force(t, an, ns);
+			tree_unlock(t);
+			if (wanted && err != 0)
 				cmk_log_limited(&lim, CMK_LOG_WARN, "announce: %s %s: %s; changed without telling "
 						"watchers", an->op == ANN_RENAME ? "rename onto" : "unlink", to,
 						strerror(err));
-			tree_lock(t);
-			tree_ann_force(t, an, ns);
-			tree_unlock(t);
 		}
 	}
 	if (root >= 0)
@@ -248,6 +252,9 @@ static void *run(void *arg)
 		else
 			notify_send(a->fs->se, &ns, &a->again);
 		atomic_store(&a->served, seq);
+		/* Everything up to seq is visible on the mount: say so where cmkcert --wait looks (mounts.h). */
+		if (!stop && a->fs->mount_reg != NULL && seq != 0 && cmk_mounts_publish(a->fs->mount_reg, seq) != 0)
+			cmk_log(CMK_LOG_DEBUG, "announce: %s", cmk_errdetail());
 		if (stop)
 			break;
 	}
@@ -323,10 +330,10 @@ uint64_t announcer_served(struct announcer *a)
 	return atomic_load(&a->served);
 }
 
-void announcer_stop(struct announcer *a, int64_t deadline_ms)
+bool announcer_stop(struct announcer *a, int64_t deadline_ms)
 {
 	if (a == NULL)
-		return;
+		return true;
 	pthread_mutex_lock(&a->mu);
 	a->stop = true;
 	pthread_cond_signal(&a->cv);
@@ -335,7 +342,7 @@ void announcer_stop(struct announcer *a, int64_t deadline_ms)
 		/* Stuck in an operation on a mount that no longer answers: leave it, and its memory, behind. */
 		cmk_log(CMK_LOG_WARN, "announce: the announcer thread did not stop; left behind");
 		pthread_detach(a->thread);
-		return;
+		return false;
 	}
 	atomic_store(&a->fs->announcer_tid, 0);
 	ann_list_clear(&a->queue);
@@ -343,4 +350,5 @@ void announcer_stop(struct announcer *a, int64_t deadline_ms)
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mu);
 	free(a);
+	return true;
 }

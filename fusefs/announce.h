@@ -46,14 +46,18 @@ int announcer_start(struct cmkfs *fs, struct announcer **out);
  */
 void announcer_submit(struct announcer *a, struct ann_list *anns, uint64_t seq);
 
-/* The change-log position whose changes are all visible on the mount. */
+/*
+ * The change-log position whose changes are all visible on the mount; it is
+ * also published in the store's registry of mounts (mounts.h).
+ */
 uint64_t announcer_served(struct announcer *a);
 
 /*
  * Stop the thread, waiting at most until `deadline_ms` (monotonic); what is
- * still queued is made in the tree without the kernel.  NULL is a no-op.
+ * still queued is made in the tree without the kernel.  False when the
+ * thread had to be left behind (its memory too).  NULL is a no-op.
  */
-void announcer_stop(struct announcer *a, int64_t deadline_ms);
+bool announcer_stop(struct announcer *a, int64_t deadline_ms);
 
 /* True when the caller of a request is the announcer thread. */
 bool announcer_is_caller(struct cmkfs *fs, fuse_req_t req);

@@ -37,6 +37,7 @@ struct watcher;
 struct sched;
 struct fh;
 struct announcer;
+struct cmk_mount_reg;
 
 /*
  * How long the kernel may cache names and attributes.  Every change is
@@ -69,6 +70,7 @@ struct cmkfs {
 	struct fh *key_handles;       /* open handles holding a plaintext key (under the tree lock) */
 	struct fuse_session *se;
 	const char *mountpoint;
+	struct cmk_mount_reg *mount_reg;  /* this mount in the store's registry (mounts.h), for cmkcert --wait; or NULL */
 };
 
 /* The FUSE operations (ops.c, file.c). */

@@ -33,6 +33,8 @@ struct fh {
 	struct node *node;            /* kept alive by node->handles */
 	struct fsver *ver;            /* the version this handle reads */
 	char path[TREE_NAME_MAX * 2]; /* for the audit trail and messages */
+	pid_t tgid;                   /* the process that opened it */
+	bool bundle_open;             /* a bundle open counted by the load pins, until its close (flush) */
 	const char *data;             /* what read() serves */
 	size_t len;
 	struct lockbuf buf;           /* key and bundle bytes */
@@ -53,6 +55,8 @@ static void fh_drop_locked(struct cmkfs *fs, struct fh *fh)
 		if (fh->next != NULL)
 			fh->next->prev = fh->prev;
 	}
+	if (fh->bundle_open)
+		tree_bundle_closed(fs->tree, n, fh->tgid);
 	tree_handle_released(fs->tree, n);
 }
 
@@ -243,6 +247,8 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fh->node = n;
+	fh->tgid = tgid;
+	fh->bundle_open = n->kind == FK_BUNDLE;
 	tree_handle_opened(fs->tree, n);
 	tree_stat_version(fs->tree, n, fh->ver, &st);
 	tree_path(fs->tree, n, fh->path, sizeof(fh->path));
@@ -291,7 +297,8 @@ void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->keep_cache = n->kind == FK_CHAIN && fh->ver == n->ver;
 		fi->direct_io = !fi->keep_cache;
 	}
-	fi->noflush = 1;
+	/* A bundle's close is reported (flush), for the load pins to tell loads at once from loads in a row. */
+	fi->noflush = fh->bundle_open ? 0 : 1;
 	fh->refs = 1;
 	fi->fh = (uintptr_t)fh;
 	/* An interrupted open never reaches a release: free the handle here. */
@@ -334,6 +341,21 @@ void file_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fu
 		fuse_reply_buf(req, n > 0 ? fh->data + off : NULL, n);
 	}
 	fh_put(fs, fh);
+}
+
+void file_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct cmkfs *fs = fuse_req_userdata(req);
+	struct fh *fh = (struct fh *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	tree_lock(fs->tree);
+	if (fh->bundle_open) {
+		fh->bundle_open = false;
+		tree_bundle_closed(fs->tree, fh->node, fh->tgid);
+	}
+	tree_unlock(fs->tree);
+	fuse_reply_err(req, 0);
 }
 
 void file_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

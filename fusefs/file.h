@@ -20,6 +20,8 @@
 void file_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void file_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 void file_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+/* close() of a bundle (the others are opened without flush): the load pins hear of it. */
+void file_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 
 /*
  * Attributes as seen through an open handle `fi`: those of the version it

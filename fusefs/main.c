@@ -24,6 +24,7 @@
 
 #include "cmkcert/error.h"
 #include "cmkcert/log.h"
+#include "cmkcert/mounts.h"
 #include "cmkcert/util.h"
 #include "announce.h"
 #include "auditq.h"
@@ -246,6 +247,10 @@ static int serve(const struct options *o)
 	if (!(fs.mount_readonly = announce_protect_mount(o->mountpoint)))
 		cmk_log(CMK_LOG_INFO, "cannot make the mount read-only for the kernel (%s); cmkcertfs refuses every "
 			"change to it itself", strerror(errno));
+	/* Tell cmkcert --wait that this mount serves the store, as of the position loaded above (mounts.h). */
+	if ((rc = cmk_mounts_register(fs.ctx->cfg->store.path, o->mountpoint, &fs.mount_reg)) != 0 ||
+	    (rc = cmk_mounts_publish(fs.mount_reg, seq)) != 0)
+		cmk_log(CMK_LOG_WARN, "%s; cmkcert --wait will not see this mount", cmk_errdetail());
 	block_signals(&old);
 	rc = auditq_start(fs.ctx->audit, fs.ctx->actor, AUDIT_QUEUE_LEN, &fs.auditq);
 	fs.run_scheduler = !o->no_scheduler;
@@ -279,7 +284,11 @@ out:
 	if (mounted)
 		fuse_session_unmount(fs.se);
 	/* After the unmount: an operation it has in flight on the mount fails now. */
-	announcer_stop(fs.announcer, cmk_monotonic_ms() + STOP_WORKERS_MS);
+	if (!announcer_stop(fs.announcer, cmk_monotonic_ms() + STOP_WORKERS_MS))
+		fs.abandoned_threads = true;
+	/* Nothing publishes any more: leave the registry (a thread left behind might: the exit drops it). */
+	if (!fs.abandoned_threads)
+		cmk_mounts_unregister(fs.mount_reg);
 	auditq_stop(fs.auditq);
 	if (handlers)
 		fuse_remove_signal_handlers(fs.se);

@@ -436,7 +436,7 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, 
 }
 
 /*
- * Not implemented on purpose: flush and fsync (nothing to write back),
+ * Not implemented on purpose: fsync (nothing to write back),
  * getxattr and listxattr (no extended attributes; ENOSYS lets the kernel
  * stop asking), access (the kernel checks with default_permissions).
  */
@@ -458,6 +458,7 @@ const struct fuse_lowlevel_ops cmkfs_ops = {
 	.read = file_read,
 	.write = op_write,
 	.release = file_release,
+	.flush = file_flush,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.readdirplus = op_readdirplus,

@@ -30,9 +30,14 @@ struct pin_group {
 	int64_t started_ms, last_ms;
 	int64_t last_cert_ms;               /* the latest certificate open */
 	unsigned outstanding;               /* certificates opened, not yet followed by a key */
-	unsigned bundles;                   /* bundle opens */
+	int64_t fresh_key_ms;               /* a key opened with no certificate waiting for it; 0: none */
 	bool keyed;                         /* a key or bundle was opened */
 	bool must_move;                     /* the store changed the set: move at the next open */
+	unsigned bundles;                   /* bundle opens */
+	int64_t last_bundle_ms;
+	unsigned bundle_open;               /* bundle handles opened and not closed yet */
+	bool bundle_overlap;                /* a bundle was opened while another was open: loads run at once
+					       (kept for the life of the group) */
 	bool odd_overflow;                  /* more threads than `odd` holds */
 	unsigned n_odd;
 	pid_t odd[ODD_MAX];                 /* threads that opened a bundle an odd number of times */
@@ -110,6 +115,17 @@ size_t pins_count(const struct pins *p)
 	return p->count;
 }
 
+void pins_bundle_closed(struct pin_group *groups, pid_t tgid)
+{
+	for (struct pin_group *g = groups; g != NULL; g = g->next) {
+		if (g->tgid == tgid) {
+			if (g->bundle_open > 0)
+				g->bundle_open--;
+			return;
+		}
+	}
+}
+
 void pins_touched(struct pin_group *groups, const struct fsver *cur)
 {
 	for (struct pin_group *g = groups; g != NULL; g = g->next)
@@ -130,29 +146,57 @@ static void move_to(struct pin_group *g, struct fsver *cur, int64_t now_ms)
 	g->ver = fsver_ref(cur);
 	g->started_ms = now_ms;
 	g->outstanding = 0;
-	g->bundles = 0;
+	g->fresh_key_ms = 0;
 	g->keyed = false;
 	g->must_move = false;
+	g->bundles = 0;
 	g->odd_overflow = false;
 	g->n_odd = 0;
 }
 
-/* Could this open be in the middle of a load of the group's version? */
+/* A certificate not followed by its key within PIN_LOAD_MS was not part of a load. */
+static bool cert_waiting(const struct pin_group *g, int64_t now_ms)
+{
+	return g->outstanding > 0 && now_ms - g->last_cert_ms < PIN_LOAD_MS;
+}
+
+/* A key opened just before, with no certificate waiting: the first half of a key-first load. */
+static bool key_waiting(const struct pin_group *g, int64_t now_ms)
+{
+	return g->fresh_key_ms != 0 && now_ms - g->fresh_key_ms < PIN_KEY_FIRST_MS;
+}
+
+/* Could this open be the second half of a load of the group's version? */
 static bool between_loads(const struct pin_group *g, enum pin_role role, int64_t now_ms)
 {
 	if (role == PIN_FOLLOW)
 		return false;
 	if (role == PIN_CERT && !g->keyed && now_ms - g->started_ms >= PIN_LOAD_MS)
 		return true;            /* a reader of certificates only: there is no pair to break */
-	/* A certificate not followed by its key within PIN_LOAD_MS was not part of a load. */
-	return (g->outstanding == 0 || now_ms - g->last_cert_ms >= PIN_LOAD_MS) && g->n_odd == 0 && !g->odd_overflow && g->bundles % 2 == 0;
+	if (cert_waiting(g, now_ms) || (role == PIN_CERT && key_waiting(g, now_ms)))
+		return false;
+	/*
+	 * Bundles: loads one after the other (whatever threads they run on) are
+	 * between two loads after an even number of opens.  Loads at once are
+	 * told apart by thread, but a runtime that moves a task between threads
+	 * (Go) makes that meaningless: then also wait for a pause.
+	 */
+	if (g->bundles % 2 != 0)
+		return false;
+	if (!g->bundle_overlap)
+		return true;
+	return g->n_odd == 0 && !g->odd_overflow && now_ms - g->last_bundle_ms >= PIN_QUIET_MS;
 }
 
 static void count_open(struct pin_group *g, pid_t tid, enum pin_role role, int64_t now_ms)
 {
 	switch (role) {
 	case PIN_CERT:
-		if (now_ms - g->last_cert_ms >= PIN_LOAD_MS)
+		if (key_waiting(g, now_ms)) {
+			g->fresh_key_ms = 0;        /* the second half of a key-first load */
+			break;
+		}
+		if (!cert_waiting(g, now_ms))
 			g->outstanding = 0;
 		if (g->outstanding < 1u << 30)
 			g->outstanding++;
@@ -160,12 +204,18 @@ static void count_open(struct pin_group *g, pid_t tid, enum pin_role role, int64
 		break;
 	case PIN_KEY:
 		g->keyed = true;
-		if (g->outstanding > 0)
+		if (cert_waiting(g, now_ms))
 			g->outstanding--;
+		else
+			g->fresh_key_ms = now_ms;
 		break;
 	case PIN_BUNDLE:
 		g->keyed = true;
 		g->bundles++;
+		g->last_bundle_ms = now_ms;
+		if (g->bundle_open > 0)
+			g->bundle_overlap = true;
+		g->bundle_open++;
 		for (unsigned i = 0; i < g->n_odd; i++) {
 			if (g->odd[i] == tid) {
 				g->odd[i] = g->odd[--g->n_odd];

@@ -15,12 +15,19 @@
  *     A process that has not opened any file of the set for PIN_GAP_MS
  *     starts a new group on the current version.
  *   - When the current version moves on while a group is open, the group
- *     moves with it at its first open that cannot be in the middle of a
- *     load: no certificate opened in the group is still waiting for its key
- *     (certificate files counted against key files, so any number of
- *     threads loading at once is covered; a certificate not followed by a
- *     key within PIN_LOAD_MS was not part of a load), and no thread has
- *     opened a bundle an odd number of times (nor the process as a whole).
+ *     moves with it at its first open that cannot be the second half of a
+ *     load:
+ *       . no certificate opened in the group is waiting for its key (opens
+ *         counted per process, so any number of threads loading at once is
+ *         covered; a certificate not followed by a key within PIN_LOAD_MS
+ *         was not part of a load);
+ *       . for a certificate: no key was opened alone within
+ *         PIN_KEY_FIRST_MS before it (a load that reads the key first);
+ *       . the process opened the bundle an even number of times; when its
+ *         bundle opens overlapped (several loads at once), also every
+ *         thread did, and no bundle was opened for PIN_QUIET_MS (a runtime
+ *         such as Go moves a task between threads, which makes per-thread
+ *         counts meaningless).
  *     A process that has only ever opened certificates in a group older
  *     than PIN_LOAD_MS reads no pairs and moves at once.
  *   - A group moves at the latest at its first open PIN_MOVE_MAX_MS after
@@ -29,11 +36,14 @@
  *     never served longer than that.
  *   - /tls/<s>/ca.crt follows the group without moving it.
  *
- * Limits: a load that opens the key before the certificate, or a process
- * that keeps loading bundles with two opens from several threads at once,
- * or mixes frequent certificate-only reads with pair loads, can still get
- * a mismatched pair once, when its group moves.  A bundle read with one
- * open is always a matching set.
+ * Limits: a process that loads a bundle with two opens from several
+ * threads at once without ever pausing PIN_QUIET_MS, or keeps a certificate
+ * waiting for its key for good, moves at the PIN_MOVE_MAX_MS bound and can
+ * then get one mismatched pair per load in flight; a key read alone and,
+ * within PIN_KEY_FIRST_MS and across a rotation, a certificate-then-key
+ * load, is taken for a key-first load and mismatched; a certificate read
+ * alone followed, across a rotation, by a key-first load, likewise.  A
+ * bundle read with one open is always a matching set.
  *
  * The pins_* functions but pins_tgid expect the tree lock to be held.
  */
@@ -47,6 +57,8 @@
 
 #define PIN_GAP_MS 5000
 #define PIN_LOAD_MS 5000
+#define PIN_KEY_FIRST_MS 50
+#define PIN_QUIET_MS 20
 #define PIN_MOVE_MAX_MS 10000
 
 struct pins;
@@ -65,6 +77,12 @@ enum pin_role { PIN_CERT, PIN_KEY, PIN_BUNDLE, PIN_FOLLOW };
  */
 struct fsver *pins_choose(struct pins *p, struct pin_group **groups, struct fsver *cur, int64_t switched_ms,
 			  pid_t tgid, pid_t tid, enum pin_role role, int64_t now_ms);
+
+/*
+ * Process `tgid` closed a bundle it opened (flush): loads whose bundle opens
+ * never overlap run one after the other.
+ */
+void pins_bundle_closed(struct pin_group *groups, pid_t tgid);
 
 /* The store changed the set without changing its version: groups on an older one move at their next open. */
 void pins_touched(struct pin_group *groups, const struct fsver *cur);

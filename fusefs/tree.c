@@ -641,6 +641,13 @@ struct fsver *tree_choose(struct tree *t, struct node *n, pid_t tgid, pid_t tid,
 	return v;
 }
 
+void tree_bundle_closed(struct tree *t, struct node *n, pid_t tgid)
+{
+	(void)t;
+	if (n->slot != NULL)
+		pins_bundle_closed(n->slot->groups, tgid);
+}
+
 void tree_path(const struct tree *t, const struct node *n, char *buf, size_t size)
 {
 	char name[TREE_NAME_MAX], dir[TREE_NAME_MAX];

@@ -204,6 +204,9 @@ struct fsver *tree_current(struct tree *t, const struct node *n);
  */
 struct fsver *tree_choose(struct tree *t, struct node *n, pid_t tgid, pid_t tid, int64_t now_ms);
 
+/* Process `tgid` closed a bundle it opened through `n` (pin.h). */
+void tree_bundle_closed(struct tree *t, struct node *n, pid_t tgid);
+
 /* "/private/acme-aws_kms.key" and the like, for messages and the audit trail. */
 void tree_path(const struct tree *t, const struct node *n, char *buf, size_t size);
 

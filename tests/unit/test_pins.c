@@ -194,10 +194,12 @@ static void test_bundle_opened_twice_matches(void **state)
 	set_init(&s);
 	for (int i = 0; i < 2000; i++) {
 		unsigned first = open_as(&s, 300, 300, PIN_BUNDLE);
+		pins_bundle_closed(s.groups, 300);
 		s.now += 1;
 		if (i % 97 == 13)
 			rotate(&s);
 		unsigned second = open_as(&s, 300, 300, PIN_BUNDLE);
+		pins_bundle_closed(s.groups, 300);
 		s.now += 1;
 		assert_int_equal(first, second);
 		if (i % 97 == 14)
@@ -210,7 +212,8 @@ static void test_bundle_opened_twice_matches(void **state)
 
 static void test_key_alone_then_pair_matches(void **state)
 {
-	static const int64_t delays[] = { 1, 100, 900, 999, 1000, 1500, 4900, 5001, 8000 };
+	/* From PIN_KEY_FIRST_MS on: a certificate that soon after a key is the second half of a key-first load. */
+	static const int64_t delays[] = { PIN_KEY_FIRST_MS, 100, 900, 999, 1000, 1500, 4900, 5001, 8000 };
 	struct set s;
 
 	(void)state;
@@ -231,6 +234,29 @@ static void test_key_alone_then_pair_matches(void **state)
 	set_free(&s);
 }
 
+/* Loads that read the key first (Node.js code often does), with rotations between any two opens. */
+static void test_key_first_loads_match(void **state)
+{
+	struct set s;
+
+	(void)state;
+	set_init(&s);
+	for (int i = 0; i < 3000; i++) {
+		unsigned k = open_as(&s, 450, 450, PIN_KEY);
+		s.now += i % 7;
+		if (i % 101 == 50)
+			rotate(&s);
+		unsigned c = open_as(&s, 450, 450, PIN_CERT);
+		s.now += 1 + i % 3;
+		if (i % 101 == 75)
+			rotate(&s);
+		assert_int_equal(k, c);
+		if (i % 101 == 51 || i % 101 == 76)
+			assert_int_equal(k, (unsigned)s.cur->gen);       /* moved at the next load */
+	}
+	set_free(&s);
+}
+
 /* A certificate read, a rotation, then the key: the key of the certificate read. */
 static void test_certificate_then_rotation_then_key(void **state)
 {
@@ -246,6 +272,91 @@ static void test_certificate_then_rotation_then_key(void **state)
 	/* Another process gets the new version at once. */
 	assert_int_equal(open_as(&s, 600, 600, PIN_CERT), (unsigned)s.cur->gen);
 	set_free(&s);
+}
+
+/*
+ * Go's LoadX509KeyPair(b, b): each load opens, reads and closes the bundle
+ * twice.  Goroutines run on any thread from one system call to the next.
+ */
+struct goroutine {
+	int step;                   /* 0 open, 1 close, 2 open, 3 close */
+	unsigned first;
+};
+
+static void run_bundle_loaders(unsigned seed, int n, unsigned *loads, unsigned *mismatches, int64_t *worst)
+{
+	struct set s;
+	struct goroutine g[8] = { { 0, 0 } };
+	unsigned target = 0;
+	int64_t rotated_at = 0;
+
+	set_init(&s);
+	srand(seed);
+	*loads = *mismatches = 0;
+	*worst = 0;
+	for (int tick = 0; tick < 200000; tick++) {
+		struct goroutine *x = &g[rand() % n];
+		pid_t tid = 900 + rand() % 6;
+		unsigned v;
+
+		s.now += rand() % 2;
+		/* Now and then every goroutine is busy elsewhere for a while (handshakes, a GC pause). */
+		if (tick % 1000 == 999)
+			s.now += PIN_QUIET_MS;
+		if (tick % 10000 == 5000) {
+			rotate(&s);
+			target = (unsigned)s.cur->gen;
+			rotated_at = s.now;
+		}
+		switch (x->step) {
+		case 0:
+			x->first = open_as(&s, 90, tid, PIN_BUNDLE);
+			break;
+		case 2:
+			v = open_as(&s, 90, tid, PIN_BUNDLE);
+			(*loads)++;
+			if (v != x->first)
+				(*mismatches)++;
+			if (target != 0 && v == target && x->first == target) {
+				if (s.now - rotated_at > *worst)
+					*worst = s.now - rotated_at;
+				target = 0;
+			}
+			break;
+		default:
+			pins_bundle_closed(s.groups, 90);
+			break;
+		}
+		x->step = (x->step + 1) % 4;
+	}
+	set_free(&s);
+}
+
+static void test_bundle_twice_from_goroutines(void **state)
+{
+	unsigned loads, mismatches;
+	int64_t worst;
+
+	(void)state;
+	/* One goroutine hopping between threads: loads in a row, the group moves at the next load. */
+	run_bundle_loaders(11, 1, &loads, &mismatches, &worst);
+	assert_int_equal(mismatches, 0);
+	assert_true(loads > 45000);
+	assert_true(worst < 10);
+	/*
+	 * Four at once: nothing tells a goroutine's second open from another's
+	 * first, so the group moves at a pause in the bundle opens; a load that
+	 * was in flight then (one per goroutine at most) is the documented limit.
+	 * 20 rotations per run.
+	 */
+	for (unsigned seed = 1; seed <= 3; seed++) {
+		run_bundle_loaders(seed, 4, &loads, &mismatches, &worst);
+		assert_true(mismatches <= 4 * 20);
+		assert_true(loads > 45000);
+		assert_true(worst < PIN_MOVE_MAX_MS);
+		print_message("4 goroutines, LoadX509KeyPair(b, b), 20 rotations: %u loads, %u mismatched\n", loads,
+			      mismatches);
+	}
 }
 
 /* ---- readers that never load pairs, and the bounds -------------------------- */
@@ -330,6 +441,8 @@ int main(void)
 		cmocka_unit_test(test_concurrent_loads_never_mismatch),
 		cmocka_unit_test(test_bundle_opened_twice_matches),
 		cmocka_unit_test(test_key_alone_then_pair_matches),
+		cmocka_unit_test(test_key_first_loads_match),
+		cmocka_unit_test(test_bundle_twice_from_goroutines),
 		cmocka_unit_test(test_certificate_then_rotation_then_key),
 		cmocka_unit_test(test_certificate_only_reader_moves_within_load_window),
 		cmocka_unit_test(test_a_process_never_between_loads_moves_at_the_bound),

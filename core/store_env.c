@@ -65,7 +65,10 @@
 #define THREADS 256u                  /* thread slots per environment (BDB grows past it when needed) */
 #define MONITOR_MS 200                /* failure check period of every process */
 #define DRAIN_MS 500                  /* a failed generation waits this long for its callers to leave */
-#define WEDGED_MS 2000                /* a thread still inside a retired generation after this is stuck */
+#define WEDGED_MS 500                 /* a thread still inside a retired generation after this is stuck:
+					 * every call there fails at once, so only a wait on what
+					 * the dead process held lasts (a thread wrongly given up
+					 * on comes back to find itself abandoned) */
 #define OPEN_WEDGED_MS 45000          /* an open running this long waits on a dead process (it retries locks 30 s) */
 #define OPEN_FAILED_GRACE_MS 1000     /* an open of an environment known failed may take this long */
 #define RECOVERY_POLL_MS 20           /* waiting to recover: how often to look whether someone else did */

@@ -171,7 +171,7 @@ static bool between_loads(const struct pin_group *g, enum pin_role role, int64_t
 {
 	if (role == PIN_FOLLOW)
 		return false;
-	if (role == PIN_CERT && !g->keyed && now_ms - g->started_ms >= PIN_LOAD_MS)
+	if (role == PIN_CERT && !g->keyed && now_ms - g->started_ms >= PIN_CERTS_ONLY_MS)
 		return true;            /* a reader of certificates only: there is no pair to break */
 	if (cert_waiting(g, now_ms) || (role == PIN_CERT && key_waiting(g, now_ms)))
 		return false;

@@ -28,8 +28,9 @@
  *         thread did, and no bundle was opened for PIN_QUIET_MS (a runtime
  *         such as Go moves a task between threads, which makes per-thread
  *         counts meaningless).
- *     A process that has only ever opened certificates in a group older
- *     than PIN_LOAD_MS reads no pairs and moves at once.
+ *     A process that has only ever opened certificates, in a group older
+ *     than PIN_CERTS_ONLY_MS, reads no pairs and moves at once (a loader
+ *     opens its first key well within that of its first certificate).
  *   - A group moves at the latest at its first open PIN_MOVE_MAX_MS after
  *     the switch, and at its next open when the store changed the set
  *     again (a replaced key may have been destroyed): an older version is
@@ -57,6 +58,7 @@
 
 #define PIN_GAP_MS 5000
 #define PIN_LOAD_MS 5000
+#define PIN_CERTS_ONLY_MS 1000
 #define PIN_KEY_FIRST_MS 50
 #define PIN_QUIET_MS 20
 #define PIN_MOVE_MAX_MS 10000

@@ -379,6 +379,23 @@ static void test_certificate_only_reader_moves_within_load_window(void **state)
 	set_free(&s);
 }
 
+/* A poller of the certificate that began just before the rotation: it holds no pair either. */
+static void test_certificate_poller_started_at_the_rotation_moves_within_a_second(void **state)
+{
+	struct set s;
+
+	(void)state;
+	set_init(&s);
+	(void)open_as(&s, 710, 710, PIN_CERT);
+	s.now += 10;
+	rotate(&s);
+	int64_t at = s.now;
+	while (open_as(&s, 710, 710, PIN_CERT) != (unsigned)s.cur->gen)
+		s.now += 20;
+	assert_true(s.now - at <= PIN_CERTS_ONLY_MS);
+	set_free(&s);
+}
+
 static void test_a_process_never_between_loads_moves_at_the_bound(void **state)
 {
 	struct set s;
@@ -445,6 +462,7 @@ int main(void)
 		cmocka_unit_test(test_bundle_twice_from_goroutines),
 		cmocka_unit_test(test_certificate_then_rotation_then_key),
 		cmocka_unit_test(test_certificate_only_reader_moves_within_load_window),
+		cmocka_unit_test(test_certificate_poller_started_at_the_rotation_moves_within_a_second),
 		cmocka_unit_test(test_a_process_never_between_loads_moves_at_the_bound),
 		cmocka_unit_test(test_touched_set_moves_at_the_next_open),
 		cmocka_unit_test(test_idle_groups_are_dropped),

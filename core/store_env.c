@@ -1099,9 +1099,11 @@ int cmk_store_commit(struct cmk_txn *txn)
 	}
 	/* Checkpoint once a megabyte of log has accumulated, so that old log files can go. */
 	if (wrote && (ret = g->env->txn_checkpoint(g->env, CHECKPOINT_KB, 0, 0)) != 0) {
-		cmk_log(CMK_LOG_WARN, "store_commit: %s: checkpoint: %s", g->st->path, db_strerror(ret));
+		/* The commit is durable; a process that died since broke the environment, not this commit. */
 		if (ret == DB_RUNRECOVERY)
-			atomic_store(&g->broken, true);
+			mark_broken(g, "a process died inside Berkeley DB (seen at a checkpoint)");
+		else
+			cmk_log(CMK_LOG_WARN, "store: %s: checkpoint after a commit: %s", g->st->path, db_strerror(ret));
 	}
 	if (wrote && atomic_fetch_add(&g->st->commits, 1) % REMOVE_LOGS_EVERY == REMOVE_LOGS_EVERY - 1) {
 		unsigned removed;

@@ -1344,6 +1344,24 @@ static void waiter_child(const char *path, int fd)
 	_exit(51);
 }
 
+/* Wait (at most 10 s) until the main thread of `pid` sleeps on a futex: a slow machine may take long to get there. */
+static void wait_blocked(pid_t pid)
+{
+	char path[64], buf[64];
+	int seen = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/wchan", (int)pid, (int)pid);
+	for (int i = 0; i < 500 && seen < 2; i++) {
+		FILE *f = fopen(path, "r");
+		size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+		if (f != NULL)
+			fclose(f);
+		buf[n] = '\0';
+		seen = strstr(buf, "futex") != NULL ? seen + 1 : 0;
+		usleep(20000);
+	}
+}
+
 /*
  * A process killed while it waits for a lock stays counted as a waiter in
  * the condition variable it slept on.  Failure checking, freeing its
@@ -1373,7 +1391,8 @@ static void test_process_killed_waiting_for_a_lock(void **state)
 	assert_int_equal(cmk_store_cert_put(txn, &r), 0);
 	cmk_cert_record_clear(&r);
 	assert_int_equal(write(fds[0], "g", 1), 1);
-	usleep(300000);                 /* the child waits for our lock now */
+	usleep(100000);
+	wait_blocked(pid);              /* the child waits for our lock now */
 	kill(pid, SIGKILL);
 	reap_killed(pid);
 	close(fds[0]);

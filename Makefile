@@ -5,8 +5,11 @@
 #   make demo       install what is missing, build, show a tenant's certificate at work
 #   make bench      performance table
 #   make install    install under $(DESTDIR)$(PREFIX)
+#   make deb        Debian packages in $(BUILD)/deb/ (packaging/debian, debhelper)
 
+VERSION := 0.1.0
 PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
 CC ?= cc
 BUILD ?= build
 PYTHON ?= /usr/bin/python3
@@ -42,12 +45,14 @@ LIB := $(BUILD)/libcmkcert.a
 
 CLI_OBJS := $(BUILD)/cli/main.o $(BUILD)/cli/output.o $(BUILD)/cli/commands.o $(BUILD)/cli/cmd_lifecycle.o \
 	$(BUILD)/cli/follow.o
-FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops file access lockmem auditq refusals watch notify announce sched keeper pin)
+FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops file access lockmem auditq refusals watch notify announce sched keeper pin \
+	notify_sd service)
 
 # Unit tests: tests/unit/test_<name>.c, linked with the objects they exercise.
 BASE := error log util crypto_mbedtls
-UNIT := error util names config json crypto seal store mounts audit http openbao probe kmip lifecycle pins
+UNIT := error log util names config json crypto seal store mounts audit http openbao probe kmip lifecycle pins notify_sd
 T_error := $(BASE)
+T_log := $(BASE)
 T_util := $(BASE)
 T_names := $(BASE) names
 T_config := $(BASE) names config
@@ -63,8 +68,10 @@ T_probe := $(BASE) kmip probe_tls
 T_kmip := $(BASE) kmip
 T_lifecycle := $(CORE)
 T_pins := $(BASE) names config seal
+T_notify_sd := $(BASE)
 # Unit tests of the daemon's own parts link these from fusefs/ as well.
 TF_pins := pin version
+TF_notify_sd := notify_sd
 UNIT_BINS := $(UNIT:%=$(BUILD)/tests/test_%)
 
 .PHONY: all deps check unit unit-asan clients integration demo bench install clean
@@ -72,11 +79,11 @@ all: $(LIB) $(BUILD)/cmkcert $(BUILD)/cmkcertfs
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/fusefs/%.o: fusefs/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(FUSE_CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(FUSE_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(LIB): $(CORE_OBJS)
 	@rm -f $@

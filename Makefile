@@ -1,7 +1,7 @@
 # cmkcert - per-tenant mTLS client certificates from OpenBao PKI.
 #
 #   make            build libcmkcert.a, cmkcert and cmkcertfs
-#   make check      install what is missing, build, run every test
+#   make check      install what is missing, build, package, run every test
 #   make demo       install what is missing, build, show a tenant's certificate at work
 #   make bench      performance table
 #   make install    install under $(DESTDIR)$(PREFIX)
@@ -135,6 +135,7 @@ check: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory deb
 	@$(MAKE) --no-print-directory integration
 
 demo: deps

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -188,3 +189,61 @@ def test_cli_errors_carry_priorities_on_the_journal_stream(bao, tmp_path):
                         "--type", "aws_kms"], capture_output=True, text=True, timeout=60,
                        env=dict(os.environ, JOURNAL_STREAM=journal_stream_of(err)))
     assert r.returncode == 2 and r.stderr.startswith("cmkcert: "), r.stderr
+
+
+def test_daemon_serves_and_renews_inside_the_units_sandbox(bao, cmk, keystore, manager, tmp_path):
+    """The unit's capability bounding set, no-new-privileges, system call filter, address
+    families, W^X and UTS namespace (tests/integration/sandbox.py), applied as systemd would:
+    the daemon mounts, says READY=1, serves a key, renews over TLS to OpenBao with the mTLS test
+    against the keystore, pings the watchdog and stops cleanly, with nothing refused on the way."""
+    import sandbox
+    from conftest import CMKCERTFS, ROOT, edit_conf
+    from fusefix import make_mount_root
+
+    conf = edit_conf(bao.conf, "template:aws_kms", "ttl", "12s", out=tmp_path / "sandbox.conf")
+    for key, value in (("check_interval", "1s"), ("renew_before", "1h"), ("jitter", "0s"),
+                       ("max_ops_per_minute", "600"), ("grace_period", "1h")):
+        edit_conf(conf, "renewal", key, value)
+    r = cmk("keystore", "add", "--tenant", "boxed", "--type", "aws_kms", "--endpoint", keystore.endpoint,
+            "--server-ca", keystore.server_ca, conf=conf)
+    assert r.returncode == 0, r.stderr
+    first = json.loads(cmk("show", "--json", "--pem", "--tenant", "boxed", "--type", "aws_kms",
+                           conf=conf).stdout)["certificate"]
+    root = make_mount_root()
+    mnt = root / "mnt"
+    mnt.mkdir()
+    err_path = root / "stderr"
+    env = dict(os.environ, NOTIFY_SOCKET=manager.path, WATCHDOG_USEC="1000000")
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([str(CMKCERTFS), "-f", "-c", str(conf), str(mnt)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                preexec_fn=sandbox.preexec(ROOT / "packaging" / "cmkcertfs.service"))
+    try:
+        assert manager.wait_for("READY", 15) is not None, err_path.read_text()
+        # The sandbox is in force: only the two capabilities, no new privileges, a seccomp filter.
+        status = dict(l.split(":\t", 1) for l in open("/proc/%d/status" % proc.pid).read().splitlines()
+                      if ":\t" in l)
+        assert int(status["CapBnd"], 16) == (1 << 21) | (1 << 14) | (1 << 1), status["CapBnd"]
+        assert status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2"
+        assert (mnt / "private/boxed-aws_kms.key").read_text().startswith("-----BEGIN")
+        # The scheduler renews (12 s certificates are due after 8 s): OpenBao over TLS, then the
+        # keystore probe, then activation; the mount follows.
+        deadline = time.monotonic() + 40
+        while (mnt / "certs/boxed-aws_kms.crt").read_text().strip() == first.strip():
+            assert time.monotonic() < deadline, err_path.read_text()
+            time.sleep(0.2)
+        assert manager.wait_for("WATCHDOG", 3) is not None
+        proc.send_signal(signal.SIGTERM)
+        assert manager.wait_for("STOPPING", 10) is not None
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if mounted(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
+    lines = [l for l in err_path.read_text().splitlines()
+             if not re.match(r"cmkcertfs: (info|debug): |cmkcertfs: warning: mlock: ", l)]
+    assert lines == [], lines
+    import shutil
+    shutil.rmtree(root, ignore_errors=True)

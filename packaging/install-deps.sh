@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install the Debian packages cmkcert needs to build, test, package and run
 # (debhelper, dpkg-dev, lintian: make deb; systemd: systemd-analyze for the unit's
-# tests; man-db: the man pages the unit names; python3-yaml: the manifests' tests).
+# tests; man-db: the man pages the unit names; python3-yaml: the manifests' tests;
+# python3-seccomp: the unit's system call filter applied in the tests).
 # Idempotent: installs only what is missing; does nothing when all are present.
 set -eu
 
@@ -10,7 +11,7 @@ libfuse3-dev fuse3 libmbedtls-dev libcurl4-openssl-dev libssl-dev libinih-dev li
 libcmocka-dev python3 python3-pytest python3-cryptography python3-jwt python3-pykmip
 openssl curl util-linux procps
 golang-go golang-github-fsnotify-fsnotify-dev inotify-tools
-debhelper dpkg-dev lintian systemd man-db python3-yaml"
+debhelper dpkg-dev lintian systemd man-db python3-yaml python3-seccomp"
 
 missing=""
 for p in $PACKAGES; do

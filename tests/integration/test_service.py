@@ -110,8 +110,8 @@ def test_watchdog_pings_every_half_interval(bao, cmk, mounts, manager, monkeypat
     m = mounts(wait=False)
     assert manager.wait_for("READY", 15) is not None
     pings = [msg for msg in manager.collect(2.0) if msg.get("WATCHDOG") == "1"]
-    # One every 200 ms: about 10 in 2 s; a loaded machine may delay some.
-    assert 6 <= len(pings) <= 12, manager.seen
+    # One every 200 ms: about 10 in 2 s; a loaded machine may delay some, none may come early.
+    assert 5 <= len(pings) <= 11, manager.seen
     # A stopped daemon (standing in for a hung one) does not ping: systemd would restart it.
     os.kill(m.proc.pid, signal.SIGSTOP)
     try:

@@ -1,12 +1,15 @@
 # cmkcert - per-tenant mTLS client certificates from OpenBao PKI.
 #
 #   make            build libcmkcert.a, cmkcert and cmkcertfs
-#   make check      install what is missing, build, run every test
+#   make check      install what is missing, build, package, run every test
 #   make demo       install what is missing, build, show a tenant's certificate at work
 #   make bench      performance table
 #   make install    install under $(DESTDIR)$(PREFIX)
+#   make deb        Debian packages in $(BUILD)/deb/ (packaging/debian, debhelper)
 
+VERSION := 0.1.0
 PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
 CC ?= cc
 BUILD ?= build
 PYTHON ?= /usr/bin/python3
@@ -42,12 +45,14 @@ LIB := $(BUILD)/libcmkcert.a
 
 CLI_OBJS := $(BUILD)/cli/main.o $(BUILD)/cli/output.o $(BUILD)/cli/commands.o $(BUILD)/cli/cmd_lifecycle.o \
 	$(BUILD)/cli/follow.o
-FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops file access lockmem auditq refusals watch notify announce sched keeper pin)
+FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops file access lockmem auditq refusals watch notify announce sched keeper pin \
+	notify_sd service)
 
 # Unit tests: tests/unit/test_<name>.c, linked with the objects they exercise.
 BASE := error log util crypto_mbedtls
-UNIT := error util names config json crypto seal store mounts audit http openbao probe kmip lifecycle pins
+UNIT := error log util names config json crypto seal store mounts audit http openbao probe kmip lifecycle pins notify_sd
 T_error := $(BASE)
+T_log := $(BASE)
 T_util := $(BASE)
 T_names := $(BASE) names
 T_config := $(BASE) names config
@@ -63,20 +68,22 @@ T_probe := $(BASE) kmip probe_tls
 T_kmip := $(BASE) kmip
 T_lifecycle := $(CORE)
 T_pins := $(BASE) names config seal
+T_notify_sd := $(BASE)
 # Unit tests of the daemon's own parts link these from fusefs/ as well.
 TF_pins := pin version
+TF_notify_sd := notify_sd
 UNIT_BINS := $(UNIT:%=$(BUILD)/tests/test_%)
 
-.PHONY: all deps check unit unit-asan clients integration demo bench install clean
+.PHONY: all deps check unit unit-asan clients integration demo bench install deb clean
 all: $(LIB) $(BUILD)/cmkcert $(BUILD)/cmkcertfs
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/fusefs/%.o: fusefs/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(FUSE_CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(FUSE_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(LIB): $(CORE_OBJS)
 	@rm -f $@
@@ -128,6 +135,7 @@ check: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory deb
 	@$(MAKE) --no-print-directory integration
 
 demo: deps
@@ -139,20 +147,40 @@ bench: deps
 	@bench/run.sh $(BUILD)
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/cmkcert \
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include/cmkcert \
 		$(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
-		$(DESTDIR)/etc/cmkcert $(DESTDIR)/lib/systemd/system
+		$(DESTDIR)/etc/cmkcert $(DESTDIR)/lib/systemd/system $(DESTDIR)$(PREFIX)/lib/tmpfiles.d
 	install -m 0755 $(BUILD)/cmkcert $(BUILD)/cmkcertfs $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 $(LIB) $(DESTDIR)$(LIBDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@VERSION@|$(VERSION)|' packaging/cmkcert.pc.in \
+		>$(DESTDIR)$(LIBDIR)/pkgconfig/cmkcert.pc
 	install -m 0644 include/cmkcert/*.h $(DESTDIR)$(PREFIX)/include/cmkcert/
 	install -m 0644 docs/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 0644 docs/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 0644 docs/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
-	install -m 0644 packaging/cmkcertfs.service $(DESTDIR)/lib/systemd/system/
+	# The unit names /usr/bin/cmkcertfs (the Debian package's path).
+	sed -e 's|/usr/bin/cmkcertfs|$(PREFIX)/bin/cmkcertfs|' packaging/cmkcertfs.service \
+		>$(DESTDIR)/lib/systemd/system/cmkcertfs.service
+	install -m 0644 packaging/cmkcert.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/cmkcert.conf
 	test -e $(DESTDIR)/etc/cmkcert/cmkcert.conf || install -m 0640 conf/cmkcert.conf $(DESTDIR)/etc/cmkcert/
+
+# Debian packages (packaging/debian, debhelper), from a copy of the tree that
+# the package build needs, into $(DEB_OUT): cmkcert_$(VERSION)_<arch>.deb and
+# libcmkcert-dev_$(VERSION)_<arch>.deb.  The changelog's version must be $(VERSION).
+DEB_OUT := $(BUILD)/deb
+DEB_SRC := $(DEB_OUT)/cmkcert-$(VERSION)
+deb: deps
+	@v=$$(dpkg-parsechangelog -l packaging/debian/changelog -S Version); [ "$$v" = "$(VERSION)" ] || \
+		{ echo "packaging/debian/changelog says $$v, the Makefile $(VERSION)" >&2; exit 1; }
+	rm -rf $(DEB_OUT)
+	mkdir -p $(DEB_SRC)
+	cp -R Makefile README.md cli conf core docs fusefs include packaging $(DEB_SRC)/
+	cp -R packaging/debian $(DEB_SRC)/debian
+	cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc -j2
+	@ls $(DEB_OUT)/*.deb
 
 clean:
 	rm -rf build
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find build -path build/deb -prune -o -name '*.d' -print 2>/dev/null)
 .SECONDARY:

@@ -5,9 +5,11 @@
 #define CMKCERT_CLI_H
 
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <jansson.h>
+
+#include "cmkcert/log.h"
 
 /* Exit codes (documented in README.md and cmkcert(1)). */
 enum {
@@ -27,6 +29,7 @@ struct cli {
 	bool read_stdin;      /* standard input was consumed: the run cannot start again */
 	bool wait;            /* --wait: return once every running cmkcertfs of the store shows the change */
 	int64_t wait_ms;      /* how long --wait waits at most */
+	bool journal;         /* stderr is the systemd journal: lines carry "<N>" priorities (log.h) */
 };
 
 /* Exit code for a library result code. */
@@ -35,10 +38,14 @@ int cli_exit_code(int rc);
 /*
  * Text output.  Each writes one line: the formatted text with control
  * characters, DEL and invalid UTF-8 escaped as \xNN (cmk_escape), then a
- * newline.  cli_error() prefixes "cmkcert: " and writes to stderr.
+ * newline.  cli_error() prefixes "cmkcert: " and writes to stderr;
+ * cli_log() does the same for a library log line, with its level's name.
+ * When stderr is the journal, both start with the syslog priority ("<3>"
+ * for errors).
  */
 void cli_line(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cli_error(const struct cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cli_log(const struct cli *cli, enum cmk_log_level level, const char *msg);
 
 /* A malloc'd escaped copy of `s` (NULL gives ""), for text printed in pieces; NULL when memory runs out. */
 char *cli_escaped(const char *s);

@@ -51,9 +51,7 @@ static void usage(FILE *f)
 
 static void log_to_stderr(enum cmk_log_level level, const char *msg, void *arg)
 {
-	const struct cli *cli = arg;
-
-	cli_error(cli, "%s: %s", cmk_log_level_name(level), msg);
+	cli_log(arg, level, msg);
 }
 
 int main(int argc, char **argv)
@@ -85,8 +83,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
+	cli.journal = cmk_log_stderr_is_journal();
 	if (cmk_harden_process() != 0)
-		cli_error(&cli, "warning: %s", cmk_errdetail());
+		cli_log(&cli, CMK_LOG_WARN, cmk_errdetail());
 	cmk_set_log(log_to_stderr, &cli,
 		    cli.verbose >= 2 ? CMK_LOG_DEBUG : cli.verbose == 1 ? CMK_LOG_INFO : CMK_LOG_WARN);
 	cmk_store_set_wedged_default(cli_on_wedged, &cli);

@@ -53,15 +53,43 @@ void cli_line(FILE *f, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* "cmkcert: ", after "<N>" when stderr is the journal. */
+static void err_prefix(const struct cli *cli, enum cmk_log_level level, char *buf, size_t size)
+{
+	if (cli->journal)
+		snprintf(buf, size, "<%d>%s: ", cmk_log_priority(level), cli->prog);
+	else
+		snprintf(buf, size, "%s: ", cli->prog);
+}
+
 void cli_error(const struct cli *cli, const char *fmt, ...)
 {
 	char prefix[64];
 	va_list ap;
 
-	snprintf(prefix, sizeof(prefix), "%s: ", cli->prog);
+	err_prefix(cli, CMK_LOG_ERROR, prefix, sizeof(prefix));
 	va_start(ap, fmt);
 	vline(stderr, prefix, fmt, ap);
 	va_end(ap);
+}
+
+static void log_line(const struct cli *cli, enum cmk_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void log_line(const struct cli *cli, enum cmk_log_level level, const char *fmt, ...)
+{
+	char prefix[64];
+	va_list ap;
+
+	err_prefix(cli, level, prefix, sizeof(prefix));
+	va_start(ap, fmt);
+	vline(stderr, prefix, fmt, ap);
+	va_end(ap);
+}
+
+void cli_log(const struct cli *cli, enum cmk_log_level level, const char *msg)
+{
+	log_line(cli, level, "%s: %s", cmk_log_level_name(level), msg);
 }
 
 int cli_exit_code(int rc)
@@ -102,7 +130,7 @@ int cli_usage_error(const struct cli *cli, const char *fmt, ...)
 	char prefix[64];
 	va_list ap;
 
-	snprintf(prefix, sizeof(prefix), "%s: ", cli->prog);
+	err_prefix(cli, CMK_LOG_ERROR, prefix, sizeof(prefix));
 	va_start(ap, fmt);
 	vline(stderr, prefix, fmt, ap);
 	va_end(ap);

@@ -4,7 +4,11 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
 
 #include "cmkcert/log.h"
 #include "cmkcert/util.h"
@@ -83,4 +87,29 @@ const char *cmk_log_level_name(enum cmk_log_level level)
 	case CMK_LOG_ERROR: return "error";
 	}
 	return "?";
+}
+
+int cmk_log_priority(enum cmk_log_level level)
+{
+	switch (level) {
+	case CMK_LOG_DEBUG: return LOG_DEBUG;
+	case CMK_LOG_INFO: return LOG_INFO;
+	case CMK_LOG_WARN: return LOG_WARNING;
+	case CMK_LOG_ERROR: return LOG_ERR;
+	}
+	return LOG_ERR;
+}
+
+bool cmk_log_stderr_is_journal(void)
+{
+	const char *v = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	int end = 0;
+
+	if (v == NULL || sscanf(v, "%llu:%llu%n", &dev, &ino, &end) != 2 || v[end] != '\0')
+		return false;
+	if (fstat(STDERR_FILENO, &st) != 0)
+		return false;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }

@@ -49,9 +49,15 @@ struct announcer {
 	bool stop;
 	atomic_uint_fast64_t served;
 	enum view_mode mode;
+	atomic_bool mode_chosen;          /* mode is final (announcer_is_set_up()) */
 	dev_t dev;                        /* the mount's device, to recognise it */
 	struct notes again;
 };
+
+bool announcer_is_set_up(struct announcer *a)
+{
+	return a != NULL && atomic_load(&a->mode_chosen);
+}
 
 bool announcer_is_caller(struct cmkfs *fs, fuse_req_t req)
 {
@@ -113,6 +119,7 @@ bool announce_protect_mount(const char *mountpoint)
 /* Decide how to reach the mount. */
 static void choose_mode(struct announcer *a)
 {
+	bool stopping;
 	int fd;
 
 	if (a->fs->mount_readonly) {
@@ -122,8 +129,13 @@ static void choose_mode(struct announcer *a)
 			cmk_log(CMK_LOG_DEBUG, "announce: changes go through a private clone of the mount");
 			return;
 		}
-		cmk_log(CMK_LOG_WARN, "announce: cannot clone the mount (%s); changes are served without inotify "
-			"events", strerror(errno));
+		/* A daemon stopping before this thread first looked finds no mount: nothing to say then. */
+		pthread_mutex_lock(&a->fs->keeper_mu);
+		stopping = a->fs->stopping;
+		pthread_mutex_unlock(&a->fs->keeper_mu);
+		if (!stopping)
+			cmk_log(CMK_LOG_WARN, "announce: cannot clone the mount (%s); changes are served without "
+				"inotify events", strerror(errno));
 		a->mode = VIEW_NONE;
 		return;
 	}
@@ -218,6 +230,7 @@ static void *run(void *arg)
 	atomic_store(&a->fs->announcer_tid, (int)syscall(SYS_gettid));
 	/* Looking at the mount needs the session to answer: this thread waits for it, nobody else. */
 	choose_mode(a);
+	atomic_store(&a->mode_chosen, true);
 	for (;;) {
 		pthread_mutex_lock(&a->mu);
 		if (a->queue.n == 0 && a->queued_seq == atomic_load(&a->served) && !a->stop) {

@@ -40,6 +40,13 @@ bool announce_protect_mount(const char *mountpoint);
 int announcer_start(struct cmkfs *fs, struct announcer **out);
 
 /*
+ * True once the thread has found how to reach the mount (through the
+ * session, so only after the FUSE loop answers): from then on every change
+ * reaches inotify watchers the way the mount allows.  For READY=1 (service.h).
+ */
+bool announcer_is_set_up(struct announcer *a);
+
+/*
  * Queue `anns` (emptied; their references move to the queue), which bring
  * the mount to change-log position `seq`.  Never fails: when the queue
  * cannot grow, the changes are made at once without the kernel's help.

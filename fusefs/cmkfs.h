@@ -15,7 +15,9 @@
  *     (sched.c); they talk to OpenBao and change the store, and the watcher
  *     brings their changes into the tree like any other process's;
  *   - keeper.c replaces the watcher and the scheduler when one of them is
- *     stuck where a dead process left the store.
+ *     stuck where a dead process left the store;
+ *   - under systemd, the service thread tells the service manager when the
+ *     mount serves, what it serves, and that it is alive (service.h).
  */
 #ifndef CMKCERTFS_CMKFS_H
 #define CMKCERTFS_CMKFS_H
@@ -38,6 +40,14 @@ struct sched;
 struct fh;
 struct announcer;
 struct cmk_mount_reg;
+struct service;
+
+/* The earliest renewal due among the active certificates, as the watcher last read it (watch.c). */
+struct next_due {
+	int64_t at;                   /* renew_at, seconds since the epoch; 0: none scheduled */
+	char tenant[CMK_TENANT_MAX + 1];
+	char type[CMK_TYPE_MAX + 1];
+};
 
 /*
  * How long the kernel may cache names and attributes.  Every change is
@@ -62,7 +72,9 @@ struct cmkfs {
 	bool stopping;                /* shutting down: nothing is restarted */
 	bool abandoned_threads;       /* a watcher or scheduler was left behind, stuck in the store */
 	atomic_int_fast64_t synced_ms;  /* when the tree last showed the store as it was (watch.h) */
-	pthread_mutex_t synced_mu;    /* with synced_cv: key opens wait for the watcher to catch up */
+	pthread_mutex_t synced_mu;    /* with synced_cv: key opens wait for the watcher to catch up; guards next_due */
+	struct next_due next_due;     /* for the service's STATUS= (service.h) */
+	atomic_int_fast64_t watch_beat_ms;  /* when the watcher last finished a tick, whatever its outcome */
 	pthread_cond_t synced_cv;     /* CLOCK_MONOTONIC */
 	struct announcer *announcer;  /* changes of names, made through the mount (announce.h) */
 	atomic_int announcer_tid;     /* its thread id, the only caller allowed to change the mount */
@@ -71,6 +83,7 @@ struct cmkfs {
 	struct fuse_session *se;
 	const char *mountpoint;
 	struct cmk_mount_reg *mount_reg;  /* this mount in the store's registry (mounts.h), for cmkcert --wait; or NULL */
+	struct service *service;      /* systemd notifications (service.h); NULL when not under systemd */
 };
 
 /* The FUSE operations (ops.c, file.c). */

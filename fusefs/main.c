@@ -35,6 +35,7 @@
 #include "lockmem.h"
 #include "pin.h"
 #include "sched.h"
+#include "service.h"
 #include "tree.h"
 #include "watch.h"
 
@@ -57,14 +58,16 @@ struct options {
 
 /* Set once the daemon runs in the background (stderr is /dev/null then); read by every thread. */
 static bool use_syslog;
+/* Standard error is the journal (set in main() before any thread): lines carry their priority as "<N>". */
+static bool to_journal;
 
 static void log_line(enum cmk_log_level level, const char *msg, void *arg)
 {
-	static const int prio[] = { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR };
-
 	(void)arg;
 	if (__atomic_load_n(&use_syslog, __ATOMIC_ACQUIRE))
-		syslog(prio[level], "%s", msg);
+		syslog(cmk_log_priority(level), "%s", msg);
+	else if (to_journal)
+		fprintf(stderr, "<%d>%s: %s\n", cmk_log_priority(level), cmk_log_level_name(level), msg);
 	else
 		fprintf(stderr, "cmkcertfs: %s: %s\n", cmk_log_level_name(level), msg);
 }
@@ -258,6 +261,8 @@ static int serve(const struct options *o)
 		rc = announcer_start(&fs, &fs.announcer);
 	if (rc == 0 && (rc = keeper_start(&fs, seq)) == 0)
 		started = true;
+	if (rc == 0)
+		rc = service_start(&fs, &fs.service);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
 		cmk_log(CMK_LOG_ERROR, "%s", cmk_errdetail());
@@ -276,6 +281,7 @@ static int serve(const struct options *o)
 	if (rc < 0)
 		cmk_log(CMK_LOG_ERROR, "fuse loop: %s", strerror(-rc));
 out:
+	service_stopping(fs.service);
 	block_signals(&old);
 	arm_stop_watchdog();
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -283,6 +289,7 @@ out:
 		cmk_log(CMK_LOG_WARN, "a worker thread stuck in the store was left behind");
 	if (mounted)
 		fuse_session_unmount(fs.se);
+	service_stop(fs.service);
 	/* After the unmount: an operation it has in flight on the mount fails now. */
 	if (!announcer_stop(fs.announcer, cmk_monotonic_ms() + STOP_WORKERS_MS))
 		fs.abandoned_threads = true;
@@ -318,6 +325,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "cmkcertfs: %s\n", cmk_errdetail());
 		return 1;
 	}
+	to_journal = cmk_log_stderr_is_journal();
 	cmk_set_log(log_line, NULL, o.verbose > 0 ? CMK_LOG_DEBUG : CMK_LOG_INFO);
 	fuse_set_log_func(fuse_log_line);
 	openlog("cmkcertfs", LOG_PID, LOG_DAEMON);

@@ -267,6 +267,35 @@ static int load_all(struct cmkfs *fs, const atomic_bool *abandoned, struct ann_l
 	return rc;
 }
 
+/* Stops the walk at the first (earliest) record. */
+static int on_first_due(const struct cmk_cert_record *rec, void *arg)
+{
+	struct next_due *d = arg;
+
+	d->at = rec->renew_at;
+	snprintf(d->tenant, sizeof(d->tenant), "%s", rec->tenant);
+	snprintf(d->type, sizeof(d->type), "%s", rec->type);
+	return 1;
+}
+
+/*
+ * Note the earliest renewal due, for the service's STATUS= (service.h).  The
+ * by_renew index holds active records only, earliest first, so this reads
+ * one chunk of it.  A failed read keeps what was noted before.
+ */
+static void note_next_due(struct cmkfs *fs, const atomic_bool *abandoned)
+{
+	struct next_due d = { 0 };
+	int rc;
+
+	rc = cmk_store_cert_due(fs->ctx->store, NULL, INT64_MAX, on_first_due, &d);
+	if (rc < 0 || (abandoned != NULL && atomic_load(abandoned)))
+		return;
+	pthread_mutex_lock(&fs->synced_mu);
+	fs->next_due = d;
+	pthread_mutex_unlock(&fs->synced_mu);
+}
+
 int watch_load(struct cmkfs *fs, uint64_t *seq)
 {
 	struct ann_list anns = { 0 };
@@ -282,6 +311,7 @@ int watch_load(struct cmkfs *fs, uint64_t *seq)
 		tree_unlock(fs->tree);
 		notes_clear(&none);
 		watch_synced(fs);
+		note_next_due(fs, NULL);
 	}
 	ann_list_clear(&anns);
 	return rc;
@@ -345,6 +375,7 @@ static int tick(struct watcher *w, struct ann_list *ns)
 		if ((rc = load_all(fs, &w->abandoned, ns, true)) != 0)
 			return rc;
 		w->last = seq;
+		note_next_due(fs, &w->abandoned);
 		goto synced;
 	}
 	b.last = w->last;
@@ -362,6 +393,8 @@ static int tick(struct watcher *w, struct ann_list *ns)
 	batch_clear(&b);
 	if (rc != 0)
 		return rc;
+	/* Something changed: a renewal may have been scheduled, done or put off. */
+	note_next_due(fs, &w->abandoned);
 synced:
 	/* The tree showed the store as it was when this tick began. */
 	if (!atomic_load(&w->abandoned))
@@ -392,6 +425,8 @@ static void *run(void *arg)
 		rc = tick(w, &ns);
 		if (atomic_load(&w->abandoned))
 			break;
+		/* Alive, whatever the tick's outcome: the service's watchdog pings only while this moves. */
+		atomic_store(&w->fs->watch_beat_ms, cmk_monotonic_ms());
 		if (rc != 0 && !w->failing)
 			cmk_log(CMK_LOG_WARN, "watch: cannot read changes (will retry): %s", cmk_errdetail());
 		else if (rc == 0 && w->failing)
@@ -425,6 +460,7 @@ int watcher_start(struct cmkfs *fs, uint64_t seq, struct watcher **out)
 		return CMK_ERR_NOMEM;
 	w->fs = fs;
 	w->last = seq;
+	atomic_store(&fs->watch_beat_ms, cmk_monotonic_ms());
 	atomic_init(&w->abandoned, false);
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_condattr_init(&ca);

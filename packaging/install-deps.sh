@@ -1,5 +1,8 @@
 #!/bin/sh
-# Install the Debian packages cmkcert needs to build, test and run.
+# Install the Debian packages cmkcert needs to build, test, package and run
+# (debhelper, dpkg-dev, lintian: make deb; systemd: systemd-analyze for the unit's
+# tests; man-db: the man pages the unit names; python3-yaml: the manifests' tests;
+# python3-seccomp: the unit's system call filter applied in the tests).
 # Idempotent: installs only what is missing; does nothing when all are present.
 set -eu
 
@@ -7,7 +10,8 @@ PACKAGES="build-essential pkg-config make
 libfuse3-dev fuse3 libmbedtls-dev libcurl4-openssl-dev libssl-dev libinih-dev libdb5.3-dev libjansson-dev
 libcmocka-dev python3 python3-pytest python3-cryptography python3-jwt python3-pykmip
 openssl curl util-linux procps
-golang-go golang-github-fsnotify-fsnotify-dev inotify-tools"
+golang-go golang-github-fsnotify-fsnotify-dev inotify-tools
+debhelper dpkg-dev lintian systemd man-db python3-yaml python3-seccomp"
 
 missing=""
 for p in $PACKAGES; do

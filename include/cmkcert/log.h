@@ -30,6 +30,7 @@ void cmk_log(enum cmk_log_level level, const char *fmt, ...) __attribute__((form
  * message passed says how many were left out.  One static limit per call site.
  */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define CMK_LOG_LIMIT_MS 10000
@@ -48,5 +49,17 @@ void cmk_log_limited(struct cmk_log_limit *lim, enum cmk_log_level level, const 
 
 /* Name of a level: "debug", "info", "warning", "error". */
 const char *cmk_log_level_name(enum cmk_log_level level);
+
+/* The syslog(3) priority of a level: LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR (7, 6, 4, 3). */
+int cmk_log_priority(enum cmk_log_level level);
+
+/*
+ * True when standard error is the systemd journal's stream: systemd sets
+ * $JOURNAL_STREAM to "device:inode" of the stream it connected, and fd 2 is
+ * still that stream (not a file or pipe a child was given instead).  Lines
+ * written there may then start with "<N>" (N = cmk_log_priority()), which
+ * journald takes as the line's priority and strips (sd-daemon(3)).
+ */
+bool cmk_log_stderr_is_journal(void);
 
 #endif

@@ -214,3 +214,8 @@ def untrusting_keystore(tmp_path):
     k = Keystore(d, other, name="untrusting")
     yield k
     k.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "systemd: needs systemd as the service manager; not part of make check "
+                            "(make check-systemd runs it)")

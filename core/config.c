@@ -1400,9 +1400,11 @@ static int finish_file(struct loader *ld)
 		return fail_at(ld, 0, NULL, NULL, "no [template:<type>] section, at least one is required");
 	if (c->keys.provider == NULL && (c->keys.provider = strdup("local")) == NULL)
 		return nomem(ld);
-	if (c->control.socket == NULL && !ld->control_off &&
-	    (c->control.socket = strdup(CMK_CONTROL_DEFAULT_SOCKET)) == NULL)
-		return nomem(ld);
+	if (c->control.socket == NULL && !ld->control_off) {
+		if ((c->control.socket = strdup(CMK_CONTROL_DEFAULT_SOCKET)) == NULL)
+			return nomem(ld);
+		c->control.socket_default = true;
+	}
 	for (size_t i = 0; i < c->n_owners; i++) {
 		if (c->owners[i].uid == (uid_t)-1)
 			c->owners[i].uid = c->fuse.uid;

@@ -44,6 +44,7 @@ struct auditq {
 	bool stopping;
 	bool failing;                 /* the last append failed: refuse new key reads */
 	uint64_t events, batches;
+	uint64_t allowed, refused;    /* key reads recorded as served, refusals seen (auditq_counts()) */
 	struct refusals *refusals;    /* refused opens counted for a summary line */
 	struct cmk_audit *audit;
 	char actor[64];

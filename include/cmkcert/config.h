@@ -97,6 +97,7 @@ struct cmk_config {
 	} fuse;
 	struct {
 		char *socket;             /* default CMK_CONTROL_DEFAULT_SOCKET; NULL: "none", no control socket */
+		bool socket_default;      /* socket was not set in the file */
 		struct cmk_control_peer *allow;  /* who may call besides root; n_allow entries */
 		size_t n_allow;
 		mode_t mode;              /* of the socket file, default 0660 */

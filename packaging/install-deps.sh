@@ -7,7 +7,8 @@ PACKAGES="build-essential pkg-config make
 libfuse3-dev fuse3 libmbedtls-dev libcurl4-openssl-dev libssl-dev libinih-dev libdb5.3-dev libjansson-dev
 libcmocka-dev python3 python3-pytest python3-cryptography python3-jwt python3-pykmip
 openssl curl util-linux procps
-golang-go golang-github-fsnotify-fsnotify-dev inotify-tools"
+golang-go golang-github-fsnotify-fsnotify-dev inotify-tools
+libmicrohttpd-dev python3-prometheus-client"
 
 missing=""
 for p in $PACKAGES; do

@@ -49,8 +49,13 @@
 #include "metrics.h"
 
 #define CONTROL_BODY_MAX (1024 * 1024)
-#define CONTROL_CONNECTIONS 128      /* threads at most; further connections wait in the listen queue */
-#define CONTROL_BACKLOG 128
+/*
+ * Connections served at once, one thread each.  libmicrohttpd closes a
+ * connection that arrives beyond it at once (it does not leave it in the
+ * listen queue), so the bound is set well above what one pod's clients do.
+ */
+#define CONTROL_CONNECTIONS 1024
+#define CONTROL_BACKLOG SOMAXCONN
 #define CONTROL_IDLE_S 60            /* an idle keep-alive connection is closed after this */
 #define QUERY_MAX 16                 /* query parameters of one request */
 #define PEER_GROUPS_MAX 256
@@ -670,7 +675,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	n = strlen(msg);
 	while (n > 0 && msg[n - 1] == '\n')
 		msg[--n] = '\0';
-	cmk_log(CMK_LOG_INFO, "control: libmicrohttpd: %s", msg);
+	/* Its messages are diagnostics (a client that went away, a connection over the limit). */
+	cmk_log(CMK_LOG_DEBUG, "control: libmicrohttpd: %s", msg);
 }
 
 /* ---- start and stop ----------------------------------------------------- */

@@ -12,9 +12,9 @@
  * uid, gid and pid.
  *
  * libmicrohttpd serves the socket with one thread per connection (at most
- * CONTROL_CONNECTIONS), so a request that waits for OpenBao holds up no
- * other request and no FUSE thread; operations that change the store share
- * a bounded set of worker contexts (ctlapi.h).
+ * CONTROL_CONNECTIONS, control.c), so a request that waits for OpenBao holds
+ * up no other request and no FUSE thread; operations that change the store
+ * share a bounded set of worker contexts (ctlapi.h).
  */
 #ifndef CMKCERTFS_CONTROL_H
 #define CMKCERTFS_CONTROL_H

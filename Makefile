@@ -15,7 +15,7 @@ BUILD ?= build
 PYTHON ?= /usr/bin/python3
 
 PKGS := libcurl libssl libcrypto inih jansson
-FUSE_PKG := fuse3
+FUSE_PKG := fuse3 libmicrohttpd
 # Debian's mbedTLS 2.28 ships no pkg-config files; use them when present.
 MBED_CFLAGS := $(shell pkg-config --cflags mbedtls mbedx509 mbedcrypto 2>/dev/null)
 MBED_LIBS := $(shell pkg-config --libs mbedtls mbedx509 mbedcrypto 2>/dev/null || echo -lmbedtls -lmbedx509 -lmbedcrypto)
@@ -39,14 +39,14 @@ endif
 
 # Library modules, in dependency order.
 CORE := error log util crypto_mbedtls crypto_crl names config json http_curl http_openssl openbao openbao_parse openbao_pki seal store_env store_cond store_bdb store_keys store_codec mounts audit audit_verify \
-	probe_tls kmip lifecycle issue op_check op_add op_renew op_revoke op_verify
+	probe_tls kmip lifecycle issue op_check op_add op_renew op_revoke op_verify op_query opjson follow
 CORE_OBJS := $(CORE:%=$(BUILD)/core/%.o)
 LIB := $(BUILD)/libcmkcert.a
 
 CLI_OBJS := $(BUILD)/cli/main.o $(BUILD)/cli/output.o $(BUILD)/cli/commands.o $(BUILD)/cli/cmd_lifecycle.o \
 	$(BUILD)/cli/follow.o
 FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops file access lockmem auditq refusals watch notify announce sched keeper pin \
-	notify_sd service)
+	notify_sd service control control_api metrics)
 
 # Unit tests: tests/unit/test_<name>.c, linked with the objects they exercise.
 BASE := error log util crypto_mbedtls
@@ -118,7 +118,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/helpers/%.o $(LIB)
 # golang-go, fsnotify from golang-github-fsnotify-fsnotify-dev, built offline in GOPATH mode
 # (no modules, nothing downloaded) with the build cache inside $(BUILD).
 GO ?= go
-CLIENTS := loader reloader watcher
+CLIENTS := loader reloader watcher ctlclient
 CLIENT_BINS := $(CLIENTS:%=$(BUILD)/clients/%)
 GO_ENV := GO111MODULE=off GOPROXY=off GOFLAGS= GOENV=off \
 	GOPATH=$(abspath $(BUILD))/go/path:/usr/share/gocode GOCACHE=$(abspath $(BUILD))/go/cache

@@ -96,7 +96,7 @@ struct cli_follow {
 	int exit;
 };
 
-/* Look at the mounts of the store (with cli->wait: wait for them).  Never fails the operation. */
+/* Look at the mounts of the store (with cli->wait: wait for them; cmk_follow_mounts()).  Never fails the operation. */
 void cli_follow_mounts(const struct cli *cli, struct cmk_ctx *ctx, struct cli_follow *f);
 
 /*

@@ -11,6 +11,7 @@
 #include "cmkcert/json.h"
 #include "cmkcert/lifecycle.h"
 #include "cmkcert/openbao.h"
+#include "cmkcert/opjson.h"
 #include "cmkcert/util.h"
 #include "cli.h"
 
@@ -46,15 +47,7 @@ static int parse_target(struct cli *cli, const char *cmd, int argc, char **argv,
 		case 'r':
 			if (!allow_reason)
 				return cli_usage_error(cli, "%s: unknown option --reason", cmd);
-			if (strcmp(optarg, "compromise") == 0 || strcmp(optarg, "keyCompromise") == 0)
-				t->reason = CMK_REVOKE_COMPROMISE;
-			else if (strcmp(optarg, "superseded") == 0)
-				t->reason = CMK_REVOKE_SUPERSEDED;
-			else if (strcmp(optarg, "cessation") == 0 || strcmp(optarg, "cessationOfOperation") == 0)
-				t->reason = CMK_REVOKE_CESSATION;
-			else if (strcmp(optarg, "unspecified") == 0)
-				t->reason = CMK_REVOKE_UNSPECIFIED;
-			else
+			if ((t->reason = cmk_revoke_reason_parse(optarg)) < 0)
 				return cli_usage_error(cli, "--reason \"%s\": use compromise, superseded, cessation or "
 						       "unspecified", optarg);
 			break;
@@ -98,13 +91,9 @@ static int report(struct cli *cli, struct cmk_ctx *ctx, const char *what, int rc
 	if (res->not_after > 0)
 		cmk_format_time(res->not_after, na, sizeof(na));
 	if (cli->json) {
-		json_t *o = json_pack("{s:b, s:s, s:s, s:s, s:s}", "ok", rc == 0, "operation", what, "status",
-				      res->id ? cmk_status_name(res->status) : "none", "serial_number", res->serial,
-				      "type", res->type);
-		json_object_set_new(o, "id", res->id ? json_integer((json_int_t)res->id) : json_null());
-		if (rc != 0)
-			json_object_set_new(o, "detail", json_string(cmk_errdetail()));
-		if (follow.json != NULL)
+		json_t *o = cmk_json_op_result(what, rc, res);
+
+		if (o != NULL && follow.json != NULL)
 			json_object_set(o, "mount", follow.json);
 		cli_print_json(o);
 	} else if (res->id != 0) {
@@ -131,13 +120,13 @@ static int open_and_recover(struct cli *cli, struct cmk_ctx **ctx, bool needs_op
 
 	if (rc != 0)
 		return cli_fail(cli, rc, "configuration");
-	if (needs_openbao && (rc = cmk_bao_check_files((*ctx)->cfg)) != 0) {
+	if ((rc = cmk_prepare(*ctx, needs_openbao, &n)) != 0) {
 		rc = cli_fail(cli, rc, "configuration");
 		cmk_ctx_free(*ctx);
 		*ctx = NULL;
 		return rc;
 	}
-	if (cmk_recover(*ctx, &n) == 0 && n > 0)
+	if (n > 0)
 		cli_error(cli, "%u interrupted operation(s) recovered", n);
 	return 0;
 }

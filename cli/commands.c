@@ -16,6 +16,7 @@
 #include "cmkcert/json.h"
 #include "cmkcert/lifecycle.h"
 #include "cmkcert/names.h"
+#include "cmkcert/opjson.h"
 #include "cmkcert/util.h"
 #include "cli.h"
 
@@ -37,9 +38,7 @@ static void on_step(const char *step, int rc, int64_t ms, const char *detail, vo
 	if (rc != 0 && s->failed[0] == '\0')
 		snprintf(s->failed, sizeof(s->failed), "%s", step);
 	if (s->cli->json) {
-		json_array_append_new(s->list, json_pack("{s:s, s:s, s:I, s:s}", "step", step, "result",
-							 rc ? "failed" : "ok", "ms", (json_int_t)ms, "detail",
-							 detail ? detail : ""));
+		cmk_json_step(s->list, step, rc, ms, detail);
 		return;
 	}
 	cli_line(stdout, "%-22s %-6s %6" PRId64 " ms  %s", step, rc ? "FAILED" : "ok", ms, detail ? detail : "");
@@ -61,55 +60,6 @@ static void fmt_time(int64_t t, char *buf, size_t len)
 		snprintf(buf, len, "-");
 	else
 		cmk_format_time(t, buf, len);
-}
-
-static json_t *time_json(int64_t t)
-{
-	char buf[32];
-
-	if (t <= 0)
-		return json_null();
-	cmk_format_time(t, buf, sizeof(buf));
-	return json_string(buf);
-}
-
-static json_t *record_json(const struct cmk_cert_record *r, bool pem)
-{
-	json_t *o = json_object();
-
-	json_object_set_new(o, "id", json_integer((json_int_t)r->id));
-	json_object_set_new(o, "tenant_id", json_string(r->tenant));
-	json_object_set_new(o, "type", json_string(r->type));
-	json_object_set_new(o, "status", json_string(cmk_status_name(r->status)));
-	json_object_set_new(o, "serial_number", json_string(r->serial));
-	json_object_set_new(o, "fingerprint_sha256", json_string(r->fingerprint));
-	json_object_set_new(o, "subject", json_string(r->subject ? r->subject : ""));
-	json_object_set_new(o, "not_before", time_json(r->not_before));
-	json_object_set_new(o, "not_after", time_json(r->not_after));
-	json_object_set_new(o, "renew_at", time_json(r->renew_at));
-	json_object_set_new(o, "created_at", time_json(r->created_at));
-	json_object_set_new(o, "activated_at", time_json(r->activated_at));
-	json_object_set_new(o, "revoked_at", time_json(r->revoked_at));
-	json_object_set_new(o, "supersedes", r->supersedes ? json_integer((json_int_t)r->supersedes) : json_null());
-	json_object_set_new(o, "key_sealed", json_boolean(r->sealed_key != NULL));
-	json_object_set_new(o, "revocation_pending", json_boolean((r->flags & CMK_CERT_F_REVOKING) != 0));
-	json_object_set_new(o, "last_error", r->last_error ? json_string(r->last_error) : json_null());
-	{
-		char *p = cmk_asprintf("/certs/%s-%s.crt", r->tenant, r->type);
-		char *k = cmk_asprintf("/private/%s-%s.key", r->tenant, r->type);
-		char *c = cmk_asprintf("/ca/%s-ca-chain.pem", r->type);
-		json_object_set_new(o, "certificate_path", json_string(p ? p : ""));
-		json_object_set_new(o, "private_key_path", json_string(k ? k : ""));
-		json_object_set_new(o, "ca_chain_path", json_string(c ? c : ""));
-		free(p);
-		free(k);
-		free(c);
-	}
-	if (pem) {
-		json_object_set_new(o, "certificate", json_string(r->cert_pem ? r->cert_pem : ""));
-		json_object_set_new(o, "ca_chain", json_string(r->chain_pem ? r->chain_pem : ""));
-	}
-	return o;
 }
 
 /* ---- check ------------------------------------------------------------ */
@@ -186,17 +136,6 @@ static int read_request_file(const char *path, char **text, size_t *len)
 	return cmk_read_file(path, REQUEST_MAX, text, len);
 }
 
-static int parse_verify(const char *s)
-{
-	if (strcmp(s, "tls") == 0)
-		return CMK_VERIFY_TLS;
-	if (strcmp(s, "kmip") == 0)
-		return CMK_VERIFY_KMIP;
-	if (strcmp(s, "none") == 0)
-		return CMK_VERIFY_NONE;
-	return -1;
-}
-
 static int add_endpoint(struct cmk_keystore_request *req, const char *ep)
 {
 	char **n = realloc(req->endpoints, (req->n_endpoints + 2) * sizeof(char *));
@@ -217,15 +156,8 @@ static void print_add_result(const struct cli *cli, const struct cmk_op_result *
 	char na[32], ra[32];
 
 	if (cli->json) {
-		json_t *w = json_array(), *o;
-		for (size_t i = 0; i < res->warnings.count; i++)
-			json_array_append_new(w, json_string(res->warnings.items[i]));
-		o = json_pack("{s:b, s:o, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "ok", rc == 0, "id",
-			      res->id ? json_integer((json_int_t)res->id) : json_null(), "status",
-			      res->id ? cmk_status_name(res->status) : "none", "type", res->type,
-			      "serial_number", res->serial, "fingerprint_sha256", res->fingerprint,
-			      "not_after", time_json(res->not_after), "renew_at", time_json(res->renew_at),
-			      "warnings", w, "steps", s->list);
+		json_t *o = cmk_json_add_result(res, rc, s->list);
+
 		if (o != NULL && mount != NULL)
 			json_object_set(o, "mount", mount);
 		cli_print_json(o);
@@ -277,7 +209,7 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 			break;
 		case 's': server_ca = optarg; break;
 		case 'V':
-			if ((req.verify = parse_verify(optarg)) < 0) {
+			if ((req.verify = cmk_verify_parse(optarg)) < 0) {
 				ret = cli_usage_error(cli, "--verify \"%s\": use tls, kmip or none", optarg);
 				goto out;
 			}
@@ -310,7 +242,9 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 			ret = cli_fail(cli, rc, "keystore add");
 			goto out;
 		}
-		req.verify = verify;
+		/* --verify given on the command line wins over the request's. */
+		if (verify >= 0)
+			req.verify = verify;
 	} else {
 		if (tenant == NULL || type == NULL) {
 			ret = cli_usage_error(cli, "keystore add: --tenant and --type are required (or --json FILE)");
@@ -331,6 +265,9 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 		snprintf(req.type, sizeof(req.type), "%s", type);
 	}
 	if (server_ca != NULL) {
+		/* --server-ca wins over the request's server_ca. */
+		free(req.server_ca_pem);
+		req.server_ca_pem = NULL;
 		if ((rc = cmk_read_file(server_ca, 256 * 1024, &req.server_ca_pem, NULL)) != 0) {
 			cmk_fail(rc, "--server-ca: %s", cmk_errdetail());
 			ret = cli_fail(cli, rc == CMK_ERR_NOTFOUND ? CMK_ERR_INVALID : rc, "keystore add");
@@ -341,7 +278,8 @@ static int keystore_add(struct cli *cli, int argc, char **argv)
 		goto out;
 	{
 		unsigned n = 0;
-		if (cmk_recover(ctx, &n) == 0 && n > 0)
+		/* The request is validated with the configuration's files inside cmk_keystore_add(). */
+		if (cmk_prepare(ctx, false, &n) == 0 && n > 0)
 			cli_error(cli, "%u interrupted operation(s) recovered", n);
 	}
 	s.list = json_array();
@@ -396,7 +334,7 @@ static int list_one(const struct cmk_cert_record *r, void *arg)
 
 	a->n++;
 	if (a->cli->json) {
-		json_array_append_new(a->arr, record_json(r, false));
+		json_array_append_new(a->arr, cmk_json_record(r, false));
 		return 0;
 	}
 	fmt_time(r->not_after, na, sizeof(na));
@@ -434,21 +372,17 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 	}
 	if (optind != argc)
 		return cli_usage_error(cli, "list: unexpected argument \"%s\"", argv[optind]);
+	/* Bad names are refused before the store is opened; cmk_cert_list() checks them again. */
 	if (f.tenant != NULL && (rc = cmk_check_tenant("--tenant", f.tenant)) != 0)
 		return cli_fail(cli, rc, "list");
 	if (f.type != NULL && (rc = cmk_check_type("--type", f.type)) != 0)
 		return cli_fail(cli, rc, "list");
 	if ((rc = open_ctx(cli, &ctx)) != 0)
 		return rc;
-	if (f.type != NULL) {
-		const struct cmk_template *tpl = cmk_config_template(ctx->cfg, f.type);
-		if (tpl != NULL)
-			f.type = tpl->type;
-	}
 	a.arr = json_array();
 	if (!cli->json)
 		printf("%-6s %-24s %-14s %-10s %-22s %s\n", "ID", "TENANT", "TYPE", "STATUS", "NOT AFTER", "SERIAL");
-	rc = cmk_store_cert_each(ctx->store, NULL, &f, list_one, &a);
+	rc = cmk_cert_list(ctx, &f, list_one, &a);
 	if (rc != 0) {
 		json_decref(a.arr);
 		rc = cli_fail(cli, rc, "list");
@@ -473,7 +407,6 @@ int cmd_show(struct cli *cli, int argc, char **argv)
 	const char *tenant = NULL, *type = NULL;
 	struct cmk_cert_record r = { 0 };
 	struct cmk_ctx *ctx = NULL;
-	const struct cmk_template *tpl;
 	bool pem = false;
 	int c, rc;
 
@@ -494,20 +427,13 @@ int cmd_show(struct cli *cli, int argc, char **argv)
 		return cli_fail(cli, rc, "show");
 	if ((rc = open_ctx(cli, &ctx)) != 0)
 		return rc;
-	if ((tpl = cmk_config_template(ctx->cfg, type)) != NULL)
-		type = tpl->type;
-	/* The active certificate, else the newest record of any status. */
-	rc = cmk_store_cert_find(ctx->store, NULL, tenant, type, CMK_ST_ACTIVE, &r);
-	for (int st = 0; rc == CMK_ERR_NOTFOUND && st < CMK_ST_COUNT; st++)
-		rc = cmk_store_cert_find(ctx->store, NULL, tenant, type, (enum cmk_status)st, &r);
-	if (rc == CMK_ERR_NOTFOUND)
-		cmk_fail(rc, "tenant %s has no %s certificate", tenant, type);
+	rc = cmk_cert_current(ctx, tenant, type, &r);
 	if (rc != 0) {
 		rc = cli_fail(cli, rc, "show");
 		goto out;
 	}
 	if (cli->json) {
-		cli_print_json(record_json(&r, pem));
+		cli_print_json(cmk_json_record(&r, pem));
 	} else {
 		char a[32], b[32], ra[32], act[32];
 		fmt_time(r.not_before, a, sizeof(a));

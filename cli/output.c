@@ -17,6 +17,7 @@
 #include "cmkcert/error.h"
 #include "cmkcert/json.h"
 #include "cmkcert/lifecycle.h"
+#include "cmkcert/opjson.h"
 #include "cmkcert/util.h"
 #include "cli.h"
 
@@ -116,11 +117,8 @@ int cli_fail(const struct cli *cli, int rc, const char *what)
 {
 	const char *detail = cmk_errdetail();
 
-	if (cli->json) {
-		json_t *o = json_pack("{s:s, s:s, s:s, s:i}", "error", cmk_strerror(rc), "detail",
-				      detail[0] ? detail : cmk_strerror(rc), "operation", what, "code", rc);
-		cli_print_json(o);
-	}
+	if (cli->json)
+		cli_print_json(cmk_json_error(rc, what));
 	cli_error(cli, "%s: %s", what, detail[0] ? detail : cmk_strerror(rc));
 	return cli_exit_code(rc);
 }

@@ -121,6 +121,7 @@ struct loader {
 	int key_line[MAX_KEYS];             /* line of each of sec's keys, 0 when absent */
 	const char *key;                    /* key being parsed */
 	int fixed_line[16];                 /* header line of each fixed section seen, 0 when absent */
+	bool control_off;                   /* [control] socket = none */
 };
 
 /* ---- messages ---------------------------------------------------------- */
@@ -209,6 +210,13 @@ static int nomem(struct loader *ld)
 }
 
 /* ---- value parsers ----------------------------------------------------- */
+
+static void free_list(char **items, size_t n);
+static int split_list(struct loader *ld, const char *value, char ***items, size_t *n_items);
+static int lookup_user(const char *name, char *buf, size_t size, unsigned *id, bool *found);
+static int lookup_group(const char *name, char *buf, size_t size, unsigned *id, bool *found);
+static int parse_id(struct loader *ld, const char *value, const char *what,
+		    int (*lookup)(const char *, char *, size_t, unsigned *, bool *), unsigned *id);
 
 static bool is_alnum(unsigned char c)
 {
@@ -564,6 +572,77 @@ static int parse_mode(struct loader *ld, const struct key_spec *k, const char *v
 	return 0;
 }
 
+/* field: char *.  The control socket's path, or "none" (no socket: the field stays NULL). */
+static int parse_socket(struct loader *ld, const struct key_spec *k, const char *value, void *field)
+{
+	char q[CMK_QUOTE_SIZE];
+
+	if (strcmp(value, "none") == 0) {
+		ld->control_off = true;
+		return 0;
+	}
+	if (parse_path(ld, k, value, field) != 0)
+		return ld->rc;
+	if (strlen(*(char **)field) > CMK_CONTROL_SOCKET_MAX) {
+		cmk_quote(*(char **)field, q);
+		free(*(char **)field);
+		*(char **)field = NULL;
+		return bad(ld, "\"%s\": a unix socket path has at most %d bytes", q, CMK_CONTROL_SOCKET_MAX);
+	}
+	return 0;
+}
+
+/*
+ * field: mode_t.  The control socket file's mode: the owner reads and
+ * writes (connecting needs write permission), group and others at most
+ * the same, nothing executable.
+ */
+static int parse_socket_mode(struct loader *ld, const struct key_spec *k, const char *value, void *field)
+{
+	char q[CMK_QUOTE_SIZE];
+	unsigned long mode;
+
+	(void)k;
+	cmk_quote(value, q);
+	if (strlen(value) > 4 || strspn(value, "01234567") != strlen(value))
+		return bad(ld, "\"%s\": must be an octal mode such as 0660", q);
+	mode = strtoul(value, NULL, 8);
+	if (mode > 0777 || (mode & 0111) != 0)
+		return bad(ld, "%s: only read and write bits (0666) are allowed", q);
+	if ((mode & 0600) != 0600)
+		return bad(ld, "%s: the owner must be able to read and write (0600)", q);
+	*(mode_t *)field = (mode_t)mode;
+	return 0;
+}
+
+/* field: unused ([control] allow).  Users by name or uid, groups as @name or @gid; may be empty. */
+static int parse_allow(struct loader *ld, const struct key_spec *k, const char *value, void *field)
+{
+	struct cmk_config *c = ld->cfg;
+	char **items;
+	size_t n;
+
+	(void)k;
+	(void)field;
+	if (split_list(ld, value, &items, &n) != 0)
+		return ld->rc;
+	if (n > 0 && (c->control.allow = calloc(n, sizeof(*c->control.allow))) == NULL) {
+		free_list(items, n);
+		return nomem(ld);
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct cmk_control_peer *p = &c->control.allow[i];
+
+		p->is_group = items[i][0] == '@';
+		if (p->is_group ? parse_id(ld, items[i] + 1, "group", lookup_group, &p->id)
+				: parse_id(ld, items[i], "user", lookup_user, &p->id))
+			break;
+		c->control.n_allow++;
+	}
+	free_list(items, n);
+	return ld->rc;
+}
+
 /*
  * A name pattern for common_name and alt_names: letters, digits, . _ -
  * and the placeholder {tenant_id}.  The result is used as a DNS name in the
@@ -804,6 +883,13 @@ static const struct key_spec fuse_keys[] = {
 	{ "ca_mode", parse_mode, CFG(fuse.ca_mode), 0, 0, 0 },
 };
 
+static const struct key_spec control_keys[] = {
+	{ "socket", parse_socket, CFG(control.socket), 0, 0, 0 },
+	{ "allow", parse_allow, CFG(control.allow), KEY_MAY_BE_EMPTY, 0, 0 },
+	{ "mode", parse_socket_mode, CFG(control.mode), 0, 0, 0 },
+	{ "group", parse_group, CFG(control.gid), 0, 0, 0 },
+};
+
 static const struct key_spec tenant_keys[] = {
 	{ "owner", parse_owner, OWN(uid), 0, 0, 0 },
 	{ "group", parse_group, OWN(gid), 0, 0, 0 },
@@ -919,6 +1005,7 @@ static const struct section_spec sections[] = {
 	{ "renewal", SEC_FIXED, KEYS(renewal_keys), false, NULL },
 	{ "audit", SEC_FIXED, KEYS(audit_keys), true, NULL },
 	{ "fuse", SEC_FIXED, KEYS(fuse_keys), false, finish_fuse },
+	{ "control", SEC_FIXED, KEYS(control_keys), false, NULL },
 	{ "tenant:", SEC_TENANT, KEYS(tenant_keys), false, finish_tenant },
 	{ "template:", SEC_TEMPLATE, KEYS(template_keys), false, finish_template },
 };
@@ -1027,7 +1114,7 @@ static int begin_section(struct loader *ld, const char *name)
 	s = find_section(name);
 	if (s == NULL)
 		return fail_at(ld, ld->line, ld->sec_name, NULL,
-			       "unknown section (expected openbao, auth, store, keys, renewal, audit, fuse, "
+			       "unknown section (expected openbao, auth, store, keys, renewal, audit, fuse, control, "
 			       "tenant:<tenant_id> or template:<type>)");
 	if (s->kind == SEC_TENANT)
 		rc = begin_tenant(ld, name + strlen(s->name));
@@ -1231,6 +1318,8 @@ static void set_defaults(struct cmk_config *c)
 	c->fuse.cert_mode = 0444;
 	c->fuse.key_mode = 0400;
 	c->fuse.ca_mode = 0444;
+	c->control.mode = 0660;
+	c->control.gid = 0;
 }
 
 /* The file's directory as an absolute path: the daemon may change directory after loading. */
@@ -1311,6 +1400,11 @@ static int finish_file(struct loader *ld)
 		return fail_at(ld, 0, NULL, NULL, "no [template:<type>] section, at least one is required");
 	if (c->keys.provider == NULL && (c->keys.provider = strdup("local")) == NULL)
 		return nomem(ld);
+	if (c->control.socket == NULL && !ld->control_off) {
+		if ((c->control.socket = strdup(CMK_CONTROL_DEFAULT_SOCKET)) == NULL)
+			return nomem(ld);
+		c->control.socket_default = true;
+	}
 	for (size_t i = 0; i < c->n_owners; i++) {
 		if (c->owners[i].uid == (uid_t)-1)
 			c->owners[i].uid = c->fuse.uid;
@@ -1373,6 +1467,8 @@ void cmk_config_free(struct cmk_config *cfg)
 	free(cfg->keys.provider);
 	free(cfg->keys.master_key);
 	free(cfg->audit.path);
+	free(cfg->control.socket);
+	free(cfg->control.allow);
 	for (size_t i = 0; i < cfg->n_owners; i++)
 		free(cfg->owners[i].tenant);
 	free(cfg->owners);
@@ -1416,6 +1512,35 @@ void cmk_config_owner(const struct cmk_config *cfg, const char *tenant, uid_t *u
 			return;
 		}
 	}
+}
+
+int cmk_verify_parse(const char *s)
+{
+	for (int i = 0; s != NULL && verify_words[i] != NULL; i++)
+		if (strcmp(s, verify_words[i]) == 0)
+			return i;
+	return -1;
+}
+
+bool cmk_config_control_allows(const struct cmk_config *cfg, uid_t uid, gid_t gid, const gid_t *groups, size_t n)
+{
+	if (uid == 0)
+		return true;
+	for (size_t i = 0; i < cfg->control.n_allow; i++) {
+		const struct cmk_control_peer *p = &cfg->control.allow[i];
+
+		if (!p->is_group) {
+			if (p->id == (unsigned)uid)
+				return true;
+			continue;
+		}
+		if (p->id == (unsigned)gid)
+			return true;
+		for (size_t j = 0; groups != NULL && j < n; j++)
+			if (p->id == (unsigned)groups[j])
+				return true;
+	}
+	return false;
 }
 
 char *cmk_template_expand(const char *pattern, const char *tenant)

@@ -63,9 +63,9 @@ int cmk_keystore_request_from_json(const char *text, size_t len, struct cmk_keys
 {
 	static const char *const top_keys[] = { "tenant_id", "keystore_config", NULL };
 	static const char *const cfg_keys[] = { "type", "connection_endpoints", "authentication_method",
-						"certificate_required", NULL };
+						"certificate_required", "server_ca", "verify", NULL };
 	json_t *root = NULL, *kc, *eps;
-	const char *tenant, *type, *method = NULL;
+	const char *tenant, *type, *method = NULL, *server_ca = NULL, *verify = NULL;
 	char q[CMK_QUOTE_SIZE];
 	bool required = true;
 	int rc;
@@ -103,6 +103,21 @@ int cmk_keystore_request_from_json(const char *text, size_t len, struct cmk_keys
 	rc = cmk_json_bool_opt(kc, "certificate_required", &required);
 	if (rc == 0 && !required) {
 		rc = cmk_fail(CMK_ERR_INVALID, "keystore_config.certificate_required is false: nothing to issue");
+		goto out;
+	} else if (rc != 0 && rc != CMK_ERR_NOTFOUND) {
+		goto out;
+	}
+	rc = cmk_json_str_opt(kc, "verify", &verify);
+	if (rc == 0 && (out->verify = cmk_verify_parse(verify)) < 0) {
+		cmk_quote(verify, q);
+		rc = cmk_fail(CMK_ERR_INVALID, "keystore_config.verify \"%s\": use tls, kmip or none", q);
+		goto out;
+	} else if (rc != 0 && rc != CMK_ERR_NOTFOUND) {
+		goto out;
+	}
+	rc = cmk_json_str_opt(kc, "server_ca", &server_ca);
+	if (rc == 0 && (out->server_ca_pem = strdup(server_ca)) == NULL) {
+		rc = CMK_ERR_NOMEM;
 		goto out;
 	} else if (rc != 0 && rc != CMK_ERR_NOTFOUND) {
 		goto out;

@@ -29,6 +29,21 @@ static const char *reason_name(enum cmk_revoke_reason r)
 	}
 }
 
+int cmk_revoke_reason_parse(const char *s)
+{
+	if (s == NULL)
+		return -1;
+	if (strcmp(s, "compromise") == 0 || strcmp(s, "keyCompromise") == 0)
+		return CMK_REVOKE_COMPROMISE;
+	if (strcmp(s, "superseded") == 0)
+		return CMK_REVOKE_SUPERSEDED;
+	if (strcmp(s, "cessation") == 0 || strcmp(s, "cessationOfOperation") == 0)
+		return CMK_REVOKE_CESSATION;
+	if (strcmp(s, "unspecified") == 0)
+		return CMK_REVOKE_UNSPECIFIED;
+	return -1;
+}
+
 struct ids {
 	uint64_t *v;
 	size_t n, cap;

@@ -224,6 +224,35 @@ void cmk_bao_log_warnings(const char *path, const struct cmk_bao_warnings *w)
 
 /* ---- one request ---- */
 
+/* Outcomes of every request of the process (cmk_bao_process_counts()); updated atomically. */
+static struct cmk_bao_counts process_counts;
+
+static void count_outcome(int rc, long status)
+{
+	uint64_t *c;
+
+	if (rc != 0)
+		c = &process_counts.no_answer;
+	else if (status == 429)
+		c = &process_counts.rate_limited;
+	else if (status >= 500)
+		c = &process_counts.server_error;
+	else if (status >= 400)
+		c = &process_counts.client_error;
+	else
+		c = &process_counts.success;
+	__atomic_add_fetch(c, 1, __ATOMIC_RELAXED);
+}
+
+void cmk_bao_process_counts(struct cmk_bao_counts *out)
+{
+	out->success = __atomic_load_n(&process_counts.success, __ATOMIC_RELAXED);
+	out->client_error = __atomic_load_n(&process_counts.client_error, __ATOMIC_RELAXED);
+	out->rate_limited = __atomic_load_n(&process_counts.rate_limited, __ATOMIC_RELAXED);
+	out->server_error = __atomic_load_n(&process_counts.server_error, __ATOMIC_RELAXED);
+	out->no_answer = __atomic_load_n(&process_counts.no_answer, __ATOMIC_RELAXED);
+}
+
 static int send_once(struct cmk_bao *b, const struct call *c, const char *url, const char *body, size_t body_len,
 		     struct cmk_http_response *resp)
 {
@@ -253,6 +282,7 @@ static int send_once(struct cmk_bao *b, const struct call *c, const char *url, c
 	hdrs[n] = NULL;
 	b->stats.requests++;
 	rc = cmk_http_request(b->http, c->method, url, hdrs, body, body_len, resp);
+	count_outcome(rc, rc == 0 ? resp->status : 0);
 	cmk_strfreezero(token_hdr);
 	free(ns_hdr);
 	return rc;

@@ -328,7 +328,9 @@ void announcer_submit(struct announcer *a, struct ann_list *anns, uint64_t seq)
 		a->queue.v = v;
 		a->queue.cap = cap;
 	}
-	memcpy(a->queue.v + a->queue.n, anns->v, anns->n * sizeof(*anns->v));
+	/* An empty list may come with no array at all (memcpy wants valid pointers even for 0 bytes). */
+	if (anns->n > 0)
+		memcpy(a->queue.v + a->queue.n, anns->v, anns->n * sizeof(*anns->v));
 	a->queue.n += anns->n;
 	anns->n = 0;
 queued:

@@ -44,6 +44,7 @@ struct auditq {
 	bool stopping;
 	bool failing;                 /* the last append failed: refuse new key reads */
 	uint64_t events, batches;
+	uint64_t allowed, refused;    /* key reads recorded as served, refusals seen (auditq_counts()) */
 	struct refusals *refusals;    /* refused opens counted for a summary line */
 	struct cmk_audit *audit;
 	char actor[64];
@@ -290,6 +291,13 @@ int auditq_record(struct auditq *q, const struct keyread_event *ev, bool durable
 		rc = cmk_fail(CMK_ERR_AUDIT, "audit record not written within %d ms", AUDITQ_WAIT_MS);
 	}
 out:
+	/* A key read whose record could not be written is refused (EIO). */
+	if (strcmp(ev->outcome, "success") == 0) {
+		if (rc == 0)
+			q->allowed++;
+		else
+			q->refused++;
+	}
 	pthread_mutex_unlock(&q->mu);
 	return rc;
 }
@@ -300,6 +308,7 @@ int auditq_refused(struct auditq *q, const struct keyread_event *ev)
 	int rc = 0;
 
 	pthread_mutex_lock(&q->mu);
+	q->refused++;
 	if (q->stopping) {
 		rc = cmk_fail(CMK_ERR_AUDIT, "audit trail is closing");
 		goto out;
@@ -324,6 +333,15 @@ void auditq_stats(struct auditq *q, uint64_t *events, uint64_t *batches)
 	pthread_mutex_lock(&q->mu);
 	*events = q->events;
 	*batches = q->batches;
+	pthread_mutex_unlock(&q->mu);
+}
+
+void auditq_counts(struct auditq *q, struct auditq_counts *out)
+{
+	pthread_mutex_lock(&q->mu);
+	out->allowed = q->allowed;
+	out->refused = q->refused;
+	out->depth = q->n;
 	pthread_mutex_unlock(&q->mu);
 }
 

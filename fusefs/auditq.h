@@ -69,6 +69,17 @@ int auditq_refused(struct auditq *q, const struct keyread_event *ev);
 /* Events written, and batches they took, since the start (for the logs and tests). */
 void auditq_stats(struct auditq *q, uint64_t *events, uint64_t *batches);
 
+/*
+ * For the control socket's metrics: key reads served (recorded successes),
+ * refused (every refusal, also those only counted for a summary line), and
+ * the events waiting in the queue now.
+ */
+struct auditq_counts {
+	uint64_t allowed, refused;
+	uint64_t depth;
+};
+void auditq_counts(struct auditq *q, struct auditq_counts *out);
+
 /* Write everything still queued, stop the thread and free.  NULL is a no-op. */
 void auditq_stop(struct auditq *q);
 

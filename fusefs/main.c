@@ -29,6 +29,7 @@
 #include "announce.h"
 #include "auditq.h"
 #include "cmkfs.h"
+#include "control.h"
 #include "detach.h"
 #include "file.h"
 #include "keeper.h"
@@ -215,6 +216,7 @@ static int serve(const struct options *o)
 {
 	struct fuse_loop_config loop = { .clone_fd = 0, .max_idle_threads = 10 };
 	struct cmkfs fs = { .mountpoint = o->mountpoint, .keeper_mu = PTHREAD_MUTEX_INITIALIZER };
+	struct control *control = NULL;
 	bool mounted = false, handlers = false, started = false;
 	uint64_t seq = 0;
 	pthread_condattr_t ca;
@@ -244,6 +246,11 @@ static int serve(const struct options *o)
 	if (fuse_set_signal_handlers(fs.se) != 0)
 		goto out;
 	handlers = true;
+	/* Before the mount: nothing may look into the mount point until the loop answers. */
+	if ((rc = control_open(&fs, &control)) != 0) {
+		cmk_log(CMK_LOG_ERROR, "%s", cmk_errdetail());
+		goto out;
+	}
 	if (fuse_session_mount(fs.se, o->mountpoint) != 0)
 		goto out;
 	mounted = true;
@@ -264,6 +271,8 @@ static int serve(const struct options *o)
 	if (rc == 0)
 		rc = service_start(&fs, &fs.service);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc == 0)
+		rc = control_start(control);
 	if (rc != 0) {
 		cmk_log(CMK_LOG_ERROR, "%s", cmk_errdetail());
 		goto out;
@@ -285,6 +294,9 @@ out:
 	block_signals(&old);
 	arm_stop_watchdog();
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	/* First: no request may start an operation while the threads it needs are stopped. */
+	if (!control_stop(control, cmk_monotonic_ms() + STOP_WORKERS_MS))
+		fs.abandoned_threads = true;
 	if (started && !keeper_stop(&fs, cmk_monotonic_ms() + STOP_WORKERS_MS))
 		cmk_log(CMK_LOG_WARN, "a worker thread stuck in the store was left behind");
 	if (mounted)

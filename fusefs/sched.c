@@ -19,6 +19,7 @@
 #include "cmkcert/log.h"
 #include "cmkcert/util.h"
 #include "keeper.h"
+#include "metrics.h"
 #include "sched.h"
 
 #define MAX_WORKERS 64
@@ -171,6 +172,7 @@ static void run_pass(struct sched *s)
 	}
 	free(ids);
 	cmk_cleanup_due(s->ctx, cmk_now(), &s->stats);
+	metrics_pass(&s->stats);
 	if (n_ids > 0 || s->stats.cleaned > 0)
 		cmk_log(CMK_LOG_INFO, "scheduler: %zu due: renewed %u, failed %u, busy %u, expired %u; cleaned up %u",
 			n_ids, s->stats.renewed, s->stats.failed, s->stats.busy, s->stats.expired, s->stats.cleaned);

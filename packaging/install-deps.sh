@@ -11,7 +11,8 @@ libfuse3-dev fuse3 libmbedtls-dev libcurl4-openssl-dev libssl-dev libinih-dev li
 libcmocka-dev python3 python3-pytest python3-cryptography python3-jwt python3-pykmip
 openssl curl util-linux procps
 golang-go golang-github-fsnotify-fsnotify-dev inotify-tools
-debhelper dpkg-dev lintian systemd man-db python3-yaml python3-seccomp"
+debhelper dpkg-dev lintian systemd man-db python3-yaml python3-seccomp
+libmicrohttpd-dev python3-prometheus-client"
 
 missing=""
 for p in $PACKAGES; do

@@ -40,6 +40,7 @@
 #define CMK_AUDIT_LOGIN "authLogin"
 #define CMK_AUDIT_ERROR "error"
 #define CMK_AUDIT_ROTATE "auditRotate"
+#define CMK_AUDIT_CONTROL "controlRequest"   /* a request on cmkcertfs's control socket */
 
 struct cmk_audit;
 

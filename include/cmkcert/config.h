@@ -8,11 +8,14 @@
 #ifndef CMKCERT_CONFIG_H
 #define CMKCERT_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #define CMK_CONFIG_DEFAULT_PATH "/etc/cmkcert/cmkcert.conf"
+#define CMK_CONTROL_DEFAULT_SOCKET "/run/cmkcert/control.sock"
+#define CMK_CONTROL_SOCKET_MAX 107     /* bytes of a unix socket path (sun_path less its NUL) */
 
 enum cmk_mode { CMK_MODE_SIGN = 0, CMK_MODE_ISSUE = 1 };
 enum cmk_auth_method { CMK_AUTH_KUBERNETES = 0, CMK_AUTH_APPROLE = 1, CMK_AUTH_TOKEN = 2 };
@@ -38,6 +41,12 @@ struct cmk_tenant_owner {
 	char *tenant;
 	uid_t uid;
 	gid_t gid;
+};
+
+/* One entry of [control] allow: a user (uid) or, written "@group", a group (gid). */
+struct cmk_control_peer {
+	bool is_group;
+	unsigned id;
 };
 
 struct cmk_config {
@@ -86,6 +95,14 @@ struct cmk_config {
 		mode_t key_mode;          /* default 0400 */
 		mode_t ca_mode;           /* default 0444 */
 	} fuse;
+	struct {
+		char *socket;             /* default CMK_CONTROL_DEFAULT_SOCKET; NULL: "none", no control socket */
+		bool socket_default;      /* socket was not set in the file */
+		struct cmk_control_peer *allow;  /* who may call besides root; n_allow entries */
+		size_t n_allow;
+		mode_t mode;              /* of the socket file, default 0660 */
+		gid_t gid;                /* group of the socket file, default 0 */
+	} control;
 	struct cmk_tenant_owner *owners;  /* [tenant:<id>] sections */
 	size_t n_owners;
 	struct cmk_template *templates;
@@ -117,10 +134,20 @@ const char *cmk_config_role(const struct cmk_config *cfg, const struct cmk_templ
 void cmk_config_owner(const struct cmk_config *cfg, const char *tenant, uid_t *uid, gid_t *gid);
 
 /*
+ * May a caller with user `uid`, group `gid` and supplementary groups
+ * `groups` (n entries, may be NULL) use the control socket?  Root always
+ * may; anyone else when [control] allow names its uid, or a group it is in.
+ */
+bool cmk_config_control_allows(const struct cmk_config *cfg, uid_t uid, gid_t gid, const gid_t *groups, size_t n);
+
+/*
  * Expand {tenant_id} in a template pattern. Returns a malloc'd string, or
  * NULL when memory runs out.
  */
 char *cmk_template_expand(const char *pattern, const char *tenant);
+
+/* "tls", "kmip" or "none" as an enum cmk_verify; -1 for anything else. */
+int cmk_verify_parse(const char *s);
 
 /* The configuration words for each value ("tls", "rsa", "sign", "approle"); "unknown" out of range. */
 const char *cmk_verify_name(enum cmk_verify v);

@@ -72,6 +72,8 @@ void cmk_keystore_request_clear(struct cmk_keystore_request *req);
  *   {"tenant_id": "...", "keystore_config": {"type": "...",
  *    "connection_endpoints": ["host:port", ...],
  *    "authentication_method": "client_certificate", "certificate_required": true}}
+ * keystore_config may also carry "server_ca" (PEM of the CA the keystore's
+ * server certificate must chain to) and "verify" ("tls", "kmip", "none").
  * Unknown keys are refused; detail names the bad field.  Validation of the
  * values themselves happens in cmk_keystore_add().
  */
@@ -138,6 +140,12 @@ enum cmk_revoke_reason { CMK_REVOKE_UNSPECIFIED = 0, CMK_REVOKE_COMPROMISE = 1, 
 			 CMK_REVOKE_CESSATION = 5 };
 
 /*
+ * "compromise" (or "keyCompromise"), "superseded", "cessation" (or
+ * "cessationOfOperation"), "unspecified": the reason, or -1 for anything else.
+ */
+int cmk_revoke_reason_parse(const char *s);
+
+/*
  * Story 4: revoke every live certificate of (tenant, type) in OpenBao
  * (by serial, or by PEM for a no_store role), confirm each serial is on the
  * CRL signed by the issuing CA, mark it revoked and destroy its sealed key.
@@ -165,6 +173,31 @@ struct cmk_verify_stats {
  * ("<tenant>-<type>").  CMK_ERR_VERIFY when any fails.
  */
 int cmk_verify_store(struct cmk_ctx *ctx, struct cmk_verify_stats *st, cmk_step_fn step, void *arg);
+
+/*
+ * Before an operation that changes the store: with `needs_openbao`, the
+ * files the configuration names for talking to OpenBao must be readable
+ * (cmk_bao_check_files(); a broken configuration is refused before the
+ * operation records anything); then interrupted operations are recovered
+ * (cmk_recover(); *recovered says how many; its failures are left for the
+ * next run).
+ */
+int cmk_prepare(struct cmk_ctx *ctx, bool needs_openbao, unsigned *recovered);
+
+/*
+ * Records matching `f` in id order, as `cmkcert list` shows them: the tenant
+ * and type are checked (CMK_ERR_INVALID naming tenant_id or type) and a
+ * type may be an alias.  cb as for cmk_store_cert_each().
+ */
+int cmk_cert_list(struct cmk_ctx *ctx, const struct cmk_cert_filter *f, cmk_cert_cb cb, void *arg);
+
+/*
+ * The record `cmkcert show` shows for (tenant, type): names checked, an
+ * alias resolved, then the active certificate, else the first record found
+ * in the order of the statuses.  CMK_ERR_NOTFOUND with detail when there is
+ * none.  Release `out` with cmk_cert_record_clear().
+ */
+int cmk_cert_current(struct cmk_ctx *ctx, const char *tenant, const char *type, struct cmk_cert_record *out);
 
 /* renew_at for a certificate valid [not_before, not_after] under cfg (without jitter when jitter_rand < 0). */
 int64_t cmk_renew_at(const struct cmk_config *cfg, int64_t not_before, int64_t not_after, double jitter_rand);

@@ -58,6 +58,16 @@ void cmk_bao_free(struct cmk_bao *b);
 
 void cmk_bao_get_stats(const struct cmk_bao *b, struct cmk_bao_stats *out);
 
+/* HTTP requests sent by every client of this process since it started, by outcome. */
+struct cmk_bao_counts {
+	uint64_t success;       /* answered 1xx-3xx (200, 204; a 307 redirect) */
+	uint64_t client_error;  /* answered 4xx other than 429 (refused, denied, not found) */
+	uint64_t rate_limited;  /* answered 429 */
+	uint64_t server_error;  /* answered 5xx (503: sealed or standby) */
+	uint64_t no_answer;     /* no answer: unreachable, TLS failure, timeout */
+};
+void cmk_bao_process_counts(struct cmk_bao_counts *out);
+
 struct cmk_bao_health {
 	long status;           /* HTTP status of sys/health */
 	bool initialized, sealed, standby;

@@ -102,6 +102,11 @@ cert_mode = 0444
 key_mode = 0400
 ca_mode = 0444
 
+[control]
+# cmkcertfs's HTTP control socket, beside this server's files (each test its own)
+socket = {d}/control.sock
+allow =
+
 [template:thales_luna]
 common_name = tenant-{{tenant_id}}-thales.keystore.internal
 alt_names = tenant-{{tenant_id}}.internal

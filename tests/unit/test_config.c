@@ -350,6 +350,11 @@ static void test_defaults_when_keys_are_absent(void **state)
 	assert_int_equal(cfg->fuse.cert_mode, 0444);
 	assert_int_equal(cfg->fuse.key_mode, 0400);
 	assert_int_equal(cfg->fuse.ca_mode, 0444);
+	assert_string_equal(cfg->control.socket, "/run/cmkcert/control.sock");
+	assert_true(cfg->control.socket_default);
+	assert_int_equal(cfg->control.n_allow, 0);
+	assert_int_equal(cfg->control.mode, 0660);
+	assert_int_equal(cfg->control.gid, 0);
 	assert_int_equal(cfg->n_templates, 1);
 	assert_int_equal(t->key_type, CMK_KEY_RSA);
 	assert_int_equal(t->key_bits, 2048);
@@ -1019,6 +1024,82 @@ static void test_tenant_sections(void **state)
 	expect_append_refused(f, "[fuse]\nowner = 4294967295\n", 24, "[fuse] owner: 4294967295 is out of range for a user id");
 }
 
+/* ---- [control] ----------------------------------------------------------- */
+
+static void test_control_section(void **state)
+{
+	struct fixture *f = *state;
+	char *text = append(BASE, "[control]\nsocket = run/ctl.sock\nallow = root, 4321, @0, @4322\nmode = 0600\n"
+				  "group = 4323\n");
+	struct cmk_config *cfg = load_ok(f, text);
+	char want[400];
+	gid_t groups[] = { 7, 4322 };
+
+	snprintf(want, sizeof(want), "%s/run/ctl.sock", f->dir);
+	assert_string_equal(cfg->control.socket, want);
+	assert_false(cfg->control.socket_default);
+	assert_int_equal(cfg->control.n_allow, 4);
+	assert_false(cfg->control.allow[0].is_group);
+	assert_int_equal(cfg->control.allow[0].id, 0);
+	assert_int_equal(cfg->control.allow[1].id, 4321);
+	assert_true(cfg->control.allow[2].is_group);
+	assert_int_equal(cfg->control.allow[2].id, 0);
+	assert_true(cfg->control.allow[3].is_group);
+	assert_int_equal(cfg->control.allow[3].id, 4322);
+	assert_int_equal(cfg->control.mode, 0600);
+	assert_int_equal(cfg->control.gid, 4323);
+
+	/* Root always; a listed uid; a listed group as primary or supplementary group; no one else. */
+	assert_true(cmk_config_control_allows(cfg, 0, 99, NULL, 0));
+	assert_true(cmk_config_control_allows(cfg, 4321, 99, NULL, 0));
+	assert_true(cmk_config_control_allows(cfg, 1000, 4322, NULL, 0));
+	assert_true(cmk_config_control_allows(cfg, 1000, 99, groups, 2));
+	assert_false(cmk_config_control_allows(cfg, 1000, 99, groups, 1));
+	assert_false(cmk_config_control_allows(cfg, 4322, 99, NULL, 0));     /* a gid is not a uid */
+	assert_false(cmk_config_control_allows(cfg, 4323, 4323, NULL, 0));   /* the socket's group is not allowed */
+	cmk_config_free(cfg);
+	free(text);
+
+	/* "none": no control socket; an empty allow list: root only. */
+	text = append(BASE, "[control]\nsocket = none\nallow =\n");
+	cfg = load_ok(f, text);
+	assert_null(cfg->control.socket);
+	assert_int_equal(cfg->control.n_allow, 0);
+	assert_false(cmk_config_control_allows(cfg, 1, 1, NULL, 0));
+	cmk_config_free(cfg);
+	free(text);
+}
+
+static void test_control_mistakes(void **state)
+{
+	struct fixture *f = *state;
+	char longpath[200], line[260];
+
+	expect_append_refused(f, "[control]\nallow = no_such_user_cmkcert\n", 24,
+			      "[control] allow: no user \"no_such_user_cmkcert\" on this system");
+	expect_append_refused(f, "[control]\nallow = @no_such_group_cmkcert\n", 24,
+			      "[control] allow: no group \"no_such_group_cmkcert\" on this system");
+	expect_append_refused(f, "[control]\nallow = 1,,2\n", 24, "[control] allow: entry 2 of the comma-separated list is empty");
+	expect_append_refused(f, "[control]\nmode = 0770\n", 24, "[control] mode: 0770: only read and write bits");
+	expect_append_refused(f, "[control]\nmode = 0466\n", 24, "[control] mode: 0466: the owner must be able to read and write");
+	expect_append_refused(f, "[control]\nmode = rw\n", 24, "[control] mode: \"rw\": must be an octal mode");
+	expect_append_refused(f, "[control]\nport = 80\n", 24, "[control] port: unknown key (known keys: socket, allow, mode, group)");
+	memset(longpath, 'x', sizeof(longpath) - 1);
+	longpath[sizeof(longpath) - 1] = '\0';
+	snprintf(line, sizeof(line), "[control]\nsocket = /%.*s\n", 107, longpath);
+	expect_append_refused(f, line, 24, "[control] socket: \"/xxxx");
+	assert_contains(cmk_errdetail(), "...\": a unix socket path has at most 107 bytes");
+	snprintf(line, sizeof(line), "[control]\nsocket = /%.*s\n", 106, longpath);
+	{
+		char *text = append(BASE, line);
+		struct cmk_config *cfg = load_ok(f, text);
+
+		assert_int_equal(strlen(cfg->control.socket), 107);
+		cmk_config_free(cfg);
+		free(text);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1055,6 +1136,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_address, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_bao_paths_and_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tenant_sections, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_control_section, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_control_mistakes, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,7 @@
 /*
  * test_lifecycle.c - the state machine's transition table, renewal timing,
- * and parsing of the use case's keystore request JSON.
+ * parsing of the use case's keystore request JSON, and the JSON documents
+ * the CLI and the control socket answer with (opjson.h).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 
 #include "cmkcert/error.h"
 #include "cmkcert/lifecycle.h"
+#include "cmkcert/opjson.h"
 #include "lifecycle_int.h"
 
 static void test_transitions(void **state)
@@ -110,6 +112,90 @@ static void test_request_json_refused(void **state)
 		       "{\"type\": \"x\", \"connection_endpoints\": []}}", "tenant_id");
 }
 
+static void test_request_json_server_ca_and_verify(void **state)
+{
+	const char *doc = "{\"tenant_id\": \"t\", \"keystore_config\": {\"type\": \"aws_kms\", \"connection_endpoints\":"
+			  " [\"h:1\"], \"verify\": \"kmip\", \"server_ca\": \"-----BEGIN CERTIFICATE-----\\n...\"}}";
+	struct cmk_keystore_request req;
+
+	(void)state;
+	assert_int_equal(cmk_keystore_request_from_json(doc, strlen(doc), &req), 0);
+	assert_int_equal(req.verify, CMK_VERIFY_KMIP);
+	assert_string_equal(req.server_ca_pem, "-----BEGIN CERTIFICATE-----\n...");
+	cmk_keystore_request_clear(&req);
+	assert_null(req.server_ca_pem);
+	expect_refused("{\"tenant_id\": \"t\", \"keystore_config\": {\"type\": \"x\", \"connection_endpoints\": [],"
+		       " \"verify\": \"maybe\"}}", "keystore_config.verify \"maybe\"");
+	expect_refused("{\"tenant_id\": \"t\", \"keystore_config\": {\"type\": \"x\", \"connection_endpoints\": [],"
+		       " \"server_ca\": 1}}", "server_ca");
+}
+
+static void test_revoke_reason_and_verify_words(void **state)
+{
+	(void)state;
+	assert_int_equal(cmk_revoke_reason_parse("compromise"), CMK_REVOKE_COMPROMISE);
+	assert_int_equal(cmk_revoke_reason_parse("keyCompromise"), CMK_REVOKE_COMPROMISE);
+	assert_int_equal(cmk_revoke_reason_parse("cessationOfOperation"), CMK_REVOKE_CESSATION);
+	assert_int_equal(cmk_revoke_reason_parse("superseded"), CMK_REVOKE_SUPERSEDED);
+	assert_int_equal(cmk_revoke_reason_parse("unspecified"), CMK_REVOKE_UNSPECIFIED);
+	assert_int_equal(cmk_revoke_reason_parse("Compromise"), -1);
+	assert_int_equal(cmk_revoke_reason_parse(NULL), -1);
+	assert_int_equal(cmk_verify_parse("tls"), CMK_VERIFY_TLS);
+	assert_int_equal(cmk_verify_parse("none"), CMK_VERIFY_NONE);
+	assert_int_equal(cmk_verify_parse("TLS"), -1);
+}
+
+static void test_json_documents(void **state)
+{
+	struct cmk_op_result res = { .id = 7, .status = CMK_ST_FAILED, .serial = "01:02", .type = "aws_kms" };
+	struct cmk_cert_record rec = { .id = 3, .tenant = "acme", .type = "aws_kms", .status = CMK_ST_ACTIVE,
+				       .not_after = 86400, .cert_pem = "CERT", .chain_pem = "CHAIN" };
+	json_t *steps = json_array(), *o;
+
+	(void)state;
+	/* An error body: the fields every failure carries. */
+	cmk_fail(CMK_ERR_EXISTS, "tenant acme already has an active aws_kms certificate");
+	o = cmk_json_error(CMK_ERR_EXISTS, "keystore add");
+	assert_false(json_is_true(json_object_get(o, "ok")));
+	assert_string_equal(json_string_value(json_object_get(o, "error")), "already exists");
+	assert_string_equal(json_string_value(json_object_get(o, "detail")),
+			    "tenant acme already has an active aws_kms certificate");
+	assert_string_equal(json_string_value(json_object_get(o, "operation")), "keystore add");
+	assert_int_equal(json_integer_value(json_object_get(o, "code")), CMK_ERR_EXISTS);
+	json_decref(o);
+
+	/* A failed add names its first failed step and carries the same failure fields. */
+	cmk_json_step(steps, "validate", 0, 1, "ok");
+	cmk_json_step(steps, "test", CMK_ERR_KEYSTORE, 5, "refused");
+	cmk_fail(CMK_ERR_KEYSTORE, "refused");
+	o = cmk_json_add_result(&res, CMK_ERR_KEYSTORE, steps);
+	assert_string_equal(json_string_value(json_object_get(o, "failed_step")), "test");
+	assert_string_equal(json_string_value(json_object_get(o, "status")), "failed");
+	assert_int_equal(json_integer_value(json_object_get(o, "code")), CMK_ERR_KEYSTORE);
+	assert_int_equal(json_array_size(json_object_get(o, "steps")), 2);
+	json_decref(o);
+
+	/* A success has no error fields. */
+	res.status = CMK_ST_REVOKED;
+	o = cmk_json_op_result("revoke", 0, &res);
+	assert_true(json_is_true(json_object_get(o, "ok")));
+	assert_null(json_object_get(o, "error"));
+	assert_int_equal(json_integer_value(json_object_get(o, "id")), 7);
+	json_decref(o);
+
+	/* A record: metadata, and the certificate only when asked; times as UTC text. */
+	o = cmk_json_record(&rec, false);
+	assert_null(json_object_get(o, "certificate"));
+	assert_string_equal(json_string_value(json_object_get(o, "not_after")), "1970-01-02T00:00:00Z");
+	assert_true(json_is_null(json_object_get(o, "revoked_at")));
+	assert_string_equal(json_string_value(json_object_get(o, "private_key_path")), "/private/acme-aws_kms.key");
+	json_decref(o);
+	o = cmk_json_record(&rec, true);
+	assert_string_equal(json_string_value(json_object_get(o, "certificate")), "CERT");
+	assert_string_equal(json_string_value(json_object_get(o, "ca_chain")), "CHAIN");
+	json_decref(o);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -117,6 +203,9 @@ int main(void)
 		cmocka_unit_test(test_renew_at),
 		cmocka_unit_test(test_request_json_ok),
 		cmocka_unit_test(test_request_json_refused),
+		cmocka_unit_test(test_request_json_server_ca_and_verify),
+		cmocka_unit_test(test_revoke_reason_and_verify_words),
+		cmocka_unit_test(test_json_documents),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

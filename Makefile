@@ -35,13 +35,13 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 # Library modules, in dependency order.
-CORE := error log util crypto_mbedtls crypto_crl names config json http_curl http_openssl openbao openbao_parse openbao_pki seal store_env store_cond store_bdb store_keys store_codec mounts audit audit_verify \
+CORE := error log util crypto_mbedtls crypto_crl names config json http_curl http_openssl openbao openbao_parse openbao_pki seal store_env store_cond store_bdb store_keys store_pool store_token store_codec mounts audit audit_verify pool \
 	probe_tls kmip lifecycle issue op_check op_add op_renew op_revoke op_verify
 CORE_OBJS := $(CORE:%=$(BUILD)/core/%.o)
 LIB := $(BUILD)/libcmkcert.a
 
 CLI_OBJS := $(BUILD)/cli/main.o $(BUILD)/cli/output.o $(BUILD)/cli/commands.o $(BUILD)/cli/cmd_lifecycle.o \
-	$(BUILD)/cli/follow.o
+	$(BUILD)/cli/follow.o $(BUILD)/cli/cmd_pool.o
 FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops file access lockmem auditq refusals watch notify announce sched keeper pin)
 
 # Unit tests: tests/unit/test_<name>.c, linked with the objects they exercise.
@@ -54,9 +54,9 @@ T_config := $(BASE) names config
 T_json := $(BASE) json
 T_crypto := $(BASE) crypto_crl
 T_seal := $(BASE) names config seal
-T_store := $(BASE) names config store_env store_cond store_bdb store_keys store_codec
+T_store := $(BASE) names config store_env store_cond store_bdb store_keys store_pool store_token store_codec
 T_mounts := $(BASE) mounts
-T_audit := $(BASE) names config json store_env store_cond store_bdb store_keys store_codec audit audit_verify
+T_audit := $(BASE) names config json store_env store_cond store_bdb store_keys store_pool store_token store_codec audit audit_verify
 T_http := $(BASE) http_curl http_openssl
 T_openbao := $(BASE) names config json http_curl http_openssl openbao openbao_parse openbao_pki
 T_probe := $(BASE) kmip probe_tls

@@ -37,6 +37,8 @@ static void usage(FILE *f)
 	      "  audit verify [FILE]                    check the audit trail's chain, MACs and anchor\n"
 	      "  audit rotate                           start a new trail file that continues the chain\n"
 	      "  verify                                 every active certificate's sealed key opens and matches it\n"
+	      "  pool fill [--type K]...                generate keys until every key pool (or those of K) is full\n"
+	      "  pool status [--json [--keys]]          keys ready in each pool, and what became of the others\n"
 	      "\n"
 	      "Options:\n"
 	      "  -c, --config FILE   configuration (default $CMKCERT_CONF or /etc/cmkcert/cmkcert.conf)\n"
@@ -115,6 +117,8 @@ int main(int argc, char **argv)
 		rc = cmd_revoke(&cli, argc, argv);
 	else if (strcmp(cmd, "verify") == 0)
 		rc = cmd_verify(&cli, argc, argv);
+	else if (strcmp(cmd, "pool") == 0)
+		rc = cmd_pool(&cli, argc, argv);
 	else if (strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		rc = EXIT_OK;

@@ -55,6 +55,7 @@
 #define DNS_LABEL_MAX 63
 /* Room for the DER of any private key mbedTLS can hold (RSA up to 8192 bits). */
 #define KEY_DER_MAX 8192
+#define PUB_DER_MAX 2048           /* SubjectPublicKeyInfo of an RSA-4096 key is about 550 bytes */
 
 /* ---- secret wiping ------------------------------------------------------ */
 
@@ -389,6 +390,18 @@ int cmk_key_write_pem(const struct cmk_key *key, char **pem, size_t *len)
 out:
 	cmk_freezero(der, KEY_DER_MAX);
 	return rc;
+}
+
+int cmk_key_public_sha256(const struct cmk_key *key, uint8_t out[32])
+{
+	unsigned char der[PUB_DER_MAX];
+	int ret;
+
+	ret = mbedtls_pk_write_pubkey_der(cmk_key_pk(key), der, sizeof(der));
+	if (ret < 0)
+		return cmk_mbedtls_fail(ret, "key_public_sha256");
+	cmk_sha256(der + sizeof(der) - ret, (size_t)ret, out);
+	return 0;
 }
 
 /* ---- certificate requests ----------------------------------------------- */

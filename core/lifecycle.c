@@ -136,6 +136,7 @@ static void note_event(struct cmk_ctx *ctx, const struct cmk_lc_note *n, struct 
 	ev->step = n->step;
 	ev->actor = ctx->actor;
 	ev->detail = n->detail;
+	ev->key_origin = n->key_origin;
 	ev->tenant = n->tenant;
 	ev->type = n->type;
 	if (rec != NULL) {
@@ -317,7 +318,7 @@ void cmk_lc_report(cmk_step_fn step, void *arg, const char *name, int rc, int64_
 int cmk_lc_audit(struct cmk_ctx *ctx, const char *event, const char *outcome, const char *step,
 		 const struct cmk_cert_record *rec, const char *detail)
 {
-	struct cmk_lc_note n = { event, outcome, step, detail, rec, NULL, NULL, false };
+	struct cmk_lc_note n = { event, outcome, step, detail, rec, NULL, NULL, false, NULL };
 	struct cmk_audit_event ev;
 	int rc;
 
@@ -486,7 +487,7 @@ int cmk_recover(struct cmk_ctx *ctx, unsigned *n_reset)
 			continue;
 		/* A pending record whose lock is held belongs to an operation still running elsewhere. */
 		if (cmk_lc_lock(ctx, rec.tenant, rec.type, false, &lock) == 0) {
-			struct cmk_lc_note note = { CMK_AUDIT_ERROR, "failure", "recover", s.error, &rec, NULL, NULL, false };
+			struct cmk_lc_note note = { CMK_AUDIT_ERROR, "failure", "recover", s.error, &rec, NULL, NULL, false, NULL };
 
 			if (cmk_lc_set_status(ctx, &s, &note) == 0)
 				(*n_reset)++;

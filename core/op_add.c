@@ -217,7 +217,7 @@ static int check_not_present(struct cmk_ctx *ctx, const char *tenant, const char
 struct store_new_arg {
 	struct cmk_cert_record *rec;
 	const struct cmk_keystore_record *ks;
-	const struct cmk_key *key;
+	const struct cmk_lc_key *key;
 };
 
 /* Allocate the id, seal the key bound to it, store the pending record and the keystore config. */
@@ -271,7 +271,7 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 	struct cmk_cert_record rec = { 0 };
 	struct cmk_keystore_record ks = { 0 };
 	struct cmk_lc_lock *lock = NULL;
-	struct cmk_key *key = NULL;
+	struct cmk_lc_key key = { 0 };
 	int64_t t0 = cmk_monotonic_ms();
 	int rc;
 
@@ -307,9 +307,12 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 	if ((rc = fill_records(req, &plan, &cert, &info, &rec, &ks)) != 0)
 		goto out;
 	{
-		struct store_new_arg a = { &rec, &ks, key };
-		struct cmk_lc_note note = { CMK_AUDIT_CREATE, "success", "store", NULL, &rec, NULL, NULL, false };
+		struct store_new_arg a = { &rec, &ks, &key };
+		struct cmk_lc_note note = { CMK_AUDIT_CREATE, "success", "store", NULL, &rec, NULL, NULL, false,
+					    cmk_lc_key_origin(&key) };
 		rc = cmk_lc_with_txn(ctx, store_new, &a, &note);
+		if (rc == 0)
+			key.claim.id = 0;         /* taken from the pool by the record */
 	}
 	cmk_lc_report(step, arg, "store", rc, t0, rc ? cmk_errdetail() : "sealed, stored as pending");
 	if (rc != 0)
@@ -322,13 +325,13 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 
 	/* 4. Test the connection with the new pair, then activate or mark failed. */
 	t0 = cmk_monotonic_ms();
-	rc = cmk_lc_test_connection(&ks, cert.certificate, cert.ca_chain, key);
+	rc = cmk_lc_test_connection(&ks, cert.certificate, cert.ca_chain, key.key);
 	cmk_lc_report(step, arg, "test", rc, t0,
 	       rc ? cmk_errdetail() : plan.verify == CMK_VERIFY_NONE ? "skipped (verify none)" : "keystore accepted");
 	if (rc != 0) {
 		char detail[512];
 		struct cmk_lc_set s = { rec.id, CMK_ST_PENDING, CMK_ST_FAILED, 0, detail };
-		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "failure", "test", detail, &rec, NULL, NULL, false };
+		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "failure", "test", detail, &rec, NULL, NULL, false, NULL };
 
 		snprintf(detail, sizeof(detail), "%s", cmk_errdetail());
 		if (cmk_lc_set_status(ctx, &s, &note) != 0)
@@ -345,7 +348,7 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 					cmk_renew_at(ctx->cfg, rec.not_before, rec.not_after, cmk_lc_random_unit()), NULL };
 		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "success", "activate",
 					    plan.verify == CMK_VERIFY_NONE ? "connection test skipped (verify none)" : NULL,
-					    &rec, NULL, NULL, false };
+					    &rec, NULL, NULL, false, NULL };
 		rc = cmk_lc_set_status(ctx, &s, &note);
 		res->renew_at = s.renew_at;
 	}
@@ -361,7 +364,7 @@ out:
 	cmk_cert_record_clear(&rec);
 	cmk_cert_info_clear(&info);
 	cmk_bao_cert_clear(&cert);
-	cmk_key_free(key);
+	cmk_lc_key_done(ctx, &key);
 	cmk_lc_plan_clear(&plan);
 	cmk_lc_unlock(lock);
 	return rc;

@@ -113,7 +113,7 @@ out:
 struct pending_arg {
 	uint64_t old_id;
 	struct cmk_cert_record *rec;
-	const struct cmk_key *key;
+	const struct cmk_lc_key *key;
 };
 
 static int store_renewal(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
@@ -143,7 +143,7 @@ static int renew_locked(struct cmk_ctx *ctx, const struct cmk_cert_record *old, 
 	struct cmk_bao_cert cert = { 0 };
 	struct cmk_cert_record rec = { 0 };
 	struct cmk_keystore_record ks = { 0 };
-	struct cmk_key *key = NULL;
+	struct cmk_lc_key key = { 0 };
 	struct failed_arg fail = { old->id, 0, NULL, 0 };
 	char detail[512];
 	const char *failed_step = NULL;
@@ -178,9 +178,12 @@ static int renew_locked(struct cmk_ctx *ctx, const struct cmk_cert_record *old, 
 	t0 = cmk_monotonic_ms();
 	rc = cmk_lc_fill_record(old->tenant, &plan, &cert, &info, &rec);
 	if (rc == 0) {
-		struct pending_arg pa = { old->id, &rec, key };
-		struct cmk_lc_note note = { CMK_AUDIT_RENEW, "success", "store", NULL, &rec, NULL, NULL, false };
+		struct pending_arg pa = { old->id, &rec, &key };
+		struct cmk_lc_note note = { CMK_AUDIT_RENEW, "success", "store", NULL, &rec, NULL, NULL, false,
+					    cmk_lc_key_origin(&key) };
 		rc = cmk_lc_with_txn(ctx, store_renewal, &pa, &note);
+		if (rc == 0)
+			key.claim.id = 0;         /* taken from the pool by the record */
 	}
 	cmk_lc_report(step, arg, "store", rc, t0, rc ? cmk_errdetail() : "sealed, stored as pending");
 	if (rc != 0) {
@@ -194,7 +197,7 @@ static int renew_locked(struct cmk_ctx *ctx, const struct cmk_cert_record *old, 
 	res->not_after = rec.not_after;
 
 	t0 = cmk_monotonic_ms();
-	rc = cmk_lc_test_connection(&ks, cert.certificate, cert.ca_chain, key);
+	rc = cmk_lc_test_connection(&ks, cert.certificate, cert.ca_chain, key.key);
 	cmk_lc_report(step, arg, "test", rc, t0,
 		      rc ? cmk_errdetail() : ks.verify == CMK_VERIFY_NONE ? "skipped (verify none)" : "keystore accepted");
 	if (rc != 0) {
@@ -206,7 +209,7 @@ static int renew_locked(struct cmk_ctx *ctx, const struct cmk_cert_record *old, 
 	{
 		struct rotate_arg ra = { old->id, rec.id,
 					 cmk_renew_at(ctx->cfg, rec.not_before, rec.not_after, cmk_lc_random_unit()) };
-		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "success", "rotate", NULL, &rec, NULL, NULL, false };
+		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "success", "rotate", NULL, &rec, NULL, NULL, false, NULL };
 		rc = cmk_lc_with_txn(ctx, rotate, &ra, &note);
 		res->renew_at = ra.renew_at;
 	}
@@ -223,7 +226,7 @@ fail:
 	fail.error = detail;
 	{
 		struct cmk_lc_note note = { fail.new_id != 0 ? CMK_AUDIT_ACTIVATE : CMK_AUDIT_RENEW, "failure",
-					    failed_step, detail, fail.new_id != 0 ? &rec : old, NULL, NULL, false };
+					    failed_step, detail, fail.new_id != 0 ? &rec : old, NULL, NULL, false, NULL };
 
 		if (cmk_lc_with_txn(ctx, record_failure, &fail, &note) != 0)
 			cmk_log(CMK_LOG_ERROR, "renew: recording the failure of %s %s: %s", old->tenant, old->type,
@@ -239,7 +242,7 @@ out:
 	cmk_cert_info_clear(&old_info);
 	cmk_cert_info_clear(&info);
 	cmk_bao_cert_clear(&cert);
-	cmk_key_free(key);
+	cmk_lc_key_done(ctx, &key);
 	cmk_lc_plan_clear(&plan);
 	return rc;
 }
@@ -327,7 +330,7 @@ static int age(struct cmk_ctx *ctx, uint64_t id, enum cmk_status from, enum cmk_
 {
 	struct cmk_lc_note note = { event, "success", "scheduler",
 				    to == CMK_ST_EXPIRED ? "certificate expired before it could be renewed; no longer served"
-							 : "grace period over; sealed key destroyed", NULL, NULL, NULL, false };
+							 : "grace period over; sealed key destroyed", NULL, NULL, NULL, false, NULL };
 	struct one_arg a = { id, from, to, cmk_now(), false, { 0 }, &note };
 	int rc;
 

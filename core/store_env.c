@@ -256,6 +256,13 @@ static int is_alive(DB_ENV *env, pid_t pid, db_threadid_t tid, u_int32_t flags)
 	return g == NULL || pid <= 0 || is_locked(g->st->procs_fd, (off_t)pid);
 }
 
+bool store_process_alive(const struct cmk_store *st, pid_t pid)
+{
+	if (pid == getpid())
+		return true;
+	return pid > 0 && is_locked(st->procs_fd, (off_t)pid);
+}
+
 static uint64_t read_u64(int fd, off_t at)
 {
 	uint8_t b[8] = { 0 };

@@ -31,6 +31,12 @@ int cmk_key_parse_pem(const char *pem, size_t len, struct cmk_key **out);
 /* PEM of the private key (PKCS#1 for RSA, SEC1 for EC); caller cmk_freezero()s *pem (len bytes + NUL). */
 int cmk_key_write_pem(const struct cmk_key *key, char **pem, size_t *len);
 
+/*
+ * SHA-256 of the key's public part as a certificate carries it (the DER of
+ * its SubjectPublicKeyInfo): tells keys apart without touching the secret.
+ */
+int cmk_key_public_sha256(const struct cmk_key *key, uint8_t out[32]);
+
 enum cmk_key_type cmk_key_type(const struct cmk_key *key);
 int cmk_key_bits(const struct cmk_key *key);
 

@@ -36,7 +36,7 @@ endif
 
 # Library modules, in dependency order.
 CORE := error log util crypto_mbedtls crypto_crl names config json http_curl http_openssl openbao openbao_parse openbao_pki seal store_env store_cond store_bdb store_keys store_pool store_token store_codec mounts audit audit_verify pool \
-	probe_tls kmip lifecycle issue op_check op_add op_renew op_revoke op_verify
+	probe_tls kmip lifecycle token_share issue op_check op_add op_renew op_revoke op_verify
 CORE_OBJS := $(CORE:%=$(BUILD)/core/%.o)
 LIB := $(BUILD)/libcmkcert.a
 

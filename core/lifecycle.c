@@ -243,8 +243,16 @@ int cmk_ctx_bao(struct cmk_ctx *ctx, struct cmk_bao **out)
 {
 	int rc;
 
-	if (ctx->bao == NULL && (rc = cmk_bao_new(ctx->cfg, &ctx->bao)) != 0)
-		return rc;
+	if (ctx->bao == NULL) {
+		if ((rc = cmk_bao_new(ctx->cfg, &ctx->bao)) != 0)
+			return rc;
+		/* Start with the token the store's processes share (token_share.c). */
+		if ((rc = cmk_lc_token_attach(ctx, ctx->bao)) != 0) {
+			cmk_bao_free(ctx->bao);
+			ctx->bao = NULL;
+			return rc;
+		}
+	}
 	*out = ctx->bao;
 	return 0;
 }
@@ -255,17 +263,16 @@ struct cmk_lc_lock {
 	int fd;
 };
 
-int cmk_lc_lock(struct cmk_ctx *ctx, const char *tenant, const char *type, bool wait, struct cmk_lc_lock **out)
+/* Lock <store>/locks/<name>.lock; `what` names it in messages. */
+static int lock_file(struct cmk_ctx *ctx, const char *name, const char *what, bool wait, struct cmk_lc_lock **out)
 {
 	struct cmk_lc_lock *l;
 	char *dir, *path;
 	int fd, rc = 0;
 
-	/* Names are validated before they reach a path. */
-	if (!cmk_is_valid_tenant(tenant) || !cmk_is_valid_type(type))
-		return cmk_fail(CMK_ERR_INVALID, "lock: invalid tenant or type");
+	*out = NULL;
 	dir = cmk_asprintf("%s/locks", ctx->cfg->store.path);
-	path = cmk_asprintf("%s/locks/%s-%s.lock", ctx->cfg->store.path, tenant, type);
+	path = cmk_asprintf("%s/locks/%s.lock", ctx->cfg->store.path, name);
 	if (dir == NULL || path == NULL) {
 		rc = CMK_ERR_NOMEM;
 		goto out;
@@ -280,9 +287,8 @@ int cmk_lc_lock(struct cmk_ctx *ctx, const char *tenant, const char *type, bool 
 	while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
 		if (errno == EINTR)
 			continue;
-		rc = errno == EWOULDBLOCK
-			     ? cmk_fail(CMK_ERR_BUSY, "another operation on tenant %s %s is in progress", tenant, type)
-			     : cmk_fail(CMK_ERR_IO, "%s: flock: %s", path, strerror(errno));
+		rc = errno == EWOULDBLOCK ? cmk_fail(CMK_ERR_BUSY, "another operation on %s is in progress", what)
+					  : cmk_fail(CMK_ERR_IO, "%s: flock: %s", path, strerror(errno));
 		close(fd);
 		goto out;
 	}
@@ -297,6 +303,26 @@ out:
 	free(dir);
 	free(path);
 	return rc;
+}
+
+int cmk_lc_lock(struct cmk_ctx *ctx, const char *tenant, const char *type, bool wait, struct cmk_lc_lock **out)
+{
+	char name[CMK_TENANT_MAX + CMK_TYPE_MAX + 2], what[CMK_TENANT_MAX + CMK_TYPE_MAX + 16];
+
+	/* Names are validated before they reach a path. */
+	if (!cmk_is_valid_tenant(tenant) || !cmk_is_valid_type(type))
+		return cmk_fail(CMK_ERR_INVALID, "lock: invalid tenant or type");
+	snprintf(name, sizeof(name), "%s-%s", tenant, type);
+	snprintf(what, sizeof(what), "tenant %s %s", tenant, type);
+	return lock_file(ctx, name, what, wait, out);
+}
+
+int cmk_lc_lock_named(struct cmk_ctx *ctx, const char *name, bool wait, struct cmk_lc_lock **out)
+{
+	/* Not a tenant's: those are "<tenant>-<type>", and no tenant id starts with '#'. */
+	if (name[0] != '#' || strchr(name, '/') != NULL)
+		return cmk_fail(CMK_ERR_INVALID, "lock: \"%s\" is not a shared lock's name", name);
+	return lock_file(ctx, name, name + 1, wait, out);
 }
 
 void cmk_lc_unlock(struct cmk_lc_lock *lock)
@@ -369,32 +395,6 @@ double cmk_lc_random_unit(void)
 	if (cmk_random(&r, sizeof(r)) != 0)
 		return 0.5;
 	return (double)r / 4294967296.0;
-}
-
-int cmk_lc_ensure_token(struct cmk_ctx *ctx, struct cmk_bao *bao)
-{
-	struct cmk_audit_event ev = CMK_AUDIT_EVENT_INIT;
-	struct cmk_bao_stats before, after;
-	char detail[512];
-	int rc;
-
-	cmk_bao_get_stats(bao, &before);
-	rc = cmk_bao_ensure_token(bao);
-	cmk_bao_get_stats(bao, &after);
-	if (rc == 0 && after.logins == before.logins)
-		return 0;
-	snprintf(detail, sizeof(detail), "%s", rc ? cmk_errdetail() : "");
-	ev.event = CMK_AUDIT_LOGIN;
-	ev.outcome = rc ? "failure" : "success";
-	ev.actor = ctx->actor;
-	ev.step = ctx->cfg->auth.method == CMK_AUTH_KUBERNETES ? "kubernetes"
-		  : ctx->cfg->auth.method == CMK_AUTH_APPROLE ? "approle" : "token";
-	ev.detail = rc ? detail : NULL;
-	if (cmk_audit_append(ctx->audit, &ev) != 0 && rc == 0)
-		return CMK_ERR_AUDIT;
-	if (rc != 0)
-		cmk_fail(rc, "%s", detail);
-	return rc;
 }
 
 int64_t cmk_renew_at(const struct cmk_config *cfg, int64_t not_before, int64_t not_after, double jitter_rand)

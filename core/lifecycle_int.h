@@ -30,8 +30,14 @@ int cmk_lc_shred(struct cmk_ctx *ctx);
 /* Uniform random number in [0, 1). */
 double cmk_lc_random_unit(void);
 
-/* The client holds a usable token; logins (and failed logins) are audited. */
+/*
+ * The client holds a usable token: the one the store's processes share when
+ * it is fresh, else one this call obtains (login or renewal, one process at
+ * a time) and shares.  Logins and failed logins are audited (token_share.c).
+ */
 int cmk_lc_ensure_token(struct cmk_ctx *ctx, struct cmk_bao *bao);
+/* A new client starts with the shared token and shares every token it gets from now on. */
+int cmk_lc_token_attach(struct cmk_ctx *ctx, struct cmk_bao *bao);
 
 /*
  * The audit line of a state change, written by the transaction that makes
@@ -87,6 +93,8 @@ int cmk_lc_set_status(struct cmk_ctx *ctx, const struct cmk_lc_set *s, struct cm
 struct cmk_lc_lock;
 int cmk_lc_lock(struct cmk_ctx *ctx, const char *tenant, const char *type, bool wait, struct cmk_lc_lock **out);
 void cmk_lc_unlock(struct cmk_lc_lock *lock);
+/* The same for a lock shared by every operation: `name` starts with '#' ("#token"). */
+int cmk_lc_lock_named(struct cmk_ctx *ctx, const char *name, bool wait, struct cmk_lc_lock **out);
 
 /* Test the pair against every endpoint of the keystore; all must accept it. */
 int cmk_lc_test_connection(const struct cmk_keystore_record *ks, const char *cert_pem, const char *chain_pem,

@@ -5,7 +5,7 @@
  * One record per name (the lifecycle names a token after the server and
  * login it belongs to).  Value, format 1, integers big-endian:
  *   0  1   format
- *   1  8   granted_at     9  8  ttl     17 8  increment
+ *   1  8   granted_ms     9  8  ttl     17 8  increment
  *   25 1   renewable      26 8  version
  *   34 4   length of the sealed token, then its bytes
  * The token itself arrives sealed (lifecycle); nothing here sees it.
@@ -78,7 +78,7 @@ static int decode(struct store_gen *g, const uint8_t *b, size_t n, struct cmk_st
 	if (n < HEAD_LEN || b[0] != TOKEN_V1 || (len = cmk_be32_get(b + 34)) != n - HEAD_LEN || len == 0 ||
 	    len > SEALED_MAX)
 		return cmk_fail(CMK_ERR_STORE, "store: %s: the stored OpenBao token record is damaged", g->st->path);
-	out->granted_at = (int64_t)cmk_be64_get(b + 1);
+	out->granted_ms = (int64_t)cmk_be64_get(b + 1);
 	out->ttl = (int64_t)cmk_be64_get(b + 9);
 	out->increment = (int64_t)cmk_be64_get(b + 17);
 	out->renewable = b[25] != 0;
@@ -139,7 +139,7 @@ static int put_txn(struct cmk_txn *txn, const char *name, const struct cmk_store
 	if ((buf = malloc(n)) == NULL)
 		return CMK_ERR_NOMEM;
 	buf[0] = TOKEN_V1;
-	cmk_be64_put(buf + 1, (uint64_t)t->granted_at);
+	cmk_be64_put(buf + 1, (uint64_t)t->granted_ms);
 	cmk_be64_put(buf + 9, (uint64_t)t->ttl);
 	cmk_be64_put(buf + 17, (uint64_t)t->increment);
 	buf[25] = t->renewable ? 1 : 0;

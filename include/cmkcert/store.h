@@ -354,7 +354,7 @@ int cmk_store_pool_each(struct cmk_store *st, cmk_pool_cb cb, void *arg);
 #define CMK_TOKEN_NAME_LEN 64             /* hex SHA-256 of what the token is bound to */
 
 struct cmk_stored_token {
-	int64_t granted_at;               /* wall clock when `ttl` was granted */
+	int64_t granted_ms;               /* wall clock when `ttl` was granted, ms since the epoch */
 	int64_t ttl;                      /* seconds; 0 = never expires */
 	int64_t increment;                /* what renewals ask for */
 	bool renewable;

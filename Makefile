@@ -42,7 +42,7 @@ LIB := $(BUILD)/libcmkcert.a
 
 CLI_OBJS := $(BUILD)/cli/main.o $(BUILD)/cli/output.o $(BUILD)/cli/commands.o $(BUILD)/cli/cmd_lifecycle.o \
 	$(BUILD)/cli/follow.o $(BUILD)/cli/cmd_pool.o
-FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops file access lockmem auditq refusals watch notify announce sched keeper pin)
+FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops file access lockmem auditq refusals watch notify announce sched keeper pin refill)
 
 # Unit tests: tests/unit/test_<name>.c, linked with the objects they exercise.
 BASE := error log util crypto_mbedtls

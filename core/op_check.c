@@ -51,7 +51,7 @@ static int check_role(struct cmk_ctx *ctx, struct cmk_bao *bao, const struct cmk
 	return rc;
 }
 
-int cmk_check(struct cmk_ctx *ctx, cmk_step_fn step, void *arg)
+int cmk_check(struct cmk_ctx *ctx, bool login, cmk_step_fn step, void *arg)
 {
 	struct cmk_bao_health h = { 0 };
 	struct cmk_bao_token_info ti = { 0 };
@@ -83,7 +83,7 @@ int cmk_check(struct cmk_ctx *ctx, cmk_step_fn step, void *arg)
 
 	t0 = cmk_monotonic_ms();
 	cmk_bao_get_stats(bao, &before);
-	rc = cmk_lc_ensure_token(ctx, bao);
+	rc = login ? cmk_bao_login(bao) : cmk_lc_ensure_token(ctx, bao);
 	if (rc == 0)
 		rc = cmk_bao_token_lookup(bao, &ti);
 	cmk_bao_get_stats(bao, &after);

@@ -169,19 +169,27 @@ static int add_fn(struct cmk_txn *txn, void *arg)
 	return add_txn(txn, arg);
 }
 
+int cmk_pool_put(struct cmk_store *st, struct cmk_sealer *s, const char *pool, const struct cmk_key *key)
+{
+	uint8_t pub[32];
+	int rc;
+
+	if ((rc = cmk_key_public_sha256(key, pub)) == 0) {
+		struct add_arg a = { s, pool, key, pub };
+		rc = with_txn(st, add_fn, &a);
+	}
+	return rc;
+}
+
 int cmk_pool_add_one(struct cmk_store *st, struct cmk_sealer *s, const struct cmk_pool_spec *spec)
 {
 	struct cmk_key *key = NULL;
-	uint8_t pub[32];
 	int rc;
 
 	/* The slow part, outside any transaction. */
 	if ((rc = cmk_key_generate(spec->type, spec->bits, &key)) != 0)
 		return rc;
-	if ((rc = cmk_key_public_sha256(key, pub)) == 0) {
-		struct add_arg a = { s, spec->name, key, pub };
-		rc = with_txn(st, add_fn, &a);
-	}
+	rc = cmk_pool_put(st, s, spec->name, key);
 	cmk_key_free(key);
 	return rc;
 }
@@ -230,7 +238,6 @@ static int claim_fn(struct cmk_txn *txn, void *arg)
 struct id_arg {
 	const char *pool;
 	uint64_t id;
-	bool used;
 };
 
 static int discard_fn(struct cmk_txn *txn, void *arg)
@@ -277,7 +284,7 @@ int cmk_pool_claim(struct cmk_store *st, struct cmk_sealer *s, enum cmk_key_type
 		cmk_log(CMK_LOG_WARN, "key pool %s: entry %" PRIu64 " is unusable (%s); discarding it", c->pool, e.id,
 			cmk_errdetail());
 		{
-			struct id_arg d = { c->pool, e.id, false };
+			struct id_arg d = { c->pool, e.id };
 			if (with_txn(st, discard_fn, &d) != 0)
 				cmk_log(CMK_LOG_WARN, "key pool %s: discarding entry %" PRIu64 ": %s", c->pool, e.id,
 					cmk_errdetail());
@@ -299,7 +306,7 @@ int cmk_pool_take(struct cmk_txn *txn, const struct cmk_pool_claim *c)
 
 int cmk_pool_release(struct cmk_store *st, struct cmk_pool_claim *c, bool reusable)
 {
-	struct id_arg a = { c->pool, c->id, false };
+	struct id_arg a = { c->pool, c->id };
 	int rc;
 
 	if (c->id == 0)

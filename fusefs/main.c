@@ -34,6 +34,7 @@
 #include "keeper.h"
 #include "lockmem.h"
 #include "pin.h"
+#include "refill.h"
 #include "sched.h"
 #include "tree.h"
 #include "watch.h"
@@ -212,6 +213,7 @@ static int serve(const struct options *o)
 {
 	struct fuse_loop_config loop = { .clone_fd = 0, .max_idle_threads = 10 };
 	struct cmkfs fs = { .mountpoint = o->mountpoint, .keeper_mu = PTHREAD_MUTEX_INITIALIZER };
+	struct refill *refill = NULL;
 	bool mounted = false, handlers = false, started = false;
 	uint64_t seq = 0;
 	pthread_condattr_t ca;
@@ -258,6 +260,9 @@ static int serve(const struct options *o)
 		rc = announcer_start(&fs, &fs.announcer);
 	if (rc == 0 && (rc = keeper_start(&fs, seq)) == 0)
 		started = true;
+	/* Key pools are kept full where renewals run; a failure costs speed, not service. */
+	if (rc == 0 && fs.run_scheduler && refill_start(fs.ctx, &refill) != 0)
+		cmk_log(CMK_LOG_WARN, "key pool refill not started: %s", cmk_errdetail());
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
 		cmk_log(CMK_LOG_ERROR, "%s", cmk_errdetail());
@@ -279,6 +284,8 @@ out:
 	block_signals(&old);
 	arm_stop_watchdog();
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!refill_stop(refill, cmk_monotonic_ms() + STOP_WORKERS_MS))
+		fs.abandoned_threads = true;
 	if (started && !keeper_stop(&fs, cmk_monotonic_ms() + STOP_WORKERS_MS))
 		cmk_log(CMK_LOG_WARN, "a worker thread stuck in the store was left behind");
 	if (mounted)

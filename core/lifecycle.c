@@ -148,24 +148,25 @@ static void note_event(struct cmk_ctx *ctx, const struct cmk_lc_note *n, struct 
 	}
 }
 
-int cmk_lc_with_txn(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg, struct cmk_lc_note *note)
+int cmk_lc_with_txn_notes(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg, struct cmk_lc_note *const *notes,
+			  size_t n)
 {
 	for (int attempt = 0;; attempt++) {
+		struct cmk_audit_event ev[CMK_LC_NOTES_MAX];
 		struct cmk_txn *txn = NULL;
+		size_t m = 0;
 		int rc = cmk_store_begin(ctx->store, &txn);
 
-		if (note != NULL)
-			note->skip = false;
+		for (size_t i = 0; i < n; i++)
+			notes[i]->skip = false;
 		if (rc == 0)
 			rc = fn(ctx, txn, arg);
-		if (rc == 0 && note != NULL && !note->skip) {
-			struct cmk_audit_event ev;
-
-			note_event(ctx, note, &ev);
-			if ((rc = cmk_audit_append_txn(ctx->audit, txn, &ev, 1)) != 0 && rc != CMK_ERR_BUSY)
-				cmk_log(CMK_LOG_ERROR, "audit: %s: %s; the change is not made", note->event,
-					cmk_errdetail());
-		}
+		for (size_t i = 0; rc == 0 && i < n && m < CMK_LC_NOTES_MAX; i++)
+			if (!notes[i]->skip)
+				note_event(ctx, notes[i], &ev[m++]);
+		/* Every line in one write and one fsync, anchored by this transaction. */
+		if (rc == 0 && m > 0 && (rc = cmk_audit_append_txn(ctx->audit, txn, ev, m)) != 0 && rc != CMK_ERR_BUSY)
+			cmk_log(CMK_LOG_ERROR, "audit: %s: %s; the change is not made", ev[0].event, cmk_errdetail());
 		if (rc == 0)
 			rc = cmk_store_commit(txn);
 		else
@@ -175,6 +176,11 @@ int cmk_lc_with_txn(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg, struct cmk
 		/* A lock conflict with another process: back off a little, then redo the whole transaction. */
 		usleep((useconds_t)(5000u << attempt) + (useconds_t)(cmk_lc_random_unit() * 5000));
 	}
+}
+
+int cmk_lc_with_txn(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg, struct cmk_lc_note *note)
+{
+	return cmk_lc_with_txn_notes(ctx, fn, arg, &note, note != NULL ? 1 : 0);
 }
 
 /* ---- context ---------------------------------------------------------- */

@@ -63,6 +63,10 @@ struct cmk_lc_note {
  */
 typedef int (*cmk_lc_txn_fn)(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg);
 int cmk_lc_with_txn(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg, struct cmk_lc_note *note);
+/* The same with several lines (at most CMK_LC_NOTES_MAX), in order, written with one fsync. */
+#define CMK_LC_NOTES_MAX 4
+int cmk_lc_with_txn_notes(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg, struct cmk_lc_note *const *notes,
+			  size_t n);
 
 /* May a record go from `from` to `to`?  (The transition table of lifecycle.c.) */
 bool cmk_lc_transition_allowed(enum cmk_status from, enum cmk_status to);
@@ -147,8 +151,8 @@ void cmk_lc_key_done(struct cmk_ctx *ctx, struct cmk_lc_key *k);
 /* Issue (mode issue), or sign the CSR of a pool key or of one generated now (mode sign). */
 int cmk_lc_obtain(struct cmk_ctx *ctx, const struct cmk_lc_plan *p, struct cmk_bao_cert *cert, struct cmk_lc_key *k);
 /* The answer is what was asked for, for this key, under its chain, valid now. */
-int cmk_lc_check_issued(const struct cmk_lc_plan *p, const struct cmk_bao_cert *cert, const struct cmk_key *key,
-			struct cmk_cert_info *info);
+int cmk_lc_check_issued(struct cmk_ctx *ctx, const struct cmk_lc_plan *p, const struct cmk_bao_cert *cert,
+			const struct cmk_lc_key *k, struct cmk_cert_info *info);
 /* "sign" or "issue": the name of the step that obtains a certificate in this configuration. */
 const char *cmk_lc_issue_step_name(const struct cmk_ctx *ctx);
 /* cmk_lc_obtain() then cmk_lc_check_issued(), reported as one timed step. */

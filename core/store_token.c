@@ -1,6 +1,6 @@
 /*
- * store_token.c - the OpenBao token shared by the store's processes, on
- * Berkeley DB (session.db).
+ * store_token.c - what the store's processes share besides records, on
+ * Berkeley DB (session.db): the OpenBao token, and the CA chains verified.
  *
  * One record per name (the lifecycle names a token after the server and
  * login it belongs to).  Value, format 1, integers big-endian:
@@ -9,6 +9,9 @@
  *   25 1   renewable      26 8  version
  *   34 4   length of the sealed token, then its bytes
  * The token itself arrives sealed (lifecycle); nothing here sees it.
+ *
+ * A verified chain is the key "chain:" and the chain's SHA-256 (38 bytes,
+ * never 64 like a token's name), with an empty value.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -234,4 +237,56 @@ int cmk_store_token_del(struct cmk_store *st, const char *name)
 	if ((rc = check_name(name)) != 0)
 		return rc;
 	return in_write_txn(st, del_fn, name, NULL);
+}
+
+/* ---- verified CA chains ---------------------------------------------------- */
+
+#define CHAIN_KEY_LEN 38
+
+static void chain_key(const uint8_t sha256[32], uint8_t out[CHAIN_KEY_LEN])
+{
+	memcpy(out, "chain:", 6);
+	memcpy(out + 6, sha256, 32);
+}
+
+static int chain_get_fn(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg)
+{
+	uint8_t kb[CHAIN_KEY_LEN];
+	DBT k, d;
+	int ret;
+
+	chain_key(arg, kb);
+	dbt_set(&k, kb, sizeof(kb));
+	memset(&d, 0, sizeof(d));
+	d.flags = DB_DBT_USERMEM | DB_DBT_PARTIAL;
+	if ((ret = g->session->get(g->session, t, &k, &d, rmw)) == DB_NOTFOUND)
+		return CMK_ERR_NOTFOUND;
+	return ret == 0 ? 0 : db_fail(g, ret, "store: %s: reading the verified CA chains", g->st->path);
+}
+
+bool cmk_store_chain_known(struct cmk_store *st, const uint8_t sha256[32])
+{
+	return in_read_txn(st, NULL, chain_get_fn, (void *)sha256) == 0;
+}
+
+static int chain_put_fn(struct cmk_txn *txn, const void *in, void *out)
+{
+	struct store_gen *g = txn->g;
+	uint8_t kb[CHAIN_KEY_LEN];
+	DBT k, d;
+	int ret;
+
+	(void)out;
+	chain_key(in, kb);
+	dbt_set(&k, kb, sizeof(kb));
+	dbt_set(&d, "", 0);
+	if ((ret = g->session->put(g->session, txn->t, &k, &d, 0)) != 0)
+		return db_fail(g, ret, "store: %s: noting a verified CA chain", g->st->path);
+	txn->wrote = true;
+	return 0;
+}
+
+int cmk_store_chain_note(struct cmk_store *st, const uint8_t sha256[32])
+{
+	return in_write_txn(st, chain_put_fn, sha256, NULL);
 }

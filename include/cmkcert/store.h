@@ -16,7 +16,8 @@
  *              last line written (audit.h)
  *   pool       keys generated ahead of need, sealed, waiting to be taken
  *              by an issuance (pool.h), and each pool's counters
- *   session    the OpenBao token every process of the store shares, sealed
+ *   session    the OpenBao token every process of the store shares, sealed,
+ *              and the CA chains already verified up to their root
  *
  * Every mutation takes a transaction.  Reads accept txn = NULL (read
  * committed data) or a transaction (reads its own writes; single-record
@@ -371,5 +372,14 @@ int cmk_store_token_put(struct cmk_store *st, const char *name, const struct cmk
 			uint64_t *out_version);
 /* Forget the token stored under `name` (no error when none is). */
 int cmk_store_token_del(struct cmk_store *st, const char *name);
+
+/*
+ * CA chains (by SHA-256 of their PEM) that an issuance verified up to their
+ * self-signed root: the next issuance that receives the same chain checks
+ * only the leaf's own signature (cmk_cert_verify_issued_by()).  Noting one
+ * is a transaction of its own; losing it costs one verification.
+ */
+bool cmk_store_chain_known(struct cmk_store *st, const uint8_t sha256[32]);
+int cmk_store_chain_note(struct cmk_store *st, const uint8_t sha256[32]);
 
 #endif

@@ -473,10 +473,15 @@ int cmk_recover(struct cmk_ctx *ctx, unsigned *n_reset)
 {
 	struct cmk_cert_filter f = { .status = CMK_ST_PENDING };
 	struct pending_ids p = { 0 };
-	unsigned revoked = 0;
+	unsigned revoked = 0, reaped = 0;
 	int rc;
 
 	*n_reset = 0;
+	/* Pool keys claimed by runs that died: a certificate may exist for them, so they are discarded. */
+	if (cmk_store_pool_reap(ctx->store, &reaped) != 0)
+		cmk_log(CMK_LOG_WARN, "recover: key pool: %s", cmk_errdetail());
+	else if (reaped > 0)
+		cmk_lc_shred(ctx);
 	/* A revocation once requested is never dropped; without OpenBao it waits for the next run. */
 	if (cmk_lc_finish_revocations(ctx, &revoked) != 0)
 		cmk_log(CMK_LOG_WARN, "recover: a requested revocation could not be finished yet: %s", cmk_errdetail());

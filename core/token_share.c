@@ -87,8 +87,10 @@ static int load(struct cmk_ctx *ctx, struct cmk_bao *bao, bool *found)
 	*found = false;
 	token_name(ctx->cfg, name);
 	aad = token_aad(name);
-	if ((rc = cmk_store_token_get(ctx->store, name, &st)) != 0)
-		return rc == CMK_ERR_NOTFOUND ? 0 : rc;
+	if ((rc = cmk_store_token_get(ctx->store, name, &st)) == CMK_ERR_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		goto out;
 	cap = cmk_unseal_size(st.sealed_len);
 	if (cap == 0 || cap > TOKEN_MAX || (buf = cmk_locked_alloc(cap + 1)) == NULL) {
 		rc = cap == 0 || cap > TOKEN_MAX ? cmk_fail(CMK_ERR_STORE, "the stored OpenBao token is damaged")

@@ -103,7 +103,8 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 /*
  * Start-up recovery: every pending record whose (tenant, type) no running
  * operation holds was left by a process that died mid-operation; it becomes
- * failed ("interrupted"), audited.  *n_reset receives how many.
+ * failed ("interrupted"), audited.  *n_reset receives how many.  Pool keys
+ * claimed by processes that died are discarded (and shredded).
  */
 int cmk_recover(struct cmk_ctx *ctx, unsigned *n_reset);
 

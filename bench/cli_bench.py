@@ -138,10 +138,14 @@ def main():
                                     "thales_luna", "--verify", "none"],
                          "curl sign (CSR ready)", curl_sign + ["@" + str(body)])
 
+            # A store of its own, so that the first of the runs finds no token and logs in.
+            fresh = tmp / "fresh.conf"
+            fresh.write_text(conf.read_text().replace(str(tmp / "bao/store"), str(tmp / "fresh-store"))
+                             .replace(str(tmp / "bao/audit.log"), str(tmp / "fresh-audit.log")))
             control(url, ctx, "stats/reset", {})
             t0 = time.perf_counter()
             for _ in range(runs):
-                r = subprocess.run([cmk, "-c", str(conf), "check"], capture_output=True)
+                r = subprocess.run([cmk, "-c", str(fresh), "check"], capture_output=True)
                 if r.returncode != 0:
                     sys.exit("cmkcert check failed:\n%s" % r.stderr.decode())
             elapsed = time.perf_counter() - t0

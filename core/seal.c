@@ -4,7 +4,8 @@
  * Provider "local": the 32-byte master key is read once from its file into
  * a page of its own that is locked in memory and left out of core dumps.
  * Each seal or unseal derives the tenant key with HKDF-SHA256 (salt = the
- * store id, info = "cmkcert tenant v1" || tenant), uses it for one
+ * store id, info = "cmkcert tenant v1" || tenant; for the blobs of no tenant,
+ * info = "cmkcert pool v1" or "cmkcert token v1"), uses it for one
  * AES-256-GCM operation and wipes it.  Only crypto.h primitives are used
  * here; mbedTLS stays in the crypto backend.
  *

@@ -1,9 +1,11 @@
 /*
  * store_bdb_int.h - what the Berkeley DB files of the store share: the
  * handle, its environment generations, transactions and the translation of
- * BDB results.  Only store_env.c (environment, liveness, recovery) and
- * store_bdb.c (records, indexes, change log) include it; nothing else in the
- * project sees db.h.
+ * BDB results.  Only the store's own files include it: store_env.c
+ * (environment, liveness, recovery), store_bdb.c (records, indexes, change
+ * log), store_keys.c (key slots, shredding), store_pool.c (the key pool)
+ * and store_token.c (the shared token, verified chains); nothing else in
+ * the project sees db.h.
  *
  * Generations.  A struct cmk_store lives as long as the caller keeps it; the
  * Berkeley DB environment under it may have to be replaced: when a process

@@ -5,6 +5,8 @@
  *
  *   (none) --issue+seal+store--> pending
  *   pending --connection test accepted--> active        (renew_at set)
+ *           (with verify none there is no test: the transaction that stores
+ *           the pending record makes it active too, both audit lines in it)
  *   pending --connection test refused---> failed
  *   pending --found at start-up, no operation holds it--> failed ("interrupted")
  *   active  --a renewed certificate activated--> rotating (same transaction)

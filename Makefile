@@ -38,19 +38,19 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 # Library modules, in dependency order.
-CORE := error log util crypto_mbedtls crypto_crl names config json http_curl http_openssl openbao openbao_parse openbao_pki seal store_env store_cond store_bdb store_keys store_codec mounts audit audit_verify \
-	probe_tls kmip lifecycle issue op_check op_add op_renew op_revoke op_verify op_query opjson follow
+CORE := error log util crypto_mbedtls crypto_crl names config json http_curl http_openssl openbao openbao_parse openbao_pki seal store_env store_cond store_bdb store_keys store_pool store_token store_codec mounts audit audit_verify pool \
+	probe_tls kmip lifecycle token_share issue op_check op_add op_renew op_revoke op_verify op_query opjson follow
 CORE_OBJS := $(CORE:%=$(BUILD)/core/%.o)
 LIB := $(BUILD)/libcmkcert.a
 
 CLI_OBJS := $(BUILD)/cli/main.o $(BUILD)/cli/output.o $(BUILD)/cli/commands.o $(BUILD)/cli/cmd_lifecycle.o \
-	$(BUILD)/cli/follow.o
+	$(BUILD)/cli/follow.o $(BUILD)/cli/cmd_pool.o
 FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops file access lockmem auditq refusals watch notify announce sched keeper pin \
-	notify_sd service control control_api metrics)
+	notify_sd service control control_api metrics refill)
 
 # Unit tests: tests/unit/test_<name>.c, linked with the objects they exercise.
 BASE := error log util crypto_mbedtls
-UNIT := error log util names config json crypto seal store mounts audit http openbao probe kmip lifecycle pins notify_sd
+UNIT := error log util names config json crypto seal store pool mounts audit http openbao probe kmip lifecycle pins notify_sd
 T_error := $(BASE)
 T_log := $(BASE)
 T_util := $(BASE)
@@ -59,9 +59,10 @@ T_config := $(BASE) names config
 T_json := $(BASE) json
 T_crypto := $(BASE) crypto_crl
 T_seal := $(BASE) names config seal
-T_store := $(BASE) names config store_env store_cond store_bdb store_keys store_codec
+T_store := $(BASE) names config store_env store_cond store_bdb store_keys store_pool store_token store_codec
+T_pool := $(BASE) names config seal store_env store_cond store_bdb store_keys store_pool store_token store_codec pool
 T_mounts := $(BASE) mounts
-T_audit := $(BASE) names config json store_env store_cond store_bdb store_keys store_codec audit audit_verify
+T_audit := $(BASE) names config json store_env store_cond store_bdb store_keys store_pool store_token store_codec audit audit_verify
 T_http := $(BASE) http_curl http_openssl
 T_openbao := $(BASE) names config json http_curl http_openssl openbao openbao_parse openbao_pki
 T_probe := $(BASE) kmip probe_tls

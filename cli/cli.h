@@ -69,6 +69,7 @@ int cmd_renew(struct cli *cli, int argc, char **argv);
 int cmd_revoke(struct cli *cli, int argc, char **argv);
 int cmd_keystore_remove(struct cli *cli, int argc, char **argv);
 int cmd_verify(struct cli *cli, int argc, char **argv);
+int cmd_pool(struct cli *cli, int argc, char **argv);
 
 /* cmk_ctx_open() for this run. */
 struct cmk_ctx;

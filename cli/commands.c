@@ -68,17 +68,22 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },
+		{ "login", no_argument, NULL, 'l' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct steps s = { .cli = cli };
 	struct cmk_ctx *ctx = NULL;
 	int64_t t0 = cmk_monotonic_ms();
+	bool login = false;
 	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c != 'j')
+		if (c == 'j')
+			cli->json = true;
+		else if (c == 'l')
+			login = true;
+		else
 			return cli_usage_error(cli, "check: unknown option");
-		cli->json = true;
 	}
 	if (optind != argc)
 		return cli_usage_error(cli, "check: unexpected argument \"%s\"", argv[optind]);
@@ -87,7 +92,7 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 	on_step("config", rc, cmk_monotonic_ms() - t0, rc ? cmk_errdetail() : "configuration, store, master key, "
 		"audit trail", &s);
 	if (rc == 0)
-		rc = cmk_check(ctx, on_step, &s);
+		rc = cmk_check(ctx, login, on_step, &s);
 	if (cli->json) {
 		cli_print_json(json_pack("{s:b, s:I, s:o}", "ok", rc == 0, "ms",
 					 (json_int_t)(cmk_monotonic_ms() - t0), "steps", s.list));

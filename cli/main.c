@@ -23,7 +23,8 @@ static void usage(FILE *f)
 	fputs("usage: cmkcert [-c FILE] [--json] [-v] COMMAND [ARGS]\n"
 	      "\n"
 	      "Commands:\n"
-	      "  check                                  reach OpenBao, authenticate, verify the PKI mount and roles\n"
+	      "  check [--login]                        reach OpenBao, authenticate, verify the PKI mount and roles\n"
+	      "                                         (--login: log in even though the store holds a fresh token)\n"
 	      "  keystore add --tenant T --type K [--endpoint HOST:PORT]... [--server-ca FILE]\n"
 	      "               [--verify tls|kmip|none]   issue, seal, store, test and activate a certificate\n"
 	      "  keystore add --json FILE               the same from a keystore request JSON ('-' = stdin)\n"
@@ -37,6 +38,8 @@ static void usage(FILE *f)
 	      "  audit verify [FILE]                    check the audit trail's chain, MACs and anchor\n"
 	      "  audit rotate                           start a new trail file that continues the chain\n"
 	      "  verify                                 every active certificate's sealed key opens and matches it\n"
+	      "  pool fill [--type K]...                generate keys until every key pool (or those of K) is full\n"
+	      "  pool status [--json [--keys]]          keys ready in each pool, and what became of the others\n"
 	      "\n"
 	      "Options:\n"
 	      "  -c, --config FILE   configuration (default $CMKCERT_CONF or /etc/cmkcert/cmkcert.conf)\n"
@@ -114,6 +117,8 @@ int main(int argc, char **argv)
 		rc = cmd_revoke(&cli, argc, argv);
 	else if (strcmp(cmd, "verify") == 0)
 		rc = cmd_verify(&cli, argc, argv);
+	else if (strcmp(cmd, "pool") == 0)
+		rc = cmd_pool(&cli, argc, argv);
 	else if (strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		rc = EXIT_OK;

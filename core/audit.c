@@ -545,6 +545,7 @@ static int build_line(const struct cmk_audit_event *ev, const struct tail *t, co
 	if (ev->count > 0)
 		bad |= put_int(o, "count", (json_int_t)ev->count);
 	bad |= put_str(o, "step", ev->step);
+	bad |= put_str(o, "key_origin", ev->key_origin);
 	bad |= put_str(o, "outcome", ev->outcome);
 	bad |= put_str(o, "detail", ev->detail);
 	bad |= put_str(o, "prev", t->hash);

@@ -860,6 +860,7 @@ static const struct key_spec store_keys[] = {
 static const struct key_spec keys_keys[] = {
 	{ "provider", parse_provider, CFG(keys.provider), 0, 0, 0 },
 	{ "master_key", parse_master_key, CFG(keys.master_key), KEY_REQUIRED, 0, 0 },
+	{ "pool_size", parse_int, CFG(keys.pool_size), 0, 0, CMK_POOL_SIZE_MAX },
 };
 
 static const struct key_spec renewal_keys[] = {
@@ -905,6 +906,7 @@ static const struct key_spec template_keys[] = {
 	{ "aliases", parse_aliases, TPL(aliases), 0, 0, 0 },
 	{ "role", parse_role, TPL(role), 0, 0, 0 },
 	{ "verify", parse_verify, TPL(verify), 0, 0, 0 },
+	{ "pool_size", parse_int, TPL(pool_size), 0, 0, CMK_POOL_SIZE_MAX },
 };
 
 static int key_line_of(const struct loader *ld, const char *key)
@@ -1062,6 +1064,7 @@ static int begin_template(struct loader *ld, const char *type)
 	c->n_templates++;
 	tpl->key_type = CMK_KEY_RSA;
 	tpl->verify = CMK_VERIFY_TLS;
+	tpl->pool_size = -1;
 	tpl->line = ld->sec_line;
 	return 0;
 }

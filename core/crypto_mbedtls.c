@@ -55,6 +55,7 @@
 #define DNS_LABEL_MAX 63
 /* Room for the DER of any private key mbedTLS can hold (RSA up to 8192 bits). */
 #define KEY_DER_MAX 8192
+#define PUB_DER_MAX 2048           /* SubjectPublicKeyInfo of an RSA-4096 key is about 550 bytes */
 
 /* ---- secret wiping ------------------------------------------------------ */
 
@@ -389,6 +390,18 @@ int cmk_key_write_pem(const struct cmk_key *key, char **pem, size_t *len)
 out:
 	cmk_freezero(der, KEY_DER_MAX);
 	return rc;
+}
+
+int cmk_key_public_sha256(const struct cmk_key *key, uint8_t out[32])
+{
+	unsigned char der[PUB_DER_MAX];
+	int ret;
+
+	ret = mbedtls_pk_write_pubkey_der(cmk_key_pk(key), der, sizeof(der));
+	if (ret < 0)
+		return cmk_mbedtls_fail(ret, "key_public_sha256");
+	cmk_sha256(der + sizeof(der) - ret, (size_t)ret, out);
+	return 0;
 }
 
 /* ---- certificate requests ----------------------------------------------- */
@@ -821,6 +834,28 @@ out:
 	return rc;
 }
 
+int cmk_cert_has_public_key(const char *cert_pem, const struct cmk_key *key)
+{
+	unsigned char a[PUB_DER_MAX], b[PUB_DER_MAX];
+	mbedtls_x509_crt crt;
+	int la, lb, rc;
+
+	mbedtls_x509_crt_init(&crt);
+	if ((rc = parse_first_cert(cert_pem, &crt, "cert_has_public_key")) != 0)
+		goto out;
+	la = mbedtls_pk_write_pubkey_der(&crt.pk, a, sizeof(a));
+	lb = mbedtls_pk_write_pubkey_der(cmk_key_pk(key), b, sizeof(b));
+	if (la < 0 || lb < 0)
+		rc = cmk_mbedtls_fail(la < 0 ? la : lb, "cert_has_public_key");
+	else if (la != lb || memcmp(a + sizeof(a) - la, b + sizeof(b) - lb, (size_t)la) != 0)
+		rc = cmk_fail(CMK_ERR_VERIFY, "cert_matches_key: the certificate's public key (%s, %d bits) is not "
+			      "the private key's (%s, %d bits)", mbedtls_pk_get_name(&crt.pk),
+			      (int)mbedtls_pk_get_bitlen(&crt.pk), mbedtls_pk_get_name(cmk_key_pk(key)), cmk_key_bits(key));
+out:
+	mbedtls_x509_crt_free(&crt);
+	return rc;
+}
+
 bool cmk_x509_is_self_signed(const mbedtls_x509_crt *crt)
 {
 	return crt->subject_raw.len == crt->issuer_raw.len &&
@@ -893,7 +928,13 @@ static int split_chain(const mbedtls_x509_crt *cas, mbedtls_x509_crt *presented,
 	return 0;
 }
 
-int cmk_cert_verify_chain(const char *leaf_pem, const char *chain_pem)
+/*
+ * Verify `leaf_pem` against `chain_pem` (issuing CA first).  `whole`: up to
+ * a self-signed root of the chain; else only that the issuing CA signed the
+ * leaf (it is taken as the trust anchor).  Every certificate's dates are
+ * checked either way.
+ */
+static int verify_chain(const char *leaf_pem, const char *chain_pem, bool whole)
 {
 	mbedtls_x509_crt presented, cas, roots;
 	const mbedtls_x509_crt *c;
@@ -912,8 +953,18 @@ int cmk_cert_verify_chain(const char *leaf_pem, const char *chain_pem)
 		rc = cmk_fail(CMK_ERR_VERIFY, "verify_chain: the CA chain holds no certificate");
 		goto out;
 	}
-	if ((rc = split_chain(&cas, &presented, &roots)) != 0)
-		goto out;
+	if (whole) {
+		if ((rc = split_chain(&cas, &presented, &roots)) != 0)
+			goto out;
+	} else {
+		if ((ret = mbedtls_x509_crt_parse_der(&roots, cas.raw.p, cas.raw.len)) != 0) {
+			rc = cmk_mbedtls_fail(ret, "verify_chain");
+			goto out;
+		}
+		for (c = cas.next; c != NULL && c->raw.p != NULL; c = c->next)
+			if ((rc = check_validity(c, false, now)) != 0)
+				goto out;
+	}
 	for (c = &presented; c != NULL; c = c->next)
 		if ((rc = check_validity(c, c == &presented, now)) != 0)
 			goto out;
@@ -930,6 +981,16 @@ out:
 	mbedtls_x509_crt_free(&cas);
 	mbedtls_x509_crt_free(&roots);
 	return rc;
+}
+
+int cmk_cert_verify_chain(const char *leaf_pem, const char *chain_pem)
+{
+	return verify_chain(leaf_pem, chain_pem, true);
+}
+
+int cmk_cert_verify_issued_by(const char *leaf_pem, const char *chain_pem)
+{
+	return verify_chain(leaf_pem, chain_pem, false);
 }
 
 /* ---- primitives --------------------------------------------------------- */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cmkcert/error.h"
+#include "cmkcert/log.h"
 #include "cmkcert/util.h"
 #include "lifecycle_int.h"
 
@@ -93,7 +94,62 @@ int cmk_lc_plan_from_cert(struct cmk_lc_plan *p, const struct cmk_cert_info *old
 	return plan_set(p, cn, sans, n);
 }
 
-int cmk_lc_obtain(struct cmk_ctx *ctx, const struct cmk_lc_plan *p, struct cmk_bao_cert *cert, struct cmk_key **key)
+const char *cmk_lc_key_origin(const struct cmk_lc_key *k)
+{
+	switch (k->origin) {
+	case CMK_ORIGIN_POOL: return "pool";
+	case CMK_ORIGIN_INLINE: return "inline";
+	case CMK_ORIGIN_OPENBAO: return "openbao";
+	case CMK_ORIGIN_NONE: break;
+	}
+	return NULL;
+}
+
+void cmk_lc_key_done(struct cmk_ctx *ctx, struct cmk_lc_key *k)
+{
+	if (k->claim.id != 0) {
+		/* A certificate may exist for a key whose request was sent and not refused: never hand it out again. */
+		bool reusable = !k->sent || k->refused;
+
+		cmk_log(CMK_LOG_DEBUG, "key pool %s: entry %llu not used; %s", k->claim.pool,
+			(unsigned long long)k->claim.id, reusable ? "returned" : "discarded");
+		if (cmk_pool_release(ctx->store, &k->claim, reusable) == 0 && !reusable)
+			cmk_lc_shred(ctx);
+	}
+	cmk_key_free(k->key);
+	memset(k, 0, sizeof(*k));
+}
+
+/* OpenBao answered and refused, or the request was refused before it was sent: nothing was issued. */
+static bool is_refusal(int rc)
+{
+	return rc == CMK_ERR_REJECTED || rc == CMK_ERR_DENIED || rc == CMK_ERR_NOTFOUND || rc == CMK_ERR_RATELIMIT ||
+	       rc == CMK_ERR_SEALED || rc == CMK_ERR_INVALID;
+}
+
+/* The key for a CSR: one from the pool when the pool has one, else a new one. */
+static int sign_key(struct cmk_ctx *ctx, const struct cmk_template *tpl, struct cmk_lc_key *k)
+{
+	int rc;
+
+	if (cmk_pool_target(ctx->cfg, tpl->key_type, tpl->key_bits) > 0) {
+		rc = cmk_pool_claim(ctx->store, ctx->sealer, tpl->key_type, tpl->key_bits, &k->claim, &k->key);
+		if (rc == 0) {
+			k->origin = CMK_ORIGIN_POOL;
+			return 0;
+		}
+		/* The pool is a shortcut: whatever is wrong with it, the operation goes on the slow way. */
+		if (rc != CMK_ERR_NOTFOUND)
+			cmk_log(CMK_LOG_WARN, "key pool: %s; generating the key now", cmk_errdetail());
+		else
+			cmk_log(CMK_LOG_INFO, "%s; generating the key now", cmk_errdetail());
+	}
+	if ((rc = cmk_key_generate(tpl->key_type, tpl->key_bits, &k->key)) == 0)
+		k->origin = CMK_ORIGIN_INLINE;
+	return rc;
+}
+
+int cmk_lc_obtain(struct cmk_ctx *ctx, const struct cmk_lc_plan *p, struct cmk_bao_cert *cert, struct cmk_lc_key *k)
 {
 	struct cmk_bao_cert_request r = { 0 };
 	struct cmk_bao *bao;
@@ -106,11 +162,13 @@ int cmk_lc_obtain(struct cmk_ctx *ctx, const struct cmk_lc_plan *p, struct cmk_b
 	r.role = cmk_config_role(ctx->cfg, p->tpl);
 	r.ttl = p->tpl->ttl;
 	if (ctx->cfg->openbao.mode == CMK_MODE_SIGN) {
-		if ((rc = cmk_key_generate(p->tpl->key_type, p->tpl->key_bits, key)) != 0 ||
-		    (rc = cmk_csr_create(*key, p->cn, (const char *const *)p->sans, p->n_sans, &csr)) != 0)
+		if ((rc = sign_key(ctx, p->tpl, k)) != 0 ||
+		    (rc = cmk_csr_create(k->key, p->cn, (const char *const *)p->sans, p->n_sans, &csr)) != 0)
 			goto out;
 		r.csr = csr;
+		k->sent = true;
 		rc = cmk_bao_sign(bao, &r, cert);
+		k->refused = is_refusal(rc);
 	} else {
 		r.common_name = p->cn;
 		r.alt_names = p->alt_csv;
@@ -119,16 +177,35 @@ int cmk_lc_obtain(struct cmk_ctx *ctx, const struct cmk_lc_plan *p, struct cmk_b
 		rc = cmk_bao_issue(bao, &r, cert);
 		if (rc == 0 && cert->private_key == NULL)
 			rc = cmk_fail(CMK_ERR_PROTOCOL, "issue answer has no private_key");
-		if (rc == 0)
-			rc = cmk_key_parse_pem(cert->private_key, strlen(cert->private_key), key);
+		if (rc == 0 && (rc = cmk_key_parse_pem(cert->private_key, strlen(cert->private_key), &k->key)) == 0)
+			k->origin = CMK_ORIGIN_OPENBAO;
 	}
 out:
 	free(csr);
 	return rc;
 }
 
-int cmk_lc_check_issued(const struct cmk_lc_plan *p, const struct cmk_bao_cert *cert, const struct cmk_key *key,
-			struct cmk_cert_info *info)
+/*
+ * The CA chain of an answer: verified up to its root the first time the
+ * store sees it, after that only the leaf's signature by the issuing CA
+ * (the rest of the same bytes verified the same way before).
+ */
+static int check_chain(struct cmk_ctx *ctx, const struct cmk_bao_cert *cert)
+{
+	uint8_t hash[32];
+	int rc;
+
+	cmk_sha256(cert->ca_chain, strlen(cert->ca_chain), hash);
+	if (cmk_store_chain_known(ctx->store, hash))
+		return cmk_cert_verify_issued_by(cert->certificate, cert->ca_chain);
+	if ((rc = cmk_cert_verify_chain(cert->certificate, cert->ca_chain)) == 0 &&
+	    cmk_store_chain_note(ctx->store, hash) != 0)
+		cmk_log(CMK_LOG_DEBUG, "check: noting the verified CA chain: %s", cmk_errdetail());
+	return rc;
+}
+
+int cmk_lc_check_issued(struct cmk_ctx *ctx, const struct cmk_lc_plan *p, const struct cmk_bao_cert *cert,
+			const struct cmk_lc_key *k, struct cmk_cert_info *info)
 {
 	char want[CMK_HOST_MAX + 8];
 	int rc;
@@ -157,9 +234,12 @@ int cmk_lc_check_issued(const struct cmk_lc_plan *p, const struct cmk_bao_cert *
 				cmk_key_type_name(p->tpl->key_type), p->tpl->key_bits);
 	if (!info->client_auth)
 		return cmk_fail(CMK_ERR_VERIFY, "issued certificate is not valid for TLS client authentication");
-	if ((rc = cmk_cert_matches_key(cert->certificate, key)) != 0)
+	/* A key made here is whole by construction; one from OpenBao is checked as a pair. */
+	rc = k->origin == CMK_ORIGIN_OPENBAO ? cmk_cert_matches_key(cert->certificate, k->key)
+					     : cmk_cert_has_public_key(cert->certificate, k->key);
+	if (rc != 0)
 		return cmk_fail(rc, "issued certificate does not match the private key");
-	return cmk_cert_verify_chain(cert->certificate, cert->ca_chain);
+	return check_chain(ctx, cert);
 }
 
 int cmk_lc_fill_record(const char *tenant, const struct cmk_lc_plan *p, const struct cmk_bao_cert *cert,
@@ -182,7 +262,7 @@ int cmk_lc_fill_record(const char *tenant, const struct cmk_lc_plan *p, const st
 }
 
 int cmk_lc_store_pending(struct cmk_ctx *ctx, struct cmk_txn *txn, struct cmk_cert_record *rec,
-			 const struct cmk_key *key)
+			 const struct cmk_lc_key *k)
 {
 	struct cmk_seal_aad aad;
 	char *pem = NULL;
@@ -195,13 +275,19 @@ int cmk_lc_store_pending(struct cmk_ctx *ctx, struct cmk_txn *txn, struct cmk_ce
 	rec->sealed_key = NULL;
 	/* The sealed key is bound to this record's id and serial: it cannot be moved onto another record. */
 	aad = (struct cmk_seal_aad){ rec->tenant, rec->type, rec->id, rec->serial };
-	if ((rc = cmk_key_write_pem(key, &pem, &len)) != 0)
+	if ((rc = cmk_key_write_pem(k->key, &pem, &len)) != 0)
 		return rc;
 	rc = cmk_seal(ctx->sealer, &aad, (const uint8_t *)pem, len, &rec->sealed_key, &rec->sealed_key_len);
 	cmk_freezero(pem, len + 1);
-	if (rc != 0)
+	if (rc != 0 || (rc = cmk_store_cert_put(txn, rec)) != 0)
 		return rc;
-	return cmk_store_cert_put(txn, rec);
+	/* The key moves from the pool into this record in one step: it is in exactly one of them. */
+	rc = cmk_pool_take(txn, &k->claim);
+	if (rc == CMK_ERR_NOTFOUND) {
+		cmk_log(CMK_LOG_WARN, "%s; the key is still this operation's alone", cmk_errdetail());
+		rc = 0;
+	}
+	return rc;
 }
 
 const char *cmk_lc_issue_step_name(const struct cmk_ctx *ctx)
@@ -210,13 +296,13 @@ const char *cmk_lc_issue_step_name(const struct cmk_ctx *ctx)
 }
 
 int cmk_lc_issue_step(struct cmk_ctx *ctx, const struct cmk_lc_plan *p, cmk_step_fn step, void *arg,
-		      struct cmk_bao_cert *cert, struct cmk_key **key, struct cmk_cert_info *info)
+		      struct cmk_bao_cert *cert, struct cmk_lc_key *k, struct cmk_cert_info *info)
 {
 	int64_t t0 = cmk_monotonic_ms();
-	int rc = cmk_lc_obtain(ctx, p, cert, key);
+	int rc = cmk_lc_obtain(ctx, p, cert, k);
 
 	if (rc == 0)
-		rc = cmk_lc_check_issued(p, cert, *key, info);
+		rc = cmk_lc_check_issued(ctx, p, cert, k, info);
 	cmk_lc_report(step, arg, cmk_lc_issue_step_name(ctx), rc, t0, rc ? cmk_errdetail() : cert->serial_number);
 	return rc;
 }

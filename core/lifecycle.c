@@ -5,6 +5,8 @@
  *
  *   (none) --issue+seal+store--> pending
  *   pending --connection test accepted--> active        (renew_at set)
+ *           (with verify none there is no test: the transaction that stores
+ *           the pending record makes it active too, both audit lines in it)
  *   pending --connection test refused---> failed
  *   pending --found at start-up, no operation holds it--> failed ("interrupted")
  *   active  --a renewed certificate activated--> rotating (same transaction)
@@ -136,6 +138,7 @@ static void note_event(struct cmk_ctx *ctx, const struct cmk_lc_note *n, struct 
 	ev->step = n->step;
 	ev->actor = ctx->actor;
 	ev->detail = n->detail;
+	ev->key_origin = n->key_origin;
 	ev->tenant = n->tenant;
 	ev->type = n->type;
 	if (rec != NULL) {
@@ -147,24 +150,25 @@ static void note_event(struct cmk_ctx *ctx, const struct cmk_lc_note *n, struct 
 	}
 }
 
-int cmk_lc_with_txn(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg, struct cmk_lc_note *note)
+int cmk_lc_with_txn_notes(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg, struct cmk_lc_note *const *notes,
+			  size_t n)
 {
 	for (int attempt = 0;; attempt++) {
+		struct cmk_audit_event ev[CMK_LC_NOTES_MAX];
 		struct cmk_txn *txn = NULL;
+		size_t m = 0;
 		int rc = cmk_store_begin(ctx->store, &txn);
 
-		if (note != NULL)
-			note->skip = false;
+		for (size_t i = 0; i < n; i++)
+			notes[i]->skip = false;
 		if (rc == 0)
 			rc = fn(ctx, txn, arg);
-		if (rc == 0 && note != NULL && !note->skip) {
-			struct cmk_audit_event ev;
-
-			note_event(ctx, note, &ev);
-			if ((rc = cmk_audit_append_txn(ctx->audit, txn, &ev, 1)) != 0 && rc != CMK_ERR_BUSY)
-				cmk_log(CMK_LOG_ERROR, "audit: %s: %s; the change is not made", note->event,
-					cmk_errdetail());
-		}
+		for (size_t i = 0; rc == 0 && i < n && m < CMK_LC_NOTES_MAX; i++)
+			if (!notes[i]->skip)
+				note_event(ctx, notes[i], &ev[m++]);
+		/* Every line in one write and one fsync, anchored by this transaction. */
+		if (rc == 0 && m > 0 && (rc = cmk_audit_append_txn(ctx->audit, txn, ev, m)) != 0 && rc != CMK_ERR_BUSY)
+			cmk_log(CMK_LOG_ERROR, "audit: %s: %s; the change is not made", ev[0].event, cmk_errdetail());
 		if (rc == 0)
 			rc = cmk_store_commit(txn);
 		else
@@ -174,6 +178,11 @@ int cmk_lc_with_txn(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg, struct cmk
 		/* A lock conflict with another process: back off a little, then redo the whole transaction. */
 		usleep((useconds_t)(5000u << attempt) + (useconds_t)(cmk_lc_random_unit() * 5000));
 	}
+}
+
+int cmk_lc_with_txn(struct cmk_ctx *ctx, cmk_lc_txn_fn fn, void *arg, struct cmk_lc_note *note)
+{
+	return cmk_lc_with_txn_notes(ctx, fn, arg, &note, note != NULL ? 1 : 0);
 }
 
 /* ---- context ---------------------------------------------------------- */
@@ -242,8 +251,16 @@ int cmk_ctx_bao(struct cmk_ctx *ctx, struct cmk_bao **out)
 {
 	int rc;
 
-	if (ctx->bao == NULL && (rc = cmk_bao_new(ctx->cfg, &ctx->bao)) != 0)
-		return rc;
+	if (ctx->bao == NULL) {
+		if ((rc = cmk_bao_new(ctx->cfg, &ctx->bao)) != 0)
+			return rc;
+		/* Start with the token the store's processes share (token_share.c). */
+		if ((rc = cmk_lc_token_attach(ctx, ctx->bao)) != 0) {
+			cmk_bao_free(ctx->bao);
+			ctx->bao = NULL;
+			return rc;
+		}
+	}
 	*out = ctx->bao;
 	return 0;
 }
@@ -254,17 +271,16 @@ struct cmk_lc_lock {
 	int fd;
 };
 
-int cmk_lc_lock(struct cmk_ctx *ctx, const char *tenant, const char *type, bool wait, struct cmk_lc_lock **out)
+/* Lock <store>/locks/<name>.lock; `what` names it in messages. */
+static int lock_file(struct cmk_ctx *ctx, const char *name, const char *what, bool wait, struct cmk_lc_lock **out)
 {
 	struct cmk_lc_lock *l;
 	char *dir, *path;
 	int fd, rc = 0;
 
-	/* Names are validated before they reach a path. */
-	if (!cmk_is_valid_tenant(tenant) || !cmk_is_valid_type(type))
-		return cmk_fail(CMK_ERR_INVALID, "lock: invalid tenant or type");
+	*out = NULL;
 	dir = cmk_asprintf("%s/locks", ctx->cfg->store.path);
-	path = cmk_asprintf("%s/locks/%s-%s.lock", ctx->cfg->store.path, tenant, type);
+	path = cmk_asprintf("%s/locks/%s.lock", ctx->cfg->store.path, name);
 	if (dir == NULL || path == NULL) {
 		rc = CMK_ERR_NOMEM;
 		goto out;
@@ -279,9 +295,8 @@ int cmk_lc_lock(struct cmk_ctx *ctx, const char *tenant, const char *type, bool 
 	while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
 		if (errno == EINTR)
 			continue;
-		rc = errno == EWOULDBLOCK
-			     ? cmk_fail(CMK_ERR_BUSY, "another operation on tenant %s %s is in progress", tenant, type)
-			     : cmk_fail(CMK_ERR_IO, "%s: flock: %s", path, strerror(errno));
+		rc = errno == EWOULDBLOCK ? cmk_fail(CMK_ERR_BUSY, "another operation on %s is in progress", what)
+					  : cmk_fail(CMK_ERR_IO, "%s: flock: %s", path, strerror(errno));
 		close(fd);
 		goto out;
 	}
@@ -296,6 +311,26 @@ out:
 	free(dir);
 	free(path);
 	return rc;
+}
+
+int cmk_lc_lock(struct cmk_ctx *ctx, const char *tenant, const char *type, bool wait, struct cmk_lc_lock **out)
+{
+	char name[CMK_TENANT_MAX + CMK_TYPE_MAX + 2], what[CMK_TENANT_MAX + CMK_TYPE_MAX + 16];
+
+	/* Names are validated before they reach a path. */
+	if (!cmk_is_valid_tenant(tenant) || !cmk_is_valid_type(type))
+		return cmk_fail(CMK_ERR_INVALID, "lock: invalid tenant or type");
+	snprintf(name, sizeof(name), "%s-%s", tenant, type);
+	snprintf(what, sizeof(what), "tenant %s %s", tenant, type);
+	return lock_file(ctx, name, what, wait, out);
+}
+
+int cmk_lc_lock_named(struct cmk_ctx *ctx, const char *name, bool wait, struct cmk_lc_lock **out)
+{
+	/* Not a tenant's: those are "<tenant>-<type>", and no tenant id starts with '#'. */
+	if (name[0] != '#' || strchr(name, '/') != NULL)
+		return cmk_fail(CMK_ERR_INVALID, "lock: \"%s\" is not a shared lock's name", name);
+	return lock_file(ctx, name, name + 1, wait, out);
 }
 
 void cmk_lc_unlock(struct cmk_lc_lock *lock)
@@ -317,7 +352,7 @@ void cmk_lc_report(cmk_step_fn step, void *arg, const char *name, int rc, int64_
 int cmk_lc_audit(struct cmk_ctx *ctx, const char *event, const char *outcome, const char *step,
 		 const struct cmk_cert_record *rec, const char *detail)
 {
-	struct cmk_lc_note n = { event, outcome, step, detail, rec, NULL, NULL, false };
+	struct cmk_lc_note n = { event, outcome, step, detail, rec, NULL, NULL, false, NULL };
 	struct cmk_audit_event ev;
 	int rc;
 
@@ -368,32 +403,6 @@ double cmk_lc_random_unit(void)
 	if (cmk_random(&r, sizeof(r)) != 0)
 		return 0.5;
 	return (double)r / 4294967296.0;
-}
-
-int cmk_lc_ensure_token(struct cmk_ctx *ctx, struct cmk_bao *bao)
-{
-	struct cmk_audit_event ev = CMK_AUDIT_EVENT_INIT;
-	struct cmk_bao_stats before, after;
-	char detail[512];
-	int rc;
-
-	cmk_bao_get_stats(bao, &before);
-	rc = cmk_bao_ensure_token(bao);
-	cmk_bao_get_stats(bao, &after);
-	if (rc == 0 && after.logins == before.logins)
-		return 0;
-	snprintf(detail, sizeof(detail), "%s", rc ? cmk_errdetail() : "");
-	ev.event = CMK_AUDIT_LOGIN;
-	ev.outcome = rc ? "failure" : "success";
-	ev.actor = ctx->actor;
-	ev.step = ctx->cfg->auth.method == CMK_AUTH_KUBERNETES ? "kubernetes"
-		  : ctx->cfg->auth.method == CMK_AUTH_APPROLE ? "approle" : "token";
-	ev.detail = rc ? detail : NULL;
-	if (cmk_audit_append(ctx->audit, &ev) != 0 && rc == 0)
-		return CMK_ERR_AUDIT;
-	if (rc != 0)
-		cmk_fail(rc, "%s", detail);
-	return rc;
 }
 
 int64_t cmk_renew_at(const struct cmk_config *cfg, int64_t not_before, int64_t not_after, double jitter_rand)
@@ -466,10 +475,15 @@ int cmk_recover(struct cmk_ctx *ctx, unsigned *n_reset)
 {
 	struct cmk_cert_filter f = { .status = CMK_ST_PENDING };
 	struct pending_ids p = { 0 };
-	unsigned revoked = 0;
+	unsigned revoked = 0, reaped = 0;
 	int rc;
 
 	*n_reset = 0;
+	/* Pool keys claimed by runs that died: a certificate may exist for them, so they are discarded. */
+	if (cmk_store_pool_reap(ctx->store, &reaped) != 0)
+		cmk_log(CMK_LOG_WARN, "recover: key pool: %s", cmk_errdetail());
+	else if (reaped > 0)
+		cmk_lc_shred(ctx);
 	/* A revocation once requested is never dropped; without OpenBao it waits for the next run. */
 	if (cmk_lc_finish_revocations(ctx, &revoked) != 0)
 		cmk_log(CMK_LOG_WARN, "recover: a requested revocation could not be finished yet: %s", cmk_errdetail());
@@ -486,7 +500,7 @@ int cmk_recover(struct cmk_ctx *ctx, unsigned *n_reset)
 			continue;
 		/* A pending record whose lock is held belongs to an operation still running elsewhere. */
 		if (cmk_lc_lock(ctx, rec.tenant, rec.type, false, &lock) == 0) {
-			struct cmk_lc_note note = { CMK_AUDIT_ERROR, "failure", "recover", s.error, &rec, NULL, NULL, false };
+			struct cmk_lc_note note = { CMK_AUDIT_ERROR, "failure", "recover", s.error, &rec, NULL, NULL, false, NULL };
 
 			if (cmk_lc_set_status(ctx, &s, &note) == 0)
 				(*n_reset)++;

@@ -232,10 +232,16 @@ static int check_not_present(struct cmk_ctx *ctx, const char *tenant, const char
 struct store_new_arg {
 	struct cmk_cert_record *rec;
 	const struct cmk_keystore_record *ks;
-	const struct cmk_key *key;
+	const struct cmk_lc_key *key;
+	int64_t renew_at;           /* != 0: there is no test to wait for (verify none): activate at once */
 };
 
-/* Allocate the id, seal the key bound to it, store the pending record and the keystore config. */
+/*
+ * Allocate the id, seal the key bound to it, store the pending record and
+ * the keystore config; with nothing to test, make it active in the same
+ * transaction (the state machine's pending -> active, without a second
+ * durable commit that nothing happens between).
+ */
 static int store_new(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
 {
 	struct store_new_arg *a = arg;
@@ -243,6 +249,10 @@ static int store_new(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
 	struct cmk_cert_record other = { 0 };
 	int rc;
 
+	/* A retried transaction starts again from the record as issued. */
+	rec->status = CMK_ST_PENDING;
+	rec->activated_at = 0;
+	rec->renew_at = 0;
 	/* Re-check inside the transaction: a concurrent add of the same (tenant, type) must not win twice. */
 	rc = cmk_store_cert_find(ctx->store, txn, rec->tenant, rec->type, CMK_ST_ACTIVE, &other);
 	if (rc == 0)
@@ -253,9 +263,12 @@ static int store_new(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
 	}
 	if (rc != CMK_ERR_NOTFOUND)
 		return rc;
-	if ((rc = cmk_lc_store_pending(ctx, txn, rec, a->key)) != 0)
+	if ((rc = cmk_lc_store_pending(ctx, txn, rec, a->key)) != 0 || (rc = cmk_store_keystore_put(txn, a->ks)) != 0)
 		return rc;
-	return cmk_store_keystore_put(txn, a->ks);
+	if (a->renew_at == 0)
+		return 0;
+	rec->renew_at = a->renew_at;
+	return cmk_lc_transition(txn, rec, CMK_ST_ACTIVE, NULL);
 }
 
 static int fill_records(const struct cmk_keystore_request *req, const struct cmk_lc_plan *p,
@@ -286,7 +299,7 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 	struct cmk_cert_record rec = { 0 };
 	struct cmk_keystore_record ks = { 0 };
 	struct cmk_lc_lock *lock = NULL;
-	struct cmk_key *key = NULL;
+	struct cmk_lc_key key = { 0 };
 	int64_t t0 = cmk_monotonic_ms();
 	int rc;
 
@@ -317,33 +330,46 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 	for (size_t i = 0; i < res->warnings.count; i++)
 		cmk_log(CMK_LOG_WARN, "keystore_add: OpenBao warning: %s", res->warnings.items[i]);
 
-	/* 3. Seal the key and store the certificate as pending. */
+	/* 3. Seal the key and store the certificate as pending (active at once when there is no test). */
 	t0 = cmk_monotonic_ms();
 	if ((rc = fill_records(req, &plan, &cert, &info, &rec, &ks)) != 0)
 		goto out;
 	{
-		struct store_new_arg a = { &rec, &ks, key };
-		struct cmk_lc_note note = { CMK_AUDIT_CREATE, "success", "store", NULL, &rec, NULL, NULL, false };
-		rc = cmk_lc_with_txn(ctx, store_new, &a, &note);
+		bool at_once = plan.verify == CMK_VERIFY_NONE;
+		struct store_new_arg a = { &rec, &ks, &key,
+					   at_once ? cmk_renew_at(ctx->cfg, rec.not_before, rec.not_after,
+								  cmk_lc_random_unit()) : 0 };
+		struct cmk_lc_note created = { CMK_AUDIT_CREATE, "success", "store", NULL, &rec, NULL, NULL, false,
+					       cmk_lc_key_origin(&key) };
+		struct cmk_lc_note activated = { CMK_AUDIT_ACTIVATE, "success", "activate",
+						 "connection test skipped (verify none)", &rec, NULL, NULL, false, NULL };
+		struct cmk_lc_note *notes[] = { &created, &activated };
+
+		rc = cmk_lc_with_txn_notes(ctx, store_new, &a, notes, at_once ? 2 : 1);
+		if (rc == 0)
+			key.claim.id = 0;         /* taken from the pool by the record */
+		res->renew_at = a.renew_at;
+		cmk_lc_report(step, arg, "store", rc, t0,
+			      rc ? cmk_errdetail() : at_once ? "sealed, stored and active (verify none: nothing to test)"
+						       : "sealed, stored as pending");
 	}
-	cmk_lc_report(step, arg, "store", rc, t0, rc ? cmk_errdetail() : "sealed, stored as pending");
 	if (rc != 0)
 		goto out;
 	res->id = rec.id;
-	res->status = CMK_ST_PENDING;
+	res->status = rec.status;
 	snprintf(res->serial, sizeof(res->serial), "%s", rec.serial);
 	memcpy(res->fingerprint, rec.fingerprint, sizeof(res->fingerprint));
 	res->not_after = rec.not_after;
 
 	/* 4. Test the connection with the new pair, then activate or mark failed. */
 	t0 = cmk_monotonic_ms();
-	rc = cmk_lc_test_connection(&ks, cert.certificate, cert.ca_chain, key);
+	rc = cmk_lc_test_connection(&ks, cert.certificate, cert.ca_chain, key.key);
 	cmk_lc_report(step, arg, "test", rc, t0,
 	       rc ? cmk_errdetail() : plan.verify == CMK_VERIFY_NONE ? "skipped (verify none)" : "keystore accepted");
 	if (rc != 0) {
 		char detail[512];
 		struct cmk_lc_set s = { rec.id, CMK_ST_PENDING, CMK_ST_FAILED, 0, detail };
-		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "failure", "test", detail, &rec, NULL, NULL, false };
+		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "failure", "test", detail, &rec, NULL, NULL, false, NULL };
 
 		snprintf(detail, sizeof(detail), "%s", cmk_errdetail());
 		if (cmk_lc_set_status(ctx, &s, &note) != 0)
@@ -355,16 +381,16 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 	}
 
 	t0 = cmk_monotonic_ms();
-	{
+	if (rec.status != CMK_ST_ACTIVE) {
 		struct cmk_lc_set s = { rec.id, CMK_ST_PENDING, CMK_ST_ACTIVE,
 					cmk_renew_at(ctx->cfg, rec.not_before, rec.not_after, cmk_lc_random_unit()), NULL };
-		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "success", "activate",
-					    plan.verify == CMK_VERIFY_NONE ? "connection test skipped (verify none)" : NULL,
-					    &rec, NULL, NULL, false };
+		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "success", "activate", NULL, &rec, NULL, NULL, false,
+					    NULL };
 		rc = cmk_lc_set_status(ctx, &s, &note);
 		res->renew_at = s.renew_at;
 	}
-	cmk_lc_report(step, arg, "activate", rc, t0, rc ? cmk_errdetail() : "active");
+	cmk_lc_report(step, arg, "activate", rc, t0,
+		      rc ? cmk_errdetail() : "active");
 	if (rc != 0)
 		goto out;
 	res->status = CMK_ST_ACTIVE;
@@ -376,7 +402,7 @@ out:
 	cmk_cert_record_clear(&rec);
 	cmk_cert_info_clear(&info);
 	cmk_bao_cert_clear(&cert);
-	cmk_key_free(key);
+	cmk_lc_key_done(ctx, &key);
 	cmk_lc_plan_clear(&plan);
 	cmk_lc_unlock(lock);
 	return rc;

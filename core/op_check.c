@@ -51,10 +51,11 @@ static int check_role(struct cmk_ctx *ctx, struct cmk_bao *bao, const struct cmk
 	return rc;
 }
 
-int cmk_check(struct cmk_ctx *ctx, cmk_step_fn step, void *arg)
+int cmk_check(struct cmk_ctx *ctx, bool login, cmk_step_fn step, void *arg)
 {
 	struct cmk_bao_health h = { 0 };
 	struct cmk_bao_token_info ti = { 0 };
+	struct cmk_bao_stats before, after;
 	struct cmk_bao *bao;
 	char detail[512], *chain = NULL;
 	int64_t t0 = cmk_monotonic_ms();
@@ -81,15 +82,19 @@ int cmk_check(struct cmk_ctx *ctx, cmk_step_fn step, void *arg)
 		return rc;
 
 	t0 = cmk_monotonic_ms();
-	rc = cmk_lc_ensure_token(ctx, bao);
+	cmk_bao_get_stats(bao, &before);
+	rc = login ? cmk_bao_login(bao) : cmk_lc_ensure_token(ctx, bao);
 	if (rc == 0)
 		rc = cmk_bao_token_lookup(bao, &ti);
+	cmk_bao_get_stats(bao, &after);
 	if (rc == 0) {
 		char ttl[32];
 		cmk_format_duration(ti.ttl, ttl, sizeof(ttl));
-		snprintf(detail, sizeof(detail), "%s login ok, token ttl %s%s, policies %s",
-			 ctx->cfg->auth.method == CMK_AUTH_KUBERNETES ? "kubernetes"
-			 : ctx->cfg->auth.method == CMK_AUTH_APPROLE ? "approle" : "token",
+		/* lookup-self proves the token works either way; say whether it took a login. */
+		snprintf(detail, sizeof(detail), "%s %s, token ttl %s%s, policies %s",
+			 cmk_auth_method_name(ctx->cfg->auth.method),
+			 after.logins > before.logins || ctx->cfg->auth.method == CMK_AUTH_TOKEN
+				 ? "login ok" : "token shared by this store's runs ok",
 			 ti.ttl ? ttl : "none", ti.renewable ? " renewable" : "", ti.policies);
 	} else {
 		snprintf(detail, sizeof(detail), "%s", cmk_errdetail());

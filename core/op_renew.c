@@ -113,7 +113,8 @@ out:
 struct pending_arg {
 	uint64_t old_id;
 	struct cmk_cert_record *rec;
-	const struct cmk_key *key;
+	const struct cmk_lc_key *key;
+	int64_t renew_at;           /* != 0: nothing to test (verify none): rotate in the same transaction */
 };
 
 static int store_renewal(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
@@ -130,8 +131,22 @@ static int store_renewal(struct cmk_ctx *ctx, struct cmk_txn *txn, void *arg)
 	cmk_cert_record_clear(&old);
 	if (rc != 0)
 		return rc;
+	/* A retried transaction starts again from the record as issued. */
+	a->rec->status = CMK_ST_PENDING;
+	a->rec->activated_at = 0;
+	a->rec->renew_at = 0;
 	a->rec->supersedes = a->old_id;
-	return cmk_lc_store_pending(ctx, txn, a->rec, a->key);
+	if ((rc = cmk_lc_store_pending(ctx, txn, a->rec, a->key)) != 0 || a->renew_at == 0)
+		return rc;
+	{
+		struct rotate_arg ra = { a->old_id, a->rec->id, a->renew_at };
+		if ((rc = rotate(ctx, txn, &ra)) != 0)
+			return rc;
+	}
+	/* rotate() changed the stored copy; this one is what the caller reports. */
+	a->rec->status = CMK_ST_ACTIVE;
+	a->rec->renew_at = a->renew_at;
+	return 0;
 }
 
 /* The renewal proper, with the lock held and the old record in hand. */
@@ -143,7 +158,7 @@ static int renew_locked(struct cmk_ctx *ctx, const struct cmk_cert_record *old, 
 	struct cmk_bao_cert cert = { 0 };
 	struct cmk_cert_record rec = { 0 };
 	struct cmk_keystore_record ks = { 0 };
-	struct cmk_key *key = NULL;
+	struct cmk_lc_key key = { 0 };
 	struct failed_arg fail = { old->id, 0, NULL, 0 };
 	char detail[512];
 	const char *failed_step = NULL;
@@ -178,23 +193,36 @@ static int renew_locked(struct cmk_ctx *ctx, const struct cmk_cert_record *old, 
 	t0 = cmk_monotonic_ms();
 	rc = cmk_lc_fill_record(old->tenant, &plan, &cert, &info, &rec);
 	if (rc == 0) {
-		struct pending_arg pa = { old->id, &rec, key };
-		struct cmk_lc_note note = { CMK_AUDIT_RENEW, "success", "store", NULL, &rec, NULL, NULL, false };
-		rc = cmk_lc_with_txn(ctx, store_renewal, &pa, &note);
+		bool at_once = ks.verify == CMK_VERIFY_NONE;
+		struct pending_arg pa = { old->id, &rec, &key,
+					  at_once ? cmk_renew_at(ctx->cfg, rec.not_before, rec.not_after,
+								 cmk_lc_random_unit()) : 0 };
+		struct cmk_lc_note renewed = { CMK_AUDIT_RENEW, "success", "store", NULL, &rec, NULL, NULL, false,
+					       cmk_lc_key_origin(&key) };
+		struct cmk_lc_note rotated = { CMK_AUDIT_ACTIVATE, "success", "rotate",
+					       "connection test skipped (verify none)", &rec, NULL, NULL, false, NULL };
+		struct cmk_lc_note *notes[] = { &renewed, &rotated };
+
+		rc = cmk_lc_with_txn_notes(ctx, store_renewal, &pa, notes, at_once ? 2 : 1);
+		if (rc == 0)
+			key.claim.id = 0;         /* taken from the pool by the record */
+		res->renew_at = pa.renew_at;
 	}
-	cmk_lc_report(step, arg, "store", rc, t0, rc ? cmk_errdetail() : "sealed, stored as pending");
+	cmk_lc_report(step, arg, "store", rc, t0,
+		      rc ? cmk_errdetail() : rec.status == CMK_ST_ACTIVE
+				 ? "sealed, stored and active (verify none: nothing to test)" : "sealed, stored as pending");
 	if (rc != 0) {
 		failed_step = "store";
 		goto fail;
 	}
 	fail.new_id = res->id = rec.id;
-	res->status = CMK_ST_PENDING;
+	res->status = rec.status;
 	snprintf(res->serial, sizeof(res->serial), "%s", rec.serial);
 	memcpy(res->fingerprint, rec.fingerprint, sizeof(res->fingerprint));
 	res->not_after = rec.not_after;
 
 	t0 = cmk_monotonic_ms();
-	rc = cmk_lc_test_connection(&ks, cert.certificate, cert.ca_chain, key);
+	rc = cmk_lc_test_connection(&ks, cert.certificate, cert.ca_chain, key.key);
 	cmk_lc_report(step, arg, "test", rc, t0,
 		      rc ? cmk_errdetail() : ks.verify == CMK_VERIFY_NONE ? "skipped (verify none)" : "keystore accepted");
 	if (rc != 0) {
@@ -203,10 +231,10 @@ static int renew_locked(struct cmk_ctx *ctx, const struct cmk_cert_record *old, 
 	}
 
 	t0 = cmk_monotonic_ms();
-	{
+	if (rec.status != CMK_ST_ACTIVE) {
 		struct rotate_arg ra = { old->id, rec.id,
 					 cmk_renew_at(ctx->cfg, rec.not_before, rec.not_after, cmk_lc_random_unit()) };
-		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "success", "rotate", NULL, &rec, NULL, NULL, false };
+		struct cmk_lc_note note = { CMK_AUDIT_ACTIVATE, "success", "rotate", NULL, &rec, NULL, NULL, false, NULL };
 		rc = cmk_lc_with_txn(ctx, rotate, &ra, &note);
 		res->renew_at = ra.renew_at;
 	}
@@ -223,7 +251,7 @@ fail:
 	fail.error = detail;
 	{
 		struct cmk_lc_note note = { fail.new_id != 0 ? CMK_AUDIT_ACTIVATE : CMK_AUDIT_RENEW, "failure",
-					    failed_step, detail, fail.new_id != 0 ? &rec : old, NULL, NULL, false };
+					    failed_step, detail, fail.new_id != 0 ? &rec : old, NULL, NULL, false, NULL };
 
 		if (cmk_lc_with_txn(ctx, record_failure, &fail, &note) != 0)
 			cmk_log(CMK_LOG_ERROR, "renew: recording the failure of %s %s: %s", old->tenant, old->type,
@@ -239,7 +267,7 @@ out:
 	cmk_cert_info_clear(&old_info);
 	cmk_cert_info_clear(&info);
 	cmk_bao_cert_clear(&cert);
-	cmk_key_free(key);
+	cmk_lc_key_done(ctx, &key);
 	cmk_lc_plan_clear(&plan);
 	return rc;
 }
@@ -327,7 +355,7 @@ static int age(struct cmk_ctx *ctx, uint64_t id, enum cmk_status from, enum cmk_
 {
 	struct cmk_lc_note note = { event, "success", "scheduler",
 				    to == CMK_ST_EXPIRED ? "certificate expired before it could be renewed; no longer served"
-							 : "grace period over; sealed key destroyed", NULL, NULL, NULL, false };
+							 : "grace period over; sealed key destroyed", NULL, NULL, NULL, false, NULL };
 	struct one_arg a = { id, from, to, cmk_now(), false, { 0 }, &note };
 	int rc;
 

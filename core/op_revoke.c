@@ -198,7 +198,7 @@ static int revoke_locked(struct cmk_ctx *ctx, const char *tenant, const char *ty
 		if (rc == CMK_ERR_STATE) {
 			/* Not revoked (already expired): say so, and still destroy our copy of the key. */
 			struct cmk_lc_note note = { CMK_AUDIT_REVOKE, "not_revoked", "revoke", detail, &rec, NULL, NULL,
-						    false };
+						    false, NULL };
 
 			snprintf(detail, sizeof(detail), "%s", cmk_errdetail());
 			m.to = CMK_ST_CLEANED_UP;
@@ -206,7 +206,7 @@ static int revoke_locked(struct cmk_ctx *ctx, const char *tenant, const char *ty
 			cmk_lc_with_txn(ctx, mark, &m, &note);
 			cmk_fail(CMK_ERR_STATE, "%s", detail);
 		} else if (rc == 0) {
-			struct cmk_lc_note note = { CMK_AUDIT_REVOKE, "success", "revoke", detail, &rec, NULL, NULL, false };
+			struct cmk_lc_note note = { CMK_AUDIT_REVOKE, "success", "revoke", detail, &rec, NULL, NULL, false, NULL };
 
 			snprintf(detail, sizeof(detail), "reason %s; on the CRL", reason_name(reason));
 			m.note = detail;
@@ -335,7 +335,7 @@ int cmk_keystore_remove(struct cmk_ctx *ctx, const char *tenant, const char *typ
 		snprintf(ks.type, sizeof(ks.type), "%s", type);
 		{
 			struct cmk_lc_note note = { CMK_AUDIT_DELETE, "success", "keystore_remove", NULL, NULL, tenant,
-						    type, false };
+						    type, false, NULL };
 			rc2 = cmk_lc_with_txn(ctx, forget_keystore, &ks, &note);
 		}
 		cmk_lc_report(step, arg, "forget", rc2, t0, rc2 ? cmk_errdetail() : "keystore connection removed");

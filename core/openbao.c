@@ -43,8 +43,11 @@ struct cmk_bao {
 	int64_t token_ttl;         /* seconds granted at the last login or renewal, 0 = never expires */
 	int64_t token_increment;   /* renew-self asks for the TTL first granted */
 	int64_t token_since_ms;    /* monotonic time token_ttl was granted */
+	int64_t token_granted_ms;  /* the same on the wall clock, in ms since the epoch (for other processes) */
 	bool token_renewable;
 	struct cmk_bao_stats stats;
+	cmk_bao_token_fn on_token; /* told of every new or renewed token */
+	void *on_token_arg;
 };
 
 enum call_flags {
@@ -461,12 +464,27 @@ static int read_credential(const char *path, const char *key, char **out)
 	return 0;
 }
 
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* The held token was just granted `ttl` seconds. */
 static void start_ttl(struct cmk_bao *b, int64_t ttl, bool renewable)
 {
 	b->token_ttl = ttl;
 	b->token_renewable = renewable;
 	b->token_since_ms = cmk_monotonic_ms();
+	b->token_granted_ms = wall_ms();
+}
+
+static void tell_token(struct cmk_bao *b, enum cmk_bao_token_event ev)
+{
+	if (b->on_token != NULL)
+		b->on_token(b, ev, b->on_token_arg);
 }
 
 /* Take ownership of `token`, wiping the one held before. */
@@ -595,6 +613,7 @@ int cmk_bao_login(struct cmk_bao *b)
 	b->stats.logins++;
 	cmk_log(CMK_LOG_INFO, "openbao: %s login ok, token ttl %" PRId64 "s%s", method_name(b->method), b->token_ttl,
 		b->token_renewable ? ", renewable" : "");
+	tell_token(b, CMK_BAO_TOKEN_LOGGED_IN);
 	return 0;
 }
 
@@ -619,6 +638,7 @@ static int renew_self(struct cmk_bao *b, int64_t increment, unsigned flags, stru
 			  auth.renewable && !(increment > 0 && auth.lease_duration < increment));
 		cmk_bao_log_warnings(c.path, &auth.warnings);
 		cmk_log(CMK_LOG_INFO, "openbao: token renewed, ttl %" PRId64 "s", auth.lease_duration);
+		tell_token(b, CMK_BAO_TOKEN_RENEWED);
 		if (warnings != NULL) {
 			*warnings = auth.warnings;
 			memset(&auth.warnings, 0, sizeof(auth.warnings));
@@ -651,6 +671,61 @@ int cmk_bao_ensure_token(struct cmk_bao *b)
 	/* OpenBao could not be asked; the token still has time left, so keep it and renew next time. */
 	cmk_log(CMK_LOG_WARN, "openbao: token renewal failed, keeping the current token: %s", cmk_errdetail());
 	return 0;
+}
+
+/* ---- sharing the token ---- */
+
+void cmk_bao_on_token(struct cmk_bao *b, cmk_bao_token_fn fn, void *arg)
+{
+	b->on_token = fn;
+	b->on_token_arg = arg;
+}
+
+void cmk_bao_token_state_clear(struct cmk_bao_token_state *s)
+{
+	if (s == NULL)
+		return;
+	cmk_strfreezero(s->token);
+	memset(s, 0, sizeof(*s));
+}
+
+int cmk_bao_token_export(const struct cmk_bao *b, struct cmk_bao_token_state *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (b->token == NULL)
+		return cmk_fail(CMK_ERR_NOTFOUND, "openbao: no token held");
+	if ((out->token = strdup(b->token)) == NULL)
+		return CMK_ERR_NOMEM;
+	out->granted_ms = b->token_granted_ms;
+	out->ttl = b->token_ttl;
+	out->increment = b->token_increment;
+	out->renewable = b->token_renewable;
+	return 0;
+}
+
+int cmk_bao_token_import(struct cmk_bao *b, const struct cmk_bao_token_state *s)
+{
+	int64_t age_ms = wall_ms() - s->granted_ms;
+	char *copy;
+
+	if (s->token == NULL || s->token[0] == '\0')
+		return cmk_fail(CMK_ERR_INVALID, "openbao: no token to hold");
+	if ((copy = strdup(s->token)) == NULL)
+		return CMK_ERR_NOMEM;
+	set_token(b, copy, s->ttl, s->renewable);
+	b->token_increment = s->increment;
+	/* Its age counts from when it was granted, in whichever process that was. */
+	if (age_ms < 0)
+		age_ms = 0;
+	b->token_granted_ms = s->granted_ms;
+	b->token_since_ms = cmk_monotonic_ms() - age_ms;
+	return 0;
+}
+
+bool cmk_bao_token_fresh(const struct cmk_bao *b)
+{
+	return cmk_bao_token_action(b->token != NULL, b->token_ttl, b->token_renewable,
+				    cmk_monotonic_ms() - b->token_since_ms) == CMK_BAO_TOKEN_KEEP;
 }
 
 int cmk_bao_token_lookup(struct cmk_bao *b, struct cmk_bao_token_info *out)

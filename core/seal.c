@@ -4,7 +4,8 @@
  * Provider "local": the 32-byte master key is read once from its file into
  * a page of its own that is locked in memory and left out of core dumps.
  * Each seal or unseal derives the tenant key with HKDF-SHA256 (salt = the
- * store id, info = "cmkcert tenant v1" || tenant), uses it for one
+ * store id, info = "cmkcert tenant v1" || tenant; for the blobs of no tenant,
+ * info = "cmkcert pool v1" or "cmkcert token v1"), uses it for one
  * AES-256-GCM operation and wipes it.  Only crypto.h primitives are used
  * here; mbedTLS stays in the crypto backend.
  *
@@ -211,12 +212,24 @@ void cmk_sealer_free(struct cmk_sealer *s)
 
 /* ---- keys and associated data ------------------------------------------- */
 
-/* HKDF-SHA256(ikm = master, salt = store id, info = "cmkcert tenant v1" || tenant). Caller wipes `key`. */
+/*
+ * HKDF-SHA256(ikm = master, salt = store id, info = "cmkcert tenant v1" || tenant);
+ * for the names of blobs that belong to no tenant ("#pool", "#token"),
+ * info = "cmkcert pool v1" / "cmkcert token v1".  Caller wipes `key`.
+ */
 static int tenant_key(const struct cmk_sealer *s, const char *tenant, uint8_t key[32])
 {
 	uint8_t info[sizeof(info_prefix) - 1 + FIELD_MAX];
 	size_t plen = sizeof(info_prefix) - 1, tlen = strlen(tenant);
+	const char *own = strcmp(tenant, CMK_SEAL_POOL) == 0 ? "cmkcert pool v1"
+			  : strcmp(tenant, CMK_SEAL_TOKEN) == 0 ? "cmkcert token v1" : NULL;
 
+	if (own != NULL)
+		return cmk_hkdf_sha256(s->store_id, CMK_STORE_ID_LEN, s->master, MASTER_LEN, (const uint8_t *)own,
+				       strlen(own), key, 32);
+	/* No tenant id starts with '#': such a name is one this file does not know. */
+	if (tenant[0] == '#')
+		return cmk_fail(CMK_ERR_INVALID, "seal: unknown binding name");
 	memcpy(info, info_prefix, plen);
 	memcpy(info + plen, tenant, tlen);
 	return cmk_hkdf_sha256(s->store_id, CMK_STORE_ID_LEN, s->master, MASTER_LEN, info, plen + tlen, key, 32);

@@ -165,7 +165,8 @@ static int open_all(struct store_gen *g, DB_TXN *t, uint8_t id[CMK_STORE_ID_LEN]
 	    (rc = open_db(g, t, &g->keystores, "keystores.db", 0)) != 0 ||
 	    (rc = open_db(g, t, &g->changes, "changes.db", 0)) != 0 ||
 	    (rc = open_db(g, t, &g->audit, "audit.db", 0)) != 0 ||
-	    (rc = store_keys_open(g, t)) != 0)
+	    (rc = store_keys_open(g, t)) != 0 || (rc = store_pool_open(g, t)) != 0 ||
+	    (rc = store_token_open(g, t)) != 0)
 		return rc;
 	/* DB_CREATE: an index that is empty (new, or added by a later version) is built from certs. */
 	if ((ret = g->certs->associate(g->certs, t, g->by_tts, index_tts, DB_CREATE)) != 0 ||
@@ -297,20 +298,19 @@ void store_close_dbs(struct store_gen *g, bool sync)
 	close_db(g, &g->changes, flags);
 	close_db(g, &g->audit, flags);
 	store_keys_close(g, flags);
+	store_pool_close(g, flags);
+	store_token_close(g, flags);
 	close_db(g, &g->meta, flags);
 }
 
 /* ---- reads ---- */
-
-/* A read step: runs inside a transaction; `rmw` is DB_RMW when the caller's transaction will update. */
-typedef int (*read_fn)(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg);
 
 /*
  * Run `fn` in the caller's transaction, or else in a short read-committed
  * transaction of its own, retried when chosen as a deadlock victim: it never
  * sees uncommitted data and holds its locks only for the read.
  */
-static int in_read_txn(struct cmk_store *st, struct cmk_txn *txn, read_fn fn, void *arg)
+int in_read_txn(struct cmk_store *st, struct cmk_txn *txn, read_fn fn, void *arg)
 {
 	struct store_gen *g;
 	DB_TXN *t;

@@ -1,9 +1,11 @@
 /*
  * store_bdb_int.h - what the Berkeley DB files of the store share: the
  * handle, its environment generations, transactions and the translation of
- * BDB results.  Only store_env.c (environment, liveness, recovery) and
- * store_bdb.c (records, indexes, change log) include it; nothing else in the
- * project sees db.h.
+ * BDB results.  Only the store's own files include it: store_env.c
+ * (environment, liveness, recovery), store_bdb.c (records, indexes, change
+ * log), store_keys.c (key slots, shredding), store_pool.c (the key pool)
+ * and store_token.c (the shared token, verified chains); nothing else in
+ * the project sees db.h.
  *
  * Generations.  A struct cmk_store lives as long as the caller keeps it; the
  * Berkeley DB environment under it may have to be replaced: when a process
@@ -45,6 +47,8 @@ struct store_gen {
 	DB_ENV *env;
 	DB *meta, *certs, *by_tts, *by_renew, *by_serial, *keystores, *changes, *audit;
 	DB *keys, *keyfree;           /* sealed keys in slots of their own (store_keys.c) */
+	DB *pool;                     /* the key pool's entries and counters (store_pool.c) */
+	DB *session;                  /* the OpenBao token shared by every process (store_token.c) */
 	atomic_bool broken;           /* needs recovery: no new call enters it */
 	atomic_int inside;            /* threads inside a call */
 	atomic_int txns;              /* open transactions */
@@ -134,6 +138,27 @@ void store_close_dbs(struct store_gen *g, bool sync);
 /* Pause before a retry: attempt * 2 ms. */
 void store_backoff(int attempt);
 
+/* A read step: runs inside a transaction; `rmw` is DB_RMW when the caller's transaction will update. */
+typedef int (*read_fn)(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg);
+
+/*
+ * Run `fn` in the caller's transaction, or else in a short read-committed
+ * transaction of its own, retried when chosen as a deadlock victim (store_bdb.c).
+ */
+int in_read_txn(struct cmk_store *st, struct cmk_txn *txn, read_fn fn, void *arg);
+
+/* True while process `pid` has the store open (its liveness lock is held); this process always is. */
+bool store_process_alive(const struct cmk_store *st, pid_t pid);
+
+/*
+ * The key pool's and the token's databases (store_pool.c, store_token.c):
+ * opened in the transaction that opens the others, closed with them.
+ */
+int store_pool_open(struct store_gen *g, DB_TXN *t);
+void store_pool_close(struct store_gen *g, u_int32_t flags);
+int store_token_open(struct store_gen *g, DB_TXN *t);
+void store_token_close(struct store_gen *g, u_int32_t flags);
+
 /* Sizes of the environment that store_keys.c depends on. */
 #define CMK_LOG_FILE_BYTES (2u << 20)
 #define CMK_LOG_BUFFER_BYTES (64u << 10)
@@ -151,6 +176,12 @@ void store_keys_close(struct store_gen *g, u_int32_t flags);
 int store_key_read(struct store_gen *g, DB_TXN *t, uint32_t slot, u_int32_t rmw, uint8_t **blob, size_t *len);
 int store_key_write(struct store_gen *g, DB_TXN *t, uint32_t *slot, const uint8_t *blob, size_t len);
 int store_key_destroy(struct store_gen *g, DB_TXN *t, uint32_t slot);
+/*
+ * Overwrite a slot with zeros and free it like store_key_destroy(), without
+ * counting it for cmk_store_shred(): for a pool key that moved into a
+ * record, whose destruction later shreds every older copy of it.
+ */
+int store_key_wipe(struct store_gen *g, DB_TXN *t, uint32_t slot);
 
 /* Overwrite and remove the log files recovery no longer needs; *removed counts them. */
 int store_remove_old_logs(struct store_gen *g, unsigned *removed);

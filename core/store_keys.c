@@ -169,7 +169,7 @@ int store_key_write(struct store_gen *g, DB_TXN *t, uint32_t *slot, const uint8_
 	return slot_write(g, t, slot, blob, len);
 }
 
-int store_key_destroy(struct store_gen *g, DB_TXN *t, uint32_t slot)
+int store_key_wipe(struct store_gen *g, DB_TXN *t, uint32_t slot)
 {
 	uint8_t kb[4], one = 1;
 	DBT k, d;
@@ -183,6 +183,15 @@ int store_key_destroy(struct store_gen *g, DB_TXN *t, uint32_t slot)
 	dbt_set(&d, &one, 0);
 	if ((ret = g->keyfree->put(g->keyfree, t, &k, &d, 0)) != 0)
 		return db_fail(g, ret, "store: %s: freeing key slot %" PRIu32, g->st->path, slot);
+	return 0;
+}
+
+int store_key_destroy(struct store_gen *g, DB_TXN *t, uint32_t slot)
+{
+	int rc;
+
+	if ((rc = store_key_wipe(g, t, slot)) != 0)
+		return rc;
 	return store_note_destroyed(g, t);
 }
 

@@ -35,6 +35,7 @@
 #include "keeper.h"
 #include "lockmem.h"
 #include "pin.h"
+#include "refill.h"
 #include "sched.h"
 #include "service.h"
 #include "tree.h"
@@ -217,6 +218,7 @@ static int serve(const struct options *o)
 	struct fuse_loop_config loop = { .clone_fd = 0, .max_idle_threads = 10 };
 	struct cmkfs fs = { .mountpoint = o->mountpoint, .keeper_mu = PTHREAD_MUTEX_INITIALIZER };
 	struct control *control = NULL;
+	struct refill *refill = NULL;
 	bool mounted = false, handlers = false, started = false;
 	uint64_t seq = 0;
 	pthread_condattr_t ca;
@@ -270,6 +272,9 @@ static int serve(const struct options *o)
 		started = true;
 	if (rc == 0)
 		rc = service_start(&fs, &fs.service);
+	/* Key pools are kept full where renewals run; a failure costs speed, not service. */
+	if (rc == 0 && fs.run_scheduler && refill_start(fs.ctx, &refill) != 0)
+		cmk_log(CMK_LOG_WARN, "key pool refill not started: %s", cmk_errdetail());
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc == 0)
 		rc = control_start(control);
@@ -296,6 +301,8 @@ out:
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	/* First: no request may start an operation while the threads it needs are stopped. */
 	if (!control_stop(control, cmk_monotonic_ms() + STOP_WORKERS_MS))
+		fs.abandoned_threads = true;
+	if (!refill_stop(refill, cmk_monotonic_ms() + STOP_WORKERS_MS))
 		fs.abandoned_threads = true;
 	if (started && !keeper_stop(&fs, cmk_monotonic_ms() + STOP_WORKERS_MS))
 		cmk_log(CMK_LOG_WARN, "a worker thread stuck in the store was left behind");

@@ -3,7 +3,8 @@
  *
  * Append-only JSON lines, fsync'd, one object per event:
  *   {"seq":N,"time":"...Z","event":"credentialCreate","tenant":...,"type":...,
- *    "serial":...,"fingerprint":...,"actor":...,"outcome":"success"|"failure",
+ *    "serial":...,"fingerprint":...,"actor":...,"step":...,"key_origin":...,
+ *    "outcome":"success"|"failure",
  *    ...optional fields..., "prev":"<sha256 hex of the previous line>",
  *    "mac":"<HMAC-SHA256 of the line before this member>"}
  * The first line's prev is 64 zeros.  Several processes append safely: the
@@ -54,6 +55,7 @@ struct cmk_audit_event {
 	const char *outcome;      /* "success" | "failure" | "denied" ...; required */
 	const char *step;         /* the lifecycle step: "issue", "test", "seal" ... */
 	const char *detail;       /* short reason, never a secret */
+	const char *key_origin;   /* issuance: where the private key came from: "pool", "inline", "openbao" */
 	uint64_t record_id;       /* 0 = omitted */
 	long uid, gid, pid;       /* -1 = omitted */
 	uint64_t count;           /* events this line stands for (aggregated refusals); 0 = omitted */

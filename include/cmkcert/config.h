@@ -16,6 +16,7 @@
 #define CMK_CONFIG_DEFAULT_PATH "/etc/cmkcert/cmkcert.conf"
 #define CMK_CONTROL_DEFAULT_SOCKET "/run/cmkcert/control.sock"
 #define CMK_CONTROL_SOCKET_MAX 107     /* bytes of a unix socket path (sun_path less its NUL) */
+#define CMK_POOL_SIZE_MAX 1000
 
 enum cmk_mode { CMK_MODE_SIGN = 0, CMK_MODE_ISSUE = 1 };
 enum cmk_auth_method { CMK_AUTH_KUBERNETES = 0, CMK_AUTH_APPROLE = 1, CMK_AUTH_TOKEN = 2 };
@@ -34,6 +35,7 @@ struct cmk_template {
 	size_t n_aliases;
 	char *role;            /* per-type PKI role, NULL = [openbao] role */
 	enum cmk_verify verify;
+	int pool_size;         /* keys kept ready for this key type and size (pool.h); -1 = [keys] pool_size */
 	int line;              /* line of the section header, for messages */
 };
 
@@ -76,6 +78,7 @@ struct cmk_config {
 	struct {
 		char *provider;    /* "local" */
 		char *master_key;
+		int pool_size;     /* keys kept ready per key type and size (pool.h); default 0 = no pool */
 	} keys;
 	struct {
 		int64_t renew_before;     /* default 30d */

@@ -31,6 +31,12 @@ int cmk_key_parse_pem(const char *pem, size_t len, struct cmk_key **out);
 /* PEM of the private key (PKCS#1 for RSA, SEC1 for EC); caller cmk_freezero()s *pem (len bytes + NUL). */
 int cmk_key_write_pem(const struct cmk_key *key, char **pem, size_t *len);
 
+/*
+ * SHA-256 of the key's public part as a certificate carries it (the DER of
+ * its SubjectPublicKeyInfo): tells keys apart without touching the secret.
+ */
+int cmk_key_public_sha256(const struct cmk_key *key, uint8_t out[32]);
+
 enum cmk_key_type cmk_key_type(const struct cmk_key *key);
 int cmk_key_bits(const struct cmk_key *key);
 
@@ -76,11 +82,27 @@ int cmk_pem_cert_count(const char *pem);
 int cmk_cert_matches_key(const char *cert_pem, const struct cmk_key *key);
 
 /*
+ * The same by comparing the public halves only (no private-key arithmetic):
+ * enough for a key this process generated or took from the pool, whose
+ * halves belong together by construction.  A key from elsewhere (an issue
+ * answer) needs cmk_cert_matches_key(), which also checks the key itself.
+ */
+int cmk_cert_has_public_key(const char *cert_pem, const struct cmk_key *key);
+
+/*
  * 0 when `leaf_pem` chains to a self-signed root in `chain_pem` (issuing CA
  * first, then parents) and every certificate is valid now; CMK_ERR_VERIFY
  * with detail naming the reason otherwise.
  */
 int cmk_cert_verify_chain(const char *leaf_pem, const char *chain_pem);
+
+/*
+ * The part of cmk_cert_verify_chain() that depends on the leaf: the chain's
+ * first certificate (the issuing CA) signed `leaf_pem`, and every
+ * certificate of leaf and chain is valid now.  For a caller that already
+ * verified this very chain up to its root (one signature less per call).
+ */
+int cmk_cert_verify_issued_by(const char *leaf_pem, const char *chain_pem);
 
 /*
  * 0 when `crl_pem` (an X509 CRL in PEM) is signed by the CA that issued

@@ -53,8 +53,11 @@ typedef void (*cmk_step_fn)(const char *step, int rc, int64_t elapsed_ms, const 
  * Story 1: reach OpenBao, authenticate, verify the PKI mount and every
  * template's role; report each step.  Returns 0 when all hold, else the
  * code of the first failed step (later steps that depend on it are skipped).
+ * Authenticating uses the token the store's processes share when it is
+ * fresh (lookup-self proves it works); `login` logs in regardless, which
+ * tests the credentials themselves (the new token is shared).
  */
-int cmk_check(struct cmk_ctx *ctx, cmk_step_fn step, void *arg);
+int cmk_check(struct cmk_ctx *ctx, bool login, cmk_step_fn step, void *arg);
 
 /* A keystore connection request (story 2). */
 struct cmk_keystore_request {
@@ -102,7 +105,8 @@ int cmk_keystore_add(struct cmk_ctx *ctx, const struct cmk_keystore_request *req
 /*
  * Start-up recovery: every pending record whose (tenant, type) no running
  * operation holds was left by a process that died mid-operation; it becomes
- * failed ("interrupted"), audited.  *n_reset receives how many.
+ * failed ("interrupted"), audited.  *n_reset receives how many.  Pool keys
+ * claimed by processes that died are discarded (and shredded).
  */
 int cmk_recover(struct cmk_ctx *ctx, unsigned *n_reset);
 

@@ -104,6 +104,32 @@ int cmk_bao_login(struct cmk_bao *b);
  */
 int cmk_bao_ensure_token(struct cmk_bao *b);
 
+/*
+ * Sharing the token with other processes (the lifecycle keeps it sealed in
+ * the store, so that runs of the CLI do not each log in).  The state of a
+ * token: `granted_ms` is wall-clock time, so another process can tell how
+ * much of `ttl` is left.
+ */
+struct cmk_bao_token_state {
+	char *token;           /* wiped by cmk_bao_token_state_clear() */
+	int64_t granted_ms;    /* milliseconds since the epoch when `ttl` was granted */
+	int64_t ttl;           /* seconds, 0 = never expires */
+	int64_t increment;     /* what renewals ask for */
+	bool renewable;
+};
+void cmk_bao_token_state_clear(struct cmk_bao_token_state *s);
+/* A copy of the token held; CMK_ERR_NOTFOUND when none.  Release with cmk_bao_token_state_clear(). */
+int cmk_bao_token_export(const struct cmk_bao *b, struct cmk_bao_token_state *out);
+/* Hold a copy of `s` from now on, as old as s->granted_ms says; the token held before is wiped. */
+int cmk_bao_token_import(struct cmk_bao *b, const struct cmk_bao_token_state *s);
+/* True when cmk_bao_ensure_token() would keep the token held (it is there, and not due for renewal). */
+bool cmk_bao_token_fresh(const struct cmk_bao *b);
+
+/* Told after every login (including the one after a 403) and every renewal, from the calling thread. */
+enum cmk_bao_token_event { CMK_BAO_TOKEN_LOGGED_IN, CMK_BAO_TOKEN_RENEWED };
+typedef void (*cmk_bao_token_fn)(struct cmk_bao *b, enum cmk_bao_token_event ev, void *arg);
+void cmk_bao_on_token(struct cmk_bao *b, cmk_bao_token_fn fn, void *arg);
+
 struct cmk_bao_token_info {
 	int64_t ttl;           /* remaining seconds, 0 = never expires */
 	bool renewable;

@@ -22,6 +22,17 @@
 
 struct cmk_sealer;
 
+/*
+ * Blobs that belong to no tenant are bound to a name starting with '#',
+ * which no tenant id can: CMK_SEAL_POOL for keys waiting in the key pool
+ * (type = the pool's name, record_id = the entry's id, serial ""), and
+ * CMK_SEAL_TOKEN for the OpenBao token the store's processes share (type =
+ * the token's name).  Their key is HKDF-SHA256(master, salt = store id,
+ * info = "cmkcert pool v1" or "cmkcert token v1"), never a tenant's.
+ */
+#define CMK_SEAL_POOL "#pool"
+#define CMK_SEAL_TOKEN "#token"
+
 /* What a sealed key is bound to. */
 struct cmk_seal_aad {
 	const char *tenant;

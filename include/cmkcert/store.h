@@ -14,6 +14,10 @@
  *              transaction as every mutation of certs or keystores
  *   audit      the audit trail's anchor: sequence number and MAC of the
  *              last line written (audit.h)
+ *   pool       keys generated ahead of need, sealed, waiting to be taken
+ *              by an issuance (pool.h), and each pool's counters
+ *   session    the OpenBao token every process of the store shares, sealed,
+ *              and the CA chains already verified up to their root
  *
  * Every mutation takes a transaction.  Reads accept txn = NULL (read
  * committed data) or a transaction (reads its own writes; single-record
@@ -273,5 +277,109 @@ struct cmk_audit_anchor {
 };
 int cmk_store_audit_anchor_get(struct cmk_store *st, struct cmk_txn *txn, struct cmk_audit_anchor *out);
 int cmk_store_audit_anchor_put(struct cmk_txn *txn, const struct cmk_audit_anchor *a);
+
+/*
+ * Key pool storage (pool.h is the pool itself).  A pool is named after the
+ * keys it holds ("rsa-4096", "ec-256").  An entry is one sealed private key
+ * in a key slot of its own, like a certificate's (so it is zeroed in place
+ * when it goes), the SHA-256 of its public key (SubjectPublicKeyInfo DER),
+ * and, while an operation is using it, the pid of that process.  Each pool
+ * counts the keys ever added (generated), moved into a record (used) and
+ * destroyed unused (discarded): generated = free + claimed + used + discarded.
+ */
+#define CMK_POOL_NAME_MAX 16
+
+struct cmk_pool_entry {
+	uint64_t id;
+	char pool[CMK_POOL_NAME_MAX];
+	int64_t created_at;
+	uint32_t claim_pid;               /* 0 = free; else the process using it */
+	int64_t claimed_at;
+	uint8_t public_sha256[32];
+	uint8_t *sealed_key;              /* only from cmk_store_pool_claim() */
+	size_t sealed_key_len;
+};
+
+/* Free the sealed key (wiped) and zero the struct. */
+void cmk_pool_entry_clear(struct cmk_pool_entry *e);
+
+struct cmk_pool_counts {
+	uint64_t free, claimed;           /* entries now */
+	uint64_t generated, used, discarded;
+};
+
+/* An id for a new entry (the sealed key is bound to it). */
+int cmk_store_pool_next_id(struct cmk_txn *txn, uint64_t *id);
+/* Add a free entry with its sealed key (e->id from cmk_store_pool_next_id()); counts it generated. */
+int cmk_store_pool_add(struct cmk_txn *txn, const struct cmk_pool_entry *e);
+/*
+ * The oldest free entry of `pool`, claimed in `txn` for this process, with
+ * its sealed key.  CMK_ERR_NOTFOUND when the pool has no free entry.
+ * Release *out with cmk_pool_entry_clear().
+ */
+int cmk_store_pool_claim(struct cmk_txn *txn, const char *pool, struct cmk_pool_entry *out);
+/*
+ * Entry `id` of `pool`, claimed by this process, is free again.  CMK_ERR_NOTFOUND
+ * when it is gone, CMK_ERR_STATE when another process holds it.
+ */
+int cmk_store_pool_unclaim(struct cmk_txn *txn, const char *pool, uint64_t id);
+/*
+ * Entry `id` leaves the pool and its slot is zeroed in place: `used` (its
+ * key went into a record stored in the same transaction; the record's own
+ * destruction shreds the older copies) or discarded (counted for
+ * cmk_store_shred()).  CMK_ERR_NOTFOUND when it is gone.
+ */
+int cmk_store_pool_remove(struct cmk_txn *txn, const char *pool, uint64_t id, bool used);
+/*
+ * Discard every entry claimed by a process that no longer has the store
+ * open: the operation that claimed it died, and whether its public key left
+ * the host in a request is not known, so the key is never handed out again.
+ * *n (may be NULL) receives how many.
+ */
+int cmk_store_pool_reap(struct cmk_store *st, unsigned *n);
+/* Counters and current entries of `pool` (all zero for a pool never used). */
+int cmk_store_pool_counts(struct cmk_store *st, struct cmk_txn *txn, const char *pool, struct cmk_pool_counts *out);
+/*
+ * Every entry in order of pool name, then id, without sealed keys; entries
+ * of pools no template uses any more too.  Callback conventions as
+ * cmk_cert_cb (it may use the store).
+ */
+typedef int (*cmk_pool_cb)(const struct cmk_pool_entry *e, void *arg);
+int cmk_store_pool_each(struct cmk_store *st, cmk_pool_cb cb, void *arg);
+
+/*
+ * The OpenBao token every process of the store shares (lifecycle), stored
+ * under a name that binds it to the server and login it came from.  The
+ * token itself is sealed by the caller; its times are in the clear.
+ */
+#define CMK_TOKEN_NAME_LEN 64             /* hex SHA-256 of what the token is bound to */
+
+struct cmk_stored_token {
+	int64_t granted_ms;               /* wall clock when `ttl` was granted, ms since the epoch */
+	int64_t ttl;                      /* seconds; 0 = never expires */
+	int64_t increment;                /* what renewals ask for */
+	bool renewable;
+	uint64_t version;                 /* set by put: +1 per write of this name */
+	uint8_t *sealed;                  /* the sealed token */
+	size_t sealed_len;
+};
+void cmk_stored_token_clear(struct cmk_stored_token *t);
+
+/* CMK_ERR_NOTFOUND when none is stored under `name`. */
+int cmk_store_token_get(struct cmk_store *st, const char *name, struct cmk_stored_token *out);
+/* Store (replace) in a transaction of its own; t->version is ignored, out_version (may be NULL) gets the new one. */
+int cmk_store_token_put(struct cmk_store *st, const char *name, const struct cmk_stored_token *t,
+			uint64_t *out_version);
+/* Forget the token stored under `name` (no error when none is). */
+int cmk_store_token_del(struct cmk_store *st, const char *name);
+
+/*
+ * CA chains (by SHA-256 of their PEM) that an issuance verified up to their
+ * self-signed root: the next issuance that receives the same chain checks
+ * only the leaf's own signature (cmk_cert_verify_issued_by()).  Noting one
+ * is a transaction of its own; losing it costs one verification.
+ */
+bool cmk_store_chain_known(struct cmk_store *st, const uint8_t sha256[32]);
+int cmk_store_chain_note(struct cmk_store *st, const uint8_t sha256[32]);
 
 #endif

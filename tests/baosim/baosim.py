@@ -116,11 +116,12 @@ ttl = 8760h
 aliases = thales_luna_hsm
 verify = tls
 
+# RSA-3072 as shipped (conf/cmkcert.conf): OpenKCM's keystore plugins load RSA keys only.
 [template:aws_kms]
 common_name = tenant-{{tenant_id}}-aws.keystore.internal
 alt_names = tenant-{{tenant_id}}.internal
-key_type = ec
-key_bits = 256
+key_type = rsa
+key_bits = 3072
 ttl = 4380h
 aliases = aws_kms_keystore
 verify = tls

@@ -460,10 +460,10 @@ def test_system_call_writes_get_erofs(ro_mount, name, op):
 # ---- snapshots and changes without a remount -----------------------------------------
 
 
-def rsa_conf(bao, tmp_path):
-    """The aws_kms template with RSA-2048 keys: its certificates and keys are longer than EC-256 ones."""
-    conf = edit_conf(bao.conf, "template:aws_kms", "key_type", "rsa", out=tmp_path / "rsa.conf")
-    return edit_conf(conf, "template:aws_kms", "key_bits", "2048")
+def ec_conf(bao, tmp_path):
+    """The aws_kms template with EC P-256 keys: its certificates and keys are shorter than the RSA-3072 ones."""
+    conf = edit_conf(bao.conf, "template:aws_kms", "key_type", "ec", out=tmp_path / "ec.conf")
+    return edit_conf(conf, "template:aws_kms", "key_bits", "256")
 
 
 def read_rest(fd):
@@ -477,7 +477,7 @@ def read_rest(fd):
 
 def test_open_handle_keeps_its_version_new_opens_see_the_new_one(bao, cmk, fuse, tmp_path):
     # The old version is the longer one (RSA), so a reader cut short by the new size would show.
-    add(cmk, "acme", "aws_kms", conf=rsa_conf(bao, tmp_path))
+    add(cmk, "acme", "aws_kms")
     m = fuse()
     names = {"key": m / "private" / "acme-aws_kms.key", "bundle": m / "bundle" / "acme-aws_kms.pem",
              "crt": m / "certs" / "acme-aws_kms.crt"}
@@ -485,7 +485,7 @@ def test_open_handle_keeps_its_version_new_opens_see_the_new_one(bao, cmk, fuse,
     fds = {k: os.open(p, os.O_RDONLY) for k, p in names.items()}
     try:
         head = {k: os.read(fd, 16) for k, fd in fds.items()}
-        r = cmk("renew", "--tenant", "acme", "--type", "aws_kms")
+        r = cmk("renew", "--tenant", "acme", "--type", "aws_kms", conf=ec_conf(bao, tmp_path))
         assert r.returncode == 0, r.stderr
         # Wait for the change through a file that is not open here.
         probe = m / "private" / "acme-aws_kms.key"
@@ -511,14 +511,14 @@ def test_cached_reader_of_an_old_version_never_cuts_short_a_new_reader(bao, cmk,
     """The kernel keeps one size per inode.  A cached reader of a shorter old
     version that reads past its end makes the kernel shrink that size; a
     reader of the newer, longer version must still get all of it."""
-    add(cmk, "acme", "aws_kms")
+    add(cmk, "acme", "aws_kms", conf=ec_conf(bao, tmp_path))
     m = fuse()
     crt = m / "certs" / "acme-aws_kms.crt"
     old = read(crt)
     fd = os.open(crt, os.O_RDONLY)
     try:
         head = os.read(fd, 16)
-        r = cmk("renew", "--tenant", "acme", "--type", "aws_kms", conf=rsa_conf(bao, tmp_path))
+        r = cmk("renew", "--tenant", "acme", "--type", "aws_kms")
         assert r.returncode == 0, r.stderr
         new = nl(show(cmk, "acme", "aws_kms")["certificate"]).encode()
         assert len(new) > len(old)

@@ -7,14 +7,15 @@ import subprocess
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conftest import edit_conf
 
 TEMPLATES = {
     "thales_luna": ("tenant-{t}-thales.keystore.internal", rsa.RSAPublicKey, 4096),
-    "aws_kms": ("tenant-{t}-aws.keystore.internal", ec.EllipticCurvePublicKey, 256),
+    # RSA-3072 as shipped: OpenKCM's keystore plugins load RSA keys only.
+    "aws_kms": ("tenant-{t}-aws.keystore.internal", rsa.RSAPublicKey, 3072),
 }
 
 

@@ -7,6 +7,7 @@ region files) holds its bytes - not whole, and not any 32-byte piece of it -
 while the daemon keeps the store open and the keys still in use stay where
 they are (the scan finds those, so it would find a leftover)."""
 
+import json
 import subprocess
 import time
 
@@ -77,4 +78,47 @@ def test_destroyed_keys_leave_every_store_file(bao, cmk, untrusting_keystore, tm
     assert not left, left
     for b in kept.values():
         assert "keys.db" in copies(store, b)        # the key in use is still there, once
+    assert cmk("verify", conf=conf).returncode == 0
+
+
+def pool_blobs(store, pool):
+    r = subprocess.run([str(STORE_BLOB), str(store), "--pool", pool], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return {int(line.split()[0]): (line.split()[1], bytes.fromhex(line.split()[2])) for line in r.stdout.splitlines()}
+
+
+def test_pool_keys_leave_every_store_file_once_used_or_discarded(bao, cmk, tmp_path):
+    """A pool key moves into one record; the copy sealed for the pool goes with the shred that
+    destroys that record's key.  A key discarded from the pool (its request may have been signed,
+    but no record took it) is shredded like a revoked key."""
+    conf = edit_conf(bao.conf, "template:aws_kms", "key_type", "ec", out=tmp_path / "pool.conf")
+    edit_conf(conf, "template:aws_kms", "key_bits", "256")
+    edit_conf(conf, "template:aws_kms", "pool_size", "3")
+    store = bao.dir / "store"
+    assert cmk("pool", "fill", conf=conf).returncode == 0
+    before = pool_blobs(store, "ec-256")
+    assert len(before) == 3
+    for _, blob in before.values():
+        assert copies(store, blob), "the scan cannot find a pool key that is there"
+    for tenant in ("acme", "globex"):
+        r = cmk("keystore", "add", "--tenant", tenant, "--type", "aws_kms", "--verify", "none", conf=conf)
+        assert r.returncode == 0, r.stderr
+    # Taken: zeroed in its slot, but the log still holds what the slot held until the next shred.
+    taken = [blob for i, (_, blob) in before.items() if i not in pool_blobs(store, "ec-256")]
+    assert len(taken) == 2 and all(copies(store, b) for b in taken)
+    assert all("keys.db" not in copies(store, b) for b in taken)
+    # The connection drops while the third key's request is out: it may have been signed, so it is discarded.
+    bao.control("faults", {"drop": 10, "path": "pki_client_certs/sign"})
+    r = cmk("keystore", "add", "--tenant", "initech", "--type", "aws_kms", "--verify", "none", conf=conf)
+    assert r.returncode == 3, r.stderr
+    bao.control("reset", {})
+    assert pool_blobs(store, "ec-256") == {}
+    r = cmk("--json", "pool", "status", conf=conf)
+    p = [x for x in json.loads(r.stdout)["pools"] if x["pool"] == "ec-256"][0]
+    assert (p["used"], p["discarded"], p["free"]) == (2, 1, 0), p
+    # Revoking acme destroys its key and shreds: every pool copy of a used or discarded key is gone.
+    assert cmk("revoke", "--tenant", "acme", "--type", "aws_kms", conf=conf).returncode == 0
+    left = {i: copies(store, blob) for i, (_, blob) in before.items() if copies(store, blob)}
+    assert not left, left
+    assert "keys.db" in copies(store, blobs(store, "globex", "aws_kms").popitem()[1])
     assert cmk("verify", conf=conf).returncode == 0

@@ -28,6 +28,7 @@
 #include "cmkcert/config.h"
 #include "cmkcert/error.h"
 #include "cmkcert/log.h"
+#include "cmkcert/util.h"
 
 #define SHIPPED_CONF "conf/cmkcert.conf"
 
@@ -252,6 +253,7 @@ static void test_shipped_example_loads_as_written(void **state)
 	assert_string_equal(cfg->store.path, "/var/lib/cmkcert/store");
 	assert_string_equal(cfg->keys.provider, "local");
 	assert_string_equal(cfg->keys.master_key, f->key);
+	assert_int_equal(cfg->keys.pool_size, 8);
 
 	assert_int_equal(cfg->renewal.renew_before, 30 * 86400);
 	assert_int_equal(cfg->renewal.grace_period, 7 * 86400);
@@ -282,14 +284,16 @@ static void test_shipped_example_loads_as_written(void **state)
 	assert_string_equal(t->aliases[0], "thales_luna_hsm");
 	assert_null(t->role);
 	assert_int_equal(t->verify, CMK_VERIFY_TLS);
+	assert_int_equal(t->pool_size, -1);
 
+	/* RSA-3072: the keys OpenKCM's keystore plugins load and the CMK server makes by default. */
 	t = &cfg->templates[1];
 	assert_string_equal(t->type, "aws_kms");
 	assert_string_equal(t->common_name, "tenant-{tenant_id}-aws.keystore.internal");
 	assert_int_equal(t->n_alt_names, 1);
 	assert_string_equal(t->alt_names[0], "tenant-{tenant_id}.internal");
-	assert_int_equal(t->key_type, CMK_KEY_EC);
-	assert_int_equal(t->key_bits, 256);
+	assert_int_equal(t->key_type, CMK_KEY_RSA);
+	assert_int_equal(t->key_bits, 3072);
 	assert_int_equal(t->ttl, 4380 * 3600);
 	assert_int_equal(t->n_aliases, 1);
 	assert_string_equal(t->aliases[0], "aws_kms_keystore");
@@ -355,9 +359,11 @@ static void test_defaults_when_keys_are_absent(void **state)
 	assert_int_equal(cfg->control.n_allow, 0);
 	assert_int_equal(cfg->control.mode, 0660);
 	assert_int_equal(cfg->control.gid, 0);
+	assert_int_equal(cfg->keys.pool_size, 0);
 	assert_int_equal(cfg->n_templates, 1);
 	assert_int_equal(t->key_type, CMK_KEY_RSA);
 	assert_int_equal(t->key_bits, 2048);
+	assert_int_equal(t->pool_size, -1);
 	assert_int_equal(t->verify, CMK_VERIFY_TLS);
 	assert_int_equal(t->n_alt_names, 0);
 	assert_int_equal(t->n_aliases, 0);
@@ -977,6 +983,26 @@ static void test_numbers_out_of_range(void **state)
 			    "[openbao] max_retries: 21 is out of range, must be 0 to 20");
 	expect_edit_refused(f, "role = client\n", "role = client\nmax_retries = -1\n", 6,
 			    "[openbao] max_retries: \"-1\" is not a whole number");
+	expect_edit_refused(f, "master_key = master.key\n", "master_key = master.key\npool_size = 1001\n", 16,
+			    "[keys] pool_size: 1001 is out of range, must be 0 to 1000");
+	expect_append_refused(f, "pool_size = -1\n", 23, "[template:thales_luna] pool_size: \"-1\" is not a whole number");
+}
+
+/* [keys] pool_size for every key type and size; a template's own replaces it for its own. */
+static void test_pool_sizes(void **state)
+{
+	struct fixture *f = *state;
+	char *text = edit(BASE, "master_key = master.key\n", "master_key = master.key\npool_size = 5\n");
+	char *more = cmk_asprintf("%s\npool_size = 2\n[template:aws_kms]\ncommon_name = t-{tenant_id}.aws\n"
+				  "key_type = ec\nttl = 1h\npool_size = 0\n", text);
+	struct cmk_config *cfg = load_ok(f, more);
+
+	assert_int_equal(cfg->keys.pool_size, 5);
+	assert_int_equal(cfg->templates[0].pool_size, 2);
+	assert_int_equal(cfg->templates[1].pool_size, 0);
+	cmk_config_free(cfg);
+	free(more);
+	free(text);
 }
 
 static void test_bad_address(void **state)
@@ -1133,6 +1159,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_template_type_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_duplicate_alias, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_numbers_out_of_range, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pool_sizes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_address, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_bao_paths_and_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tenant_sections, setup, teardown),

@@ -1124,6 +1124,72 @@ static void test_token_renewed_before_expiry(void **state)
 	assert_non_null(strstr(logs, "TTL value is capped accordingly"));
 }
 
+static int token_events[2];
+
+static void count_token_event(struct cmk_bao *b, enum cmk_bao_token_event ev, void *arg)
+{
+	(void)b;
+	(void)arg;
+	token_events[ev]++;
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A token handed from one client to another keeps its age: fresh, due for renewal, or expired. */
+static void test_token_state_passes_between_clients(void **state)
+{
+	struct cmk_bao_token_state ts = { 0 };
+	struct cmk_bao *other = NULL;
+	json_t *r;
+
+	(void)state;
+	memset(token_events, 0, sizeof(token_events));
+	answer_file(200, "k8s-login-response.code-derived.json");
+	answer_file(200, "token-renew-self-response.json");
+	go();
+	cmk_bao_on_token(bao, count_token_event, NULL);
+	assert_int_equal(cmk_bao_token_export(bao, &ts), CMK_ERR_NOTFOUND);
+	assert_false(cmk_bao_token_fresh(bao));
+	assert_int_equal(cmk_bao_ensure_token(bao), 0);
+	assert_int_equal(token_events[CMK_BAO_TOKEN_LOGGED_IN], 1);
+	assert_int_equal(cmk_bao_token_export(bao, &ts), 0);
+	assert_string_equal(ts.token, K8S_TOKEN);
+	assert_int_equal(ts.ttl, 3600);
+	assert_true(ts.renewable);
+	assert_true(ts.granted_ms <= wall_ms() && ts.granted_ms > wall_ms() - 5000);
+
+	/* Another client starts with it: no login, the same token on the wire. */
+	assert_int_equal(cmk_bao_new(&cfg, &other), 0);
+	cmk_bao_on_token(other, count_token_event, NULL);
+	assert_int_equal(cmk_bao_token_import(other, &ts), 0);
+	assert_true(cmk_bao_token_fresh(other));
+	/* Granted 41 minutes ago: less than a third of the hour is left, so it is renewed, not replaced. */
+	ts.granted_ms = wall_ms() - 41 * 60 * 1000;
+	assert_int_equal(cmk_bao_token_import(other, &ts), 0);
+	assert_false(cmk_bao_token_fresh(other));
+	assert_int_equal(cmk_bao_ensure_token(other), 0);
+	assert_int_equal(token_events[CMK_BAO_TOKEN_RENEWED], 1);
+	r = request(1);
+	assert_request(r, "POST", "/v1/auth/token/renew-self");
+	assert_string_equal(header(r, "x-vault-token"), K8S_TOKEN);
+	json_decref(r);
+	assert_true(cmk_bao_token_fresh(other));
+	/* Granted two hours ago: it expired; the next call logs in. */
+	ts.granted_ms = wall_ms() - 2 * 3600 * 1000;
+	assert_int_equal(cmk_bao_token_import(other, &ts), 0);
+	assert_false(cmk_bao_token_fresh(other));
+	cmk_bao_token_state_clear(&ts);
+	assert_null(ts.token);
+	cmk_bao_free(other);
+	assert_null(strstr(logs, K8S_TOKEN));
+}
+
 static void test_redirect_followed_once(void **state)
 {
 	struct cmk_bao_cert_request req;
@@ -1431,6 +1497,7 @@ int main(void)
 		CLIENT_TEST(test_approle_login),
 		CLIENT_TEST(test_token_method_looks_up_itself),
 		CLIENT_TEST(test_token_renewed_before_expiry),
+		CLIENT_TEST(test_token_state_passes_between_clients),
 		CLIENT_TEST(test_redirect_followed_once),
 		CLIENT_TEST(test_dropped_connection_retried),
 		CLIENT_TEST(test_unreachable_after_retries),

@@ -255,6 +255,38 @@ static void test_bound_to_tenant_type_record_serial(void **state)
 	free(blob);
 }
 
+/* A pool key and the shared token are sealed under keys of their own, never a tenant's. */
+static void test_blobs_of_no_tenant_have_keys_of_their_own(void **state)
+{
+	static const char *wrong = "does not belong to this tenant/record, or was altered";
+	struct fixture *fx = *state;
+	struct cmk_seal_aad pool = { CMK_SEAL_POOL, "rsa-4096", 7, "" }, aad;
+	uint8_t *blob = NULL, *pt = NULL;
+	size_t len = 0, pt_len = 0;
+
+	assert_ok(cmk_seal(fx->sealer, &pool, (const uint8_t *)secret_pem, strlen(secret_pem), &blob, &len));
+	assert_ok(cmk_unseal(fx->sealer, &pool, blob, len, &pt, &pt_len));
+	assert_memory_equal(pt, secret_pem, strlen(secret_pem));
+	cmk_freezero(pt, pt_len + 1);
+	/* Another entry, another pool, the token's binding: refused. */
+	aad = pool;
+	aad.record_id = 8;
+	assert_refused(fx, NULL, &aad, blob, len, wrong);
+	aad = pool;
+	aad.type = "rsa-3072";
+	assert_refused(fx, NULL, &aad, blob, len, wrong);
+	aad = pool;
+	aad.tenant = CMK_SEAL_TOKEN;
+	assert_refused(fx, NULL, &aad, blob, len, wrong);
+	free(blob);
+	/* A name that only looks like one of them is not a tenant either. */
+	aad = pool;
+	aad.tenant = "#other";
+	assert_int_equal(cmk_seal(fx->sealer, &aad, (const uint8_t *)secret_pem, strlen(secret_pem), &blob, &len),
+			 CMK_ERR_INVALID);
+	assert_null(blob);
+}
+
 static void test_bound_to_store_and_master_key(void **state)
 {
 	struct fixture *fx = *state;
@@ -466,6 +498,7 @@ int main(void)
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_opens_blob_in_documented_format),
 		cmocka_unit_test(test_bound_to_tenant_type_record_serial),
+		cmocka_unit_test(test_blobs_of_no_tenant_have_keys_of_their_own),
 		cmocka_unit_test(test_bound_to_store_and_master_key),
 		cmocka_unit_test(test_every_byte_is_authenticated),
 		cmocka_unit_test(test_truncated_or_extended_blob_is_refused),

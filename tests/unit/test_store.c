@@ -1728,6 +1728,45 @@ static void test_status_names(void **state)
 	assert_int_equal(cmk_status_parse(NULL), -1);
 }
 
+/* ---- the shared OpenBao token and verified chains (session.db) ---- */
+
+static void test_stored_token_and_chains(void **state)
+{
+	struct fx *fx = *state;
+	const char *name = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+	uint8_t sealed[] = "not really sealed, the store does not care", h1[32], h2[32];
+	struct cmk_stored_token t = { 1700000000123, 3600, 3600, true, 0, sealed, sizeof(sealed) }, got = { 0 };
+	uint64_t version = 0;
+
+	assert_int_equal(cmk_store_token_get(fx->st, name, &got), CMK_ERR_NOTFOUND);
+	assert_int_equal(cmk_store_token_put(fx->st, name, &t, &version), 0);
+	assert_int_equal(version, 1);
+	assert_int_equal(cmk_store_token_get(fx->st, name, &got), 0);
+	assert_int_equal(got.granted_ms, 1700000000123);
+	assert_int_equal(got.ttl, 3600);
+	assert_int_equal(got.increment, 3600);
+	assert_true(got.renewable);
+	assert_int_equal(got.version, 1);
+	assert_int_equal(got.sealed_len, sizeof(sealed));
+	assert_memory_equal(got.sealed, sealed, sizeof(sealed));
+	cmk_stored_token_clear(&got);
+	assert_null(got.sealed);
+	t.renewable = false;
+	assert_int_equal(cmk_store_token_put(fx->st, name, &t, &version), 0);
+	assert_int_equal(version, 2);
+	assert_int_equal(cmk_store_token_put(fx->st, "short", &t, NULL), CMK_ERR_INVALID);
+	assert_int_equal(cmk_store_token_del(fx->st, name), 0);
+	assert_int_equal(cmk_store_token_get(fx->st, name, &got), CMK_ERR_NOTFOUND);
+	assert_int_equal(cmk_store_token_del(fx->st, name), 0);
+
+	cmk_sha256("chain one", 9, h1);
+	cmk_sha256("chain two", 9, h2);
+	assert_false(cmk_store_chain_known(fx->st, h1));
+	assert_int_equal(cmk_store_chain_note(fx->st, h1), 0);
+	assert_true(cmk_store_chain_known(fx->st, h1));
+	assert_false(cmk_store_chain_known(fx->st, h2));
+}
+
 static void log_stderr(enum cmk_log_level level, const char *msg, void *arg)
 {
 	(void)arg;
@@ -1773,6 +1812,7 @@ int main(void)
 		cmocka_unit_test(test_codec_skips_fields_added_later),
 		cmocka_unit_test(test_codec_keystore_truncation),
 		cmocka_unit_test(test_status_names),
+		cmocka_unit_test_setup_teardown(test_stored_token_and_chains, setup, teardown),
 		/* Last: it leaves a thread wedged in this process for good, and the tests before it fork. */
 		cmocka_unit_test_setup_teardown(test_thread_waiting_on_a_dead_process_is_reported, setup, teardown),
 	};

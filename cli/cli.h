@@ -27,6 +27,8 @@ struct cli {
 	const char *prog;
 	char **argv;          /* as given: a run whose store open is wedged starts again (cli_open_ctx) */
 	bool read_stdin;      /* standard input was consumed: the run cannot start again */
+	bool restartable;     /* the command may start again at any point (what it changed, a new run
+				 finds done) */
 	bool wait;            /* --wait: return once every running cmkcertfs of the store shows the change */
 	int64_t wait_ms;      /* how long --wait waits at most */
 	bool journal;         /* stderr is the systemd journal: lines carry "<N>" priorities (log.h) */

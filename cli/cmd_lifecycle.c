@@ -223,6 +223,8 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 		return cli_usage_error(cli, "verify: unexpected argument \"%s\"", argv[1]);
 	if (argc == 2)
 		cli->json = true;
+	cli->restartable = true;        /* read-mostly: the resets it makes, a new run finds made (a step line
+					 * already written to a terminal shows twice) */
 	if ((rc = cli_open_ctx(cli, &ctx)) != 0)
 		return cli_fail(cli, rc, "configuration");
 	rc = cmk_verify_store(ctx, &st, step_text, cli);

@@ -155,7 +155,8 @@ void cli_print_json(json_t *v)
  * A thread of this process waits where a killed process left the store and
  * will never be released.  If that happened while the store was being
  * opened, nothing was done yet: start the run again (the store is recovered
- * meanwhile).  Otherwise stop rather than hang; the next run finds
+ * meanwhile); so does a command that may start again at any point
+ * (cli->restartable).  Otherwise stop rather than hang; the next run finds
  * everything as the last commit left it.
  */
 void cli_on_wedged(const char *path, bool whole_store, void *arg)
@@ -165,7 +166,7 @@ void cli_on_wedged(const char *path, bool whole_store, void *arg)
 	int restarts = n != NULL ? atoi(n) : 0;
 	char count[16];
 
-	if (whole_store && !cli->read_stdin && cli->argv != NULL && restarts < MAX_RESTARTS) {
+	if ((whole_store || cli->restartable) && !cli->read_stdin && cli->argv != NULL && restarts < MAX_RESTARTS) {
 		snprintf(count, sizeof(count), "%d", restarts + 1);
 		if (setenv("CMKCERT_RESTARTS", count, 1) == 0) {
 			execv("/proc/self/exe", cli->argv);

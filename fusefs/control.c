@@ -198,7 +198,9 @@ static int make_socket(struct control *c, const struct cmk_config *cfg)
 		return cmk_fail(CMK_ERR_IO, "[control] socket %s: %s", c->path, strerror(errno));
 	c->dev = sb.st_dev;
 	c->ino = sb.st_ino;
-	if (chown(c->path, (uid_t)-1, cfg->control.gid) != 0 || chmod(c->path, cfg->control.mode) != 0)
+	/* chown only when the group must change: the shipped unit's system call filter denies it. */
+	if ((sb.st_gid != cfg->control.gid && chown(c->path, (uid_t)-1, cfg->control.gid) != 0) ||
+	    chmod(c->path, cfg->control.mode) != 0)
 		return cmk_fail(CMK_ERR_IO, "[control] socket %s: setting group %u and mode %04o: %s", c->path,
 				(unsigned)cfg->control.gid, (unsigned)cfg->control.mode, strerror(errno));
 	if (listen(c->fd, CONTROL_BACKLOG) != 0)

@@ -123,19 +123,29 @@ static void choose_mode(struct announcer *a)
 	int fd;
 
 	if (a->fs->mount_readonly) {
+		errno = 0;
 		if ((fd = open_clone(a)) >= 0) {
 			close(fd);
 			a->mode = VIEW_CLONE;
 			cmk_log(CMK_LOG_DEBUG, "announce: changes go through a private clone of the mount");
 			return;
 		}
-		/* A daemon stopping before this thread first looked finds no mount: nothing to say then. */
+		int err = errno;
+		struct statfs sfs;
+
+		/*
+		 * A daemon stopping before this thread first looked, or whose mount
+		 * was unmounted already (fusermount3 -u), finds no mount: nothing
+		 * to say then.
+		 */
 		pthread_mutex_lock(&a->fs->keeper_mu);
 		stopping = a->fs->stopping;
 		pthread_mutex_unlock(&a->fs->keeper_mu);
-		if (!stopping)
+		if (!stopping && statfs(a->fs->mountpoint, &sfs) == 0 && sfs.f_type != FUSE_SUPER_MAGIC)
+			cmk_log(CMK_LOG_DEBUG, "announce: %s is not mounted any more", a->fs->mountpoint);
+		else if (!stopping)
 			cmk_log(CMK_LOG_WARN, "announce: cannot clone the mount (%s); changes are served without "
-				"inotify events", strerror(errno));
+				"inotify events", err != 0 ? strerror(err) : "another file system is mounted over it");
 		a->mode = VIEW_NONE;
 		return;
 	}

@@ -45,6 +45,7 @@ struct store_gen {
 	DB_ENV *env;
 	DB *meta, *certs, *by_tts, *by_renew, *by_serial, *keystores, *changes, *audit;
 	DB *keys, *keyfree;           /* sealed keys in slots of their own (store_keys.c) */
+	DB *by_status;                /* secondary: status (and "revocation pending") -> id */
 	atomic_bool broken;           /* needs recovery: no new call enters it */
 	atomic_int inside;            /* threads inside a call */
 	atomic_int txns;              /* open transactions */
@@ -77,6 +78,7 @@ struct cmk_store {
 	atomic_uint_fast64_t generations;
 	atomic_uint stuck;            /* threads found waiting in retired generations */
 	atomic_uint commits;          /* write commits by this handle (store_remove_old_logs() every few) */
+	atomic_uint_fast64_t records_read;  /* certificate records read (cmk_store_records_read()) */
 
 	bool reopen_failed;           /* under mu: the last environment failed; the next open recovers it */
 	int64_t open_wedge_reported;  /* monitor thread only */

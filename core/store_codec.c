@@ -94,6 +94,23 @@ size_t cmk_codec_ks_key(const char *tenant, size_t tenant_len, const char *type,
 	return tenant_len + 1 + type_len;
 }
 
+bool cmk_codec_is_revoking(enum cmk_status status, uint32_t flags)
+{
+	return (flags & CMK_CERT_F_REVOKING) != 0 && status != CMK_ST_REVOKED && status != CMK_ST_CLEANED_UP;
+}
+
+size_t cmk_codec_status_keys(enum cmk_status status, uint32_t flags, uint8_t out[CMK_STATUS_KEYS_MAX])
+{
+	size_t n = 0;
+
+	if ((unsigned)status >= CMK_ST_COUNT)
+		return 0;
+	out[n++] = (uint8_t)status;
+	if (cmk_codec_is_revoking(status, flags))
+		out[n++] = CMK_STATUS_KEY_REVOKING;
+	return n;
+}
+
 /* ---- writing ---- */
 
 struct field {
@@ -376,6 +393,16 @@ int cmk_codec_cert_keys(const void *buf, size_t len, struct cmk_cert_keys *k)
 	    rd_status(&r, &k->status) != 0 ||
 	    rd_name(&r, "serial", CMK_SERIAL_MAX - 1, &k->serial, &k->serial_len) != 0 ||
 	    rd_i64(&r, "renew_at", &k->renew_at) != 0)
+		return CMK_ERR_STORE;
+	/* The flags come after the fields in between (fingerprint .. attempts), read past unchecked. */
+	for (int i = C_FPR; i < C_FLAGS; i++) {
+		const uint8_t *f;
+		size_t n;
+
+		if (rd_field(&r, "field before flags", &f, &n) < 0)
+			return CMK_ERR_STORE;
+	}
+	if (rd_u32(&r, "flags", &k->flags) != 0)
 		return CMK_ERR_STORE;
 	return 0;
 }

@@ -903,6 +903,7 @@ int cmk_store_open(const char *path, struct cmk_store **out)
 	pthread_condattr_destroy(&ca);
 	atomic_init(&st->generations, 0);
 	atomic_init(&st->stuck, 0);
+	atomic_init(&st->records_read, 0);
 	if ((rc = check_dir(path)) != 0 || (rc = claim_store(st)) != 0)
 		goto fail;
 	claimed = true;

@@ -17,19 +17,34 @@
 #ifndef CMKCERT_STORE_INT_H
 #define CMKCERT_STORE_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "cmkcert/store.h"
 
-/* Layout of the store as a whole (meta "version"); a newer one is refused. */
-#define CMK_STORE_FORMAT 1u
+/*
+ * Layout of the store as a whole (meta "version"); a newer one is refused.
+ *   1  the first layout
+ *   2  adds the by_status index, built when a store of format 1 is opened;
+ *      code that does not keep it in step must not write, so older code
+ *      refuses the store from then on
+ */
+#define CMK_STORE_FORMAT 2u
 /* Leading byte of every record value. */
 #define CMK_REC_V1 1u
 #define CMK_FIELD_ABSENT 0xffffffffu
 
 /* tenant '\0' type '\0' status */
 #define CMK_TTS_KEY_MAX (CMK_TENANT_MAX + 1 + CMK_TYPE_MAX + 1 + 1)
+/*
+ * by_status keys are one byte: the status, and for a record whose
+ * revocation is pending (CMK_CERT_F_REVOKING, not yet revoked or cleaned up)
+ * CMK_STATUS_KEY_REVOKING as well.
+ */
+#define CMK_STATUS_KEY_REVOKING 0x80u
+#define CMK_STATUS_KEYS_MAX 2
+
 /* tenant '\0' type */
 #define CMK_KS_KEY_MAX (CMK_TENANT_MAX + 1 + CMK_TYPE_MAX)
 
@@ -94,6 +109,7 @@ struct cmk_cert_keys {
 	const char *serial;
 	size_t serial_len;
 	int64_t renew_at;
+	uint32_t flags;
 };
 
 /* Read only the indexed fields (no allocation).  CMK_ERR_STORE when damaged. */
@@ -116,6 +132,10 @@ size_t cmk_codec_tts_key(const char *tenant, size_t tenant_len, const char *type
 			 enum cmk_status status, uint8_t out[CMK_TTS_KEY_MAX]);
 size_t cmk_codec_ks_key(const char *tenant, size_t tenant_len, const char *type, size_t type_len,
 			uint8_t out[CMK_KS_KEY_MAX]);
+/* The by_status keys of a record (one byte each, see CMK_STATUS_KEY_REVOKING); returns how many. */
+size_t cmk_codec_status_keys(enum cmk_status status, uint32_t flags, uint8_t out[CMK_STATUS_KEYS_MAX]);
+/* Whether a record with this status and these flags still has a revocation to finish. */
+bool cmk_codec_is_revoking(enum cmk_status status, uint32_t flags);
 
 /*
  * Write the store format version into meta inside `txn`.  For future

@@ -71,6 +71,25 @@ static bool is_name(const char *s, size_t cap)
 	return s != NULL && s[0] != '\0' && memchr(s, '\0', cap) != NULL;
 }
 
+/*
+ * Every certificate record read counts (cmk_store_records_read()): reads by
+ * id and by walks, and the index callbacks, which Berkeley DB calls with a
+ * record when it updates or builds an index.
+ */
+static void count_read_st(struct cmk_store *st)
+{
+	atomic_fetch_add_explicit(&st->records_read, 1, memory_order_relaxed);
+}
+
+static void count_read(struct store_gen *g)
+{
+	count_read_st(g->st);
+}
+
+uint64_t cmk_store_records_read(const struct cmk_store *st)
+{
+	return atomic_load(&((struct cmk_store *)st)->records_read);
+}
 
 /* ---- databases ---- */
 
@@ -117,7 +136,7 @@ static int index_tts(DB *sdb, const DBT *key, const DBT *data, DBT *result)
 	uint8_t buf[CMK_TTS_KEY_MAX];
 	size_t n;
 
-	(void)sdb;
+	count_read_st(sdb->app_private);
 	(void)key;
 	if (cmk_codec_cert_keys(data->data, data->size, &k) != 0 ||
 	    (n = cmk_codec_tts_key(k.tenant, k.tenant_len, k.type, k.type_len, k.status, buf)) == 0)
@@ -131,7 +150,7 @@ static int index_renew(DB *sdb, const DBT *key, const DBT *data, DBT *result)
 	struct cmk_cert_keys k;
 	uint8_t buf[8];
 
-	(void)sdb;
+	count_read_st(sdb->app_private);
 	(void)key;
 	if (cmk_codec_cert_keys(data->data, data->size, &k) != 0 || k.status != CMK_ST_ACTIVE || k.renew_at <= 0)
 		return DB_DONOTINDEX;
@@ -143,7 +162,7 @@ static int index_serial(DB *sdb, const DBT *key, const DBT *data, DBT *result)
 {
 	struct cmk_cert_keys k;
 
-	(void)sdb;
+	count_read_st(sdb->app_private);
 	(void)key;
 	if (cmk_codec_cert_keys(data->data, data->size, &k) != 0 || k.serial_len == 0)
 		return DB_DONOTINDEX;
@@ -163,7 +182,7 @@ static int index_status(DB *sdb, const DBT *key, const DBT *data, DBT *result)
 	DBT *many;
 	uint8_t *bytes;
 
-	(void)sdb;
+	count_read_st(sdb->app_private);
 	(void)key;
 	if (cmk_codec_cert_keys(data->data, data->size, &k) != 0 ||
 	    (n = cmk_codec_status_keys(k.status, k.flags, keys)) == 0)
@@ -217,6 +236,8 @@ static int open_all(struct store_gen *g, DB_TXN *t, uint8_t id[CMK_STORE_ID_LEN]
 	    (rc = meta_init(g, t, id, &format)) != 0)
 		return rc;
 	build = format < CMK_STORE_FORMAT ? DB_CREATE : 0;
+	g->by_tts->app_private = g->by_renew->app_private = g->by_serial->app_private = g->by_status->app_private =
+		g->st;
 	if ((ret = g->certs->associate(g->certs, t, g->by_tts, index_tts, build)) != 0 ||
 	    (ret = g->certs->associate(g->certs, t, g->by_renew, index_renew, build)) != 0 ||
 	    (ret = g->certs->associate(g->certs, t, g->by_serial, index_serial, build)) != 0 ||
@@ -633,16 +654,6 @@ int cmk_store_cert_next_id(struct cmk_txn *txn, uint64_t *id)
 	rc = cert_next_id(txn->g, txn, id);
 	gen_leave(txn->g);
 	return rc;
-}
-
-static void count_read(struct store_gen *g)
-{
-	atomic_fetch_add_explicit(&g->st->records_read, 1, memory_order_relaxed);
-}
-
-uint64_t cmk_store_records_read(const struct cmk_store *st)
-{
-	return atomic_load(&((struct cmk_store *)st)->records_read);
 }
 
 /* Decode a certificate record read in t, with its sealed key from its key slot when it has one. */

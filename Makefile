@@ -46,7 +46,7 @@ FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops 
 
 # Unit tests: tests/unit/test_<name>.c, linked with the objects they exercise.
 BASE := error log util crypto_mbedtls
-UNIT := error util names config json crypto seal store store_index mounts audit http openbao probe kmip lifecycle pins
+UNIT := error util names config json crypto seal store store_scale mounts audit http openbao probe kmip lifecycle pins
 T_error := $(BASE)
 T_util := $(BASE)
 T_names := $(BASE) names
@@ -55,7 +55,7 @@ T_json := $(BASE) json
 T_crypto := $(BASE) crypto_crl
 T_seal := $(BASE) names config seal
 T_store := $(BASE) names config store_env store_cond store_bdb store_keys store_codec
-T_store_index := $(T_store)
+T_store_scale := $(T_store)
 T_mounts := $(BASE) mounts
 T_audit := $(BASE) names config json store_env store_cond store_bdb store_keys store_codec audit audit_verify
 T_http := $(BASE) http_curl http_openssl

@@ -34,6 +34,9 @@
 #include "cmkcert/store.h"
 #include "store_int.h"
 
+/* Sizes of sealed key slots (store_keys.c). */
+#define CMK_KEY_CLASSES 3
+
 /* A mapping of one of the environment's region files, unmapped when its generation is freed. */
 struct region_map {
 	uintptr_t start, end;
@@ -44,7 +47,8 @@ struct store_gen {
 	uint64_t number;              /* 1 for the first environment of this handle, then +1 per reopen */
 	DB_ENV *env;
 	DB *meta, *certs, *by_tts, *by_renew, *by_serial, *keystores, *changes, *audit;
-	DB *keys, *keyfree;           /* sealed keys in slots of their own (store_keys.c) */
+	DB *keys[CMK_KEY_CLASSES];    /* sealed keys in slots of their own, one database per size (store_keys.c) */
+	DB *keyfree;                  /* free slots of every size */
 	DB *by_status;                /* secondary: status (and "revocation pending") -> id */
 	atomic_bool broken;           /* needs recovery: no new call enters it */
 	atomic_int inside;            /* threads inside a call */
@@ -139,11 +143,11 @@ void store_backoff(int attempt);
 /* Sizes of the environment that store_keys.c depends on. */
 #define CMK_LOG_FILE_BYTES (2u << 20)
 #define CMK_LOG_BUFFER_BYTES (64u << 10)
-/* One sealed key slot: a 4-byte length and the blob (an RSA-4096 PEM sealed is about 3.3 KB). */
+/* The largest sealed key slot: a 4-byte length and the blob (an RSA-4096 PEM sealed is about 3.3 KB). */
 #define CMK_KEY_SLOT_LEN 4000
 
 /*
- * Key slots (store_keys.c).  Open and close keys.db and keyfree.db; read a
+ * Key slots (store_keys.c).  Open and close the slot databases (keys*.db) and keyfree.db; read a
  * slot's sealed key (*blob malloc'd); write one (into *slot, or a free or
  * new slot when *slot is 0, set on return); destroy one (overwritten with
  * zeros in place, freed, and counted for cmk_store_shred()).

@@ -1170,7 +1170,7 @@ static void test_destroyed_key_is_shredded(void **state)
 	struct cmk_shred_stats ss;
 	struct cmk_cert_record r;
 	struct cmk_txn *txn;
-	uint8_t a[3300], b[900], big[4000];
+	uint8_t a[3300], b[3000], big[4000];
 
 	assert_int_equal(cmk_random(a, sizeof(a)), 0);
 	assert_int_equal(cmk_random(b, sizeof(b)), 0);

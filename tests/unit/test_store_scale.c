@@ -1,10 +1,12 @@
 /*
- * test_store_index.c - the store's walks through its indexes: by_status
+ * test_store_scale.c - what keeps the store small and its walks short at a
+ * million records.  Walks through the indexes: by_status
  * (every status, and "revocation pending") kept in step with every put,
  * status change, flag change and abort; the tenant filter through by_tts;
  * an older store (format 1, no by_status) upgraded on open; and walks that
  * read only the records they deliver (counted with
- * cmk_store_records_read(), never timed).
+ * cmk_store_records_read(), never timed).  Sealed keys in slots of three
+ * sizes: each in the smallest that holds it.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -39,7 +41,7 @@ static int setup(void **state)
 {
 	struct fx *fx = calloc(1, sizeof(*fx));
 
-	if (fx == NULL || tu_mkdtemp(fx->dir, sizeof(fx->dir), "index") != 0)
+	if (fx == NULL || tu_mkdtemp(fx->dir, sizeof(fx->dir), "scale") != 0)
 		return -1;
 	snprintf(fx->path, sizeof(fx->path), "%s/store", fx->dir);
 	alarm(120);
@@ -447,6 +449,128 @@ static void test_open_reads_no_record(void **state)
 	assert_int_equal(cmk_store_records_read(fx->st), 0);
 }
 
+/* ---- key slots of three sizes ---- */
+
+/* Where store file `name` holds the bytes; -1 when it does not. */
+static long file_offset(const char *dir, const char *name, const uint8_t *p, size_t len)
+{
+	char path[256];
+	uint8_t *data = NULL, *at;
+	size_t n = 0;
+	long off;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (cmk_read_file(path, 64u << 20, (char **)&data, &n) != 0)
+		return -1;
+	at = memmem(data, n, p, len);
+	off = at != NULL ? (long)(at - data) : -1;
+	free(data);
+	return off;
+}
+
+static bool file_holds(const char *dir, const char *name, const uint8_t *p, size_t len)
+{
+	return file_offset(dir, name, p, len) >= 0;
+}
+
+static bool any_file_holds(const char *dir, const uint8_t *p, size_t len)
+{
+	static const char *const files[] = { "keys.db", "keys_mid.db", "keys_small.db", "certs.db" };
+	char logs[256];
+	bool found = false;
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		found |= file_holds(dir, files[i], p, len);
+	for (unsigned l = 1; l < 100 && !found; l++) {
+		snprintf(logs, sizeof(logs), "log.%010u", l);
+		found |= file_holds(dir, logs, p, len);
+	}
+	return found;
+}
+
+static void put_key(struct cmk_store *st, uint64_t id, const uint8_t *key, size_t len)
+{
+	struct cmk_cert_record r;
+	struct cmk_txn *txn;
+	char tenant[16];
+
+	snprintf(tenant, sizeof(tenant), "k%" PRIu64, id);
+	assert_ok(cmk_store_begin(st, &txn));
+	make_rec(&r, id, tenant, "x", CMK_ST_PENDING, 0);
+	r.sealed_key = (uint8_t *)key;
+	r.sealed_key_len = len;
+	assert_ok(cmk_store_cert_put(txn, &r));
+	assert_ok(cmk_store_commit(txn));
+}
+
+static void expect_key(struct cmk_store *st, uint64_t id, const uint8_t *key, size_t len)
+{
+	struct cmk_cert_record r;
+
+	assert_ok(cmk_store_cert_get(st, NULL, id, &r));
+	assert_int_equal(r.sealed_key_len, len);
+	assert_memory_equal(r.sealed_key, key, len);
+	cmk_cert_record_clear(&r);
+}
+
+/* Close and open again: the checkpoint at close writes the pages into the files. */
+static void reopen(struct fx *fx)
+{
+	cmk_store_close(fx->st);
+	fx->st = NULL;
+	assert_ok(cmk_store_open(fx->path, &fx->st));
+}
+
+/*
+ * Sealed EC, RSA-3072 and RSA-4096 keys (their sizes) each land in the
+ * smallest slot that holds them; a key that grows moves and its old slot is
+ * destroyed like any other; a freed slot is reused by the next key of its
+ * size.
+ */
+static void test_key_slot_sizes(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_shred_stats ss;
+	uint8_t ec[273], ec2[411], rsa3k[2530], rsa4k[3318], grown[2000];
+	long ec_at;
+
+	assert_ok(cmk_random(ec, sizeof(ec)));
+	assert_ok(cmk_random(ec2, sizeof(ec2)));
+	assert_ok(cmk_random(rsa3k, sizeof(rsa3k)));
+	assert_ok(cmk_random(rsa4k, sizeof(rsa4k)));
+	assert_ok(cmk_random(grown, sizeof(grown)));
+	put_key(fx->st, 1, ec, sizeof(ec));
+	put_key(fx->st, 2, rsa3k, sizeof(rsa3k));
+	put_key(fx->st, 3, rsa4k, sizeof(rsa4k));
+	reopen(fx);
+	expect_key(fx->st, 1, ec, sizeof(ec));
+	expect_key(fx->st, 2, rsa3k, sizeof(rsa3k));
+	expect_key(fx->st, 3, rsa4k, sizeof(rsa4k));
+	assert_true((ec_at = file_offset(fx->path, "keys_small.db", ec, sizeof(ec))) >= 0);
+	assert_false(file_holds(fx->path, "keys.db", ec, sizeof(ec)));
+	assert_false(file_holds(fx->path, "keys_mid.db", ec, sizeof(ec)));
+	assert_true(file_holds(fx->path, "keys_mid.db", rsa3k, sizeof(rsa3k)));
+	assert_false(file_holds(fx->path, "keys.db", rsa3k, sizeof(rsa3k)));
+	assert_true(file_holds(fx->path, "keys.db", rsa4k, sizeof(rsa4k)));
+
+	/* Record 1's key grows past its small slot: it moves, and the small slot is destroyed and shredded. */
+	assert_false(cmk_store_shred_pending(fx->st));
+	put_key(fx->st, 1, grown, sizeof(grown));
+	expect_key(fx->st, 1, grown, sizeof(grown));
+	assert_true(cmk_store_shred_pending(fx->st));
+	assert_ok(cmk_store_shred(fx->st, &ss));
+	assert_int_equal(ss.keys, 1);
+	reopen(fx);
+	assert_false(any_file_holds(fx->path, ec, sizeof(ec)));
+	assert_true(file_holds(fx->path, "keys_mid.db", grown, sizeof(grown)));
+
+	/* The next small key takes the freed slot: where the first one was. */
+	put_key(fx->st, 4, ec2, sizeof(ec2));
+	reopen(fx);
+	expect_key(fx->st, 4, ec2, sizeof(ec2));
+	assert_int_equal(file_offset(fx->path, "keys_small.db", ec2, sizeof(ec2)), ec_at);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -455,6 +579,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_filters_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upgrade_builds_the_index, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_reads_no_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_key_slot_sizes, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

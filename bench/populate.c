@@ -6,7 +6,8 @@
  * PAIRS.pem holds private key / certificate pairs (bench/gencerts.py).  Each
  * pair becomes one active record of tenant PREFIX<n> (default "bench"),
  * type aws_kms, with its key sealed exactly as the lifecycle seals keys
- * (bound to tenant, type, record id and serial).  Records are written 250
+ * (bound to tenant, type, record id and serial) and its renewal time set as
+ * activation sets it (none is due yet).  Records are written 250
  * per transaction through the ordinary store API, so the change log and
  * indexes are the ones the CLI would produce.  Prints the number stored.
  */
@@ -18,6 +19,7 @@
 #include "cmkcert/config.h"
 #include "cmkcert/crypto.h"
 #include "cmkcert/error.h"
+#include "cmkcert/lifecycle.h"
 #include "cmkcert/seal.h"
 #include "cmkcert/store.h"
 #include "cmkcert/util.h"
@@ -48,8 +50,8 @@ static int fail(const char *what, int rc)
 	return 1;
 }
 
-static int store_one(struct cmk_txn *txn, struct cmk_sealer *sealer, const char *prefix, size_t n,
-		     char *key, char *cert, char *chain)
+static int store_one(struct cmk_txn *txn, const struct cmk_config *cfg, struct cmk_sealer *sealer,
+		     const char *prefix, size_t n, char *key, char *cert, char *chain)
 {
 	struct cmk_cert_record rec;
 	struct cmk_cert_info info;
@@ -67,6 +69,7 @@ static int store_one(struct cmk_txn *txn, struct cmk_sealer *sealer, const char 
 	rec.subject = info.subject;
 	rec.not_before = info.not_before;
 	rec.not_after = info.not_after;
+	rec.renew_at = cmk_renew_at(cfg, rec.not_before, rec.not_after, (double)(n % 1000) / 1000.0);
 	rec.created_at = rec.activated_at = rec.updated_at = cmk_now();
 	rec.cert_pem = cert;
 	rec.chain_pem = chain;
@@ -119,7 +122,7 @@ int main(int argc, char **argv)
 			ret = fail("begin", rc);
 			goto out;
 		}
-		if ((rc = store_one(txn, sealer, prefix, n, key, cert, chain)) != 0) {
+		if ((rc = store_one(txn, cfg, sealer, prefix, n, key, cert, chain)) != 0) {
 			ret = fail("store record", rc);
 			goto out;
 		}

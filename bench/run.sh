@@ -84,8 +84,8 @@ $CC -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(pkg-config --cflags fuse3
 	"$ROOT/bench/nullfs.c" $(pkg-config --libs fuse3)
 # shellcheck disable=SC2046
 $CC -O2 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Wall -Wextra -Werror -I"$ROOT/include" \
-	$(pkg-config --cflags libcurl inih jansson) -o "$W/populate" "$ROOT/bench/populate.c" \
-	"$BUILD/libcmkcert.a" $(pkg-config --libs libcurl inih jansson) $MBED_LIBS -ldb -lpthread
+	$(pkg-config --cflags libcurl libssl libcrypto inih jansson) -o "$W/populate" "$ROOT/bench/populate.c" \
+	"$BUILD/libcmkcert.a" $(pkg-config --libs libcurl libssl libcrypto inih jansson) $MBED_LIBS -ldb -lpthread
 
 # ---- a store with N active certificates -------------------------------------------
 mkdir -m 700 "$W/etc"

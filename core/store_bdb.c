@@ -33,6 +33,13 @@
 #define WALK_SCAN 256          /* records looked at per chunk of a filtered id walk */
 #define TRIM_EVERY 128u        /* trim the change log when seq is a multiple of this */
 #define FIND_KEY_MAX CMK_SERIAL_MAX  /* longest secondary key looked up: a serial or a tts key */
+/*
+ * certs.db pages: a record (about 1 KB with an EC leaf, 2.5 KB with an
+ * RSA-4096 one, its chain kept apart) must stay on its page: Berkeley DB
+ * moves any item larger than about a quarter of a page to overflow pages of
+ * its own, a whole page for a record of a few hundred bytes more.
+ */
+#define CERTS_PAGE 16384
 
 _Static_assert(CMK_TTS_KEY_MAX <= FIND_KEY_MAX, "tts keys must fit the lookup buffer");
 
@@ -93,14 +100,17 @@ uint64_t cmk_store_records_read(const struct cmk_store *st)
 
 /* ---- databases ---- */
 
-static int open_db(struct store_gen *g, DB_TXN *t, DB **out, const char *file, u_int32_t db_flags)
+/* `pagesize` 0: Berkeley DB's choice; a page size applies only when the file is created. */
+static int open_db_paged(struct store_gen *g, DB_TXN *t, DB **out, const char *file, u_int32_t db_flags,
+			 u_int32_t pagesize)
 {
 	DB *db;
 	int ret;
 
 	if ((ret = db_create(&db, g->env, 0)) != 0)
 		return db_fail(g, ret, "store_open: %s: creating a handle for %s", g->st->path, file);
-	if ((db_flags != 0 && (ret = db->set_flags(db, db_flags)) != 0) ||
+	if ((pagesize != 0 && (ret = db->set_pagesize(db, pagesize)) != 0) ||
+	    (db_flags != 0 && (ret = db->set_flags(db, db_flags)) != 0) ||
 	    (ret = db->open(db, t, file, NULL, DB_BTREE, DB_CREATE | DB_THREAD, 0600)) != 0) {
 		/* Nothing to flush; and a flush could wait on a log a dead process holds. */
 		db->close(db, DB_NOSYNC);
@@ -108,6 +118,11 @@ static int open_db(struct store_gen *g, DB_TXN *t, DB **out, const char *file, u
 	}
 	*out = db;
 	return 0;
+}
+
+static int open_db(struct store_gen *g, DB_TXN *t, DB **out, const char *file, u_int32_t db_flags)
+{
+	return open_db_paged(g, t, out, file, db_flags, 0);
 }
 
 /* A secondary key: BDB frees it once the index is updated. */
@@ -224,7 +239,8 @@ static int open_all(struct store_gen *g, DB_TXN *t, uint8_t id[CMK_STORE_ID_LEN]
 	int ret, rc;
 
 	if ((rc = open_db(g, t, &g->meta, "meta.db", 0)) != 0 ||
-	    (rc = open_db(g, t, &g->certs, "certs.db", 0)) != 0 ||
+	    (rc = open_db_paged(g, t, &g->certs, "certs.db", 0, CERTS_PAGE)) != 0 ||
+	    (rc = open_db(g, t, &g->chains, "chains.db", 0)) != 0 ||
 	    (rc = open_db(g, t, &g->by_tts, "by_tts.db", DB_DUP | DB_DUPSORT)) != 0 ||
 	    (rc = open_db(g, t, &g->by_renew, "by_renew.db", DB_DUP | DB_DUPSORT)) != 0 ||
 	    (rc = open_db(g, t, &g->by_serial, "by_serial.db", DB_DUP | DB_DUPSORT)) != 0 ||
@@ -380,6 +396,7 @@ void store_close_dbs(struct store_gen *g, bool sync)
 	close_db(g, &g->by_serial, flags);
 	close_db(g, &g->by_status, flags);
 	close_db(g, &g->certs, flags);
+	close_db(g, &g->chains, flags);
 	close_db(g, &g->keystores, flags);
 	close_db(g, &g->changes, flags);
 	close_db(g, &g->audit, flags);
@@ -656,16 +673,67 @@ int cmk_store_cert_next_id(struct cmk_txn *txn, uint64_t *id)
 	return rc;
 }
 
-/* Decode a certificate record read in t, with its sealed key from its key slot when it has one. */
+/* ---- CA chains, kept once ---- */
+
+/*
+ * Every record of a type carries the same CA chain (until the CA changes):
+ * chains.db keeps each distinct chain once, under the SHA-256 of its text,
+ * and a record names it.  Chains are public and never removed: there is one
+ * per CA generation.
+ */
+static int chain_keep(struct store_gen *g, DB_TXN *t, const char *pem, uint8_t id[CMK_CHAIN_ID_LEN])
+{
+	size_t len = strlen(pem);
+	DBT k, d;
+	int ret;
+
+	cmk_sha256(pem, len, id);
+	dbt_in(&k, id, CMK_CHAIN_ID_LEN);
+	dbt_none(&d);
+	/* Usually there already: a read lock only, so writers of different records do not queue here. */
+	ret = g->chains->get(g->chains, t, &k, &d, 0);
+	if (ret == DB_NOTFOUND) {
+		dbt_in(&d, pem, len);
+		ret = g->chains->put(g->chains, t, &k, &d, 0);
+	}
+	if (ret != 0)
+		return db_fail(g, ret, "store_cert_put: %s: keeping a CA chain", g->st->path);
+	return 0;
+}
+
+static int chain_read(struct store_gen *g, DB_TXN *t, const uint8_t id[CMK_CHAIN_ID_LEN], char **pem)
+{
+	DBT k, d;
+	int ret;
+
+	dbt_in(&k, id, CMK_CHAIN_ID_LEN);
+	dbt_malloc(&d);
+	if ((ret = g->chains->get(g->chains, t, &k, &d, 0)) == DB_NOTFOUND)
+		return cmk_fail(CMK_ERR_STORE, "store: %s: a record names a CA chain the store does not have",
+				g->st->path);
+	if (ret != 0)
+		return db_fail(g, ret, "store: %s: reading a CA chain", g->st->path);
+	/* As text: terminated here (the stored bytes have no NUL). */
+	if ((*pem = realloc(d.data, d.size + 1)) == NULL) {
+		free(d.data);
+		return CMK_ERR_NOMEM;
+	}
+	(*pem)[d.size] = '\0';
+	return 0;
+}
+
+/* Decode a certificate record read in t, with its sealed key and CA chain when it names them. */
 static int decode_record(struct store_gen *g, DB_TXN *t, u_int32_t rmw, uint64_t id, const void *data, size_t size,
 			 struct cmk_cert_record *out)
 {
-	uint32_t slot;
+	struct cmk_cert_refs refs;
 	int rc;
 
-	if ((rc = cmk_codec_cert_decode_slot(id, data, size, out, &slot)) != 0 || slot == 0)
+	if ((rc = cmk_codec_cert_decode_refs(id, data, size, out, &refs)) != 0)
 		return rc;
-	if ((rc = store_key_read(g, t, slot, rmw, &out->sealed_key, &out->sealed_key_len)) != 0)
+	if ((refs.has_chain_id && (rc = chain_read(g, t, refs.chain_id, &out->chain_pem)) != 0) ||
+	    (refs.key_slot != 0 &&
+	     (rc = store_key_read(g, t, refs.key_slot, rmw, &out->sealed_key, &out->sealed_key_len)) != 0))
 		cmk_cert_record_clear(out);
 	return rc;
 }
@@ -877,19 +945,24 @@ static int put_key(struct store_gen *g, DB_TXN *t, const struct cmk_cert_record 
 
 static int cert_put(struct store_gen *g, struct cmk_txn *txn, const struct cmk_cert_record *rec)
 {
+	struct cmk_cert_refs refs = { 0 };
 	uint8_t kb[8], *buf = NULL;
-	uint32_t slot;
 	size_t len = 0;
 	DBT k, d;
 	int ret, rc;
 
 	if (rec->id == 0 || !is_name(rec->tenant, sizeof(rec->tenant)) || !is_name(rec->type, sizeof(rec->type)))
 		return cmk_fail(CMK_ERR_INVALID, "store_cert_put: record needs an id, a tenant and a type");
-	if ((rc = check_same_owner(g, txn->t, rec, &slot)) != 0 ||
+	if ((rc = check_same_owner(g, txn->t, rec, &refs.key_slot)) != 0 ||
 	    (rec->status == CMK_ST_ACTIVE && (rc = check_single_active(g, txn->t, rec)) != 0) ||
-	    (rc = put_key(g, txn->t, rec, &slot)) != 0)
+	    (rc = put_key(g, txn->t, rec, &refs.key_slot)) != 0)
 		return rc;
-	if ((rc = cmk_codec_cert_encode_slot(rec, slot, &buf, &len)) != 0)
+	if (rec->chain_pem != NULL && rec->chain_pem[0] != '\0') {
+		if ((rc = chain_keep(g, txn->t, rec->chain_pem, refs.chain_id)) != 0)
+			return rc;
+		refs.has_chain_id = true;
+	}
+	if ((rc = cmk_codec_cert_encode_refs(rec, &refs, &buf, &len)) != 0)
 		return rc;
 	if (len > UINT32_MAX) {
 		rc = cmk_fail(CMK_ERR_INVALID, "store_cert_put: record %" PRIu64 " is too large", rec->id);

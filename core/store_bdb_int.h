@@ -50,6 +50,7 @@ struct store_gen {
 	DB *keys[CMK_KEY_CLASSES];    /* sealed keys in slots of their own, one database per size (store_keys.c) */
 	DB *keyfree;                  /* free slots of every size */
 	DB *by_status;                /* secondary: status (and "revocation pending") -> id */
+	DB *chains;                   /* CA chains, each kept once: SHA-256 of the text -> text */
 	atomic_bool broken;           /* needs recovery: no new call enters it */
 	atomic_int inside;            /* threads inside a call */
 	atomic_int txns;              /* open transactions */
@@ -81,7 +82,7 @@ struct cmk_store {
 	struct store_gen *retired;    /* replaced generations that threads are still inside */
 	atomic_uint_fast64_t generations;
 	atomic_uint stuck;            /* threads found waiting in retired generations */
-	atomic_uint commits;          /* write commits by this handle (store_remove_old_logs() every few) */
+	atomic_uint log_file;         /* the log file the last write commit saw (old ones removed when it moves on) */
 	atomic_uint_fast64_t records_read;  /* certificate records read (cmk_store_records_read()) */
 
 	bool reopen_failed;           /* under mu: the last environment failed; the next open recovers it */

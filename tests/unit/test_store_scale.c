@@ -571,6 +571,100 @@ static void test_key_slot_sizes(void **state)
 	assert_int_equal(file_offset(fx->path, "keys_small.db", ec2, sizeof(ec2)), ec_at);
 }
 
+/* ---- CA chains kept once ---- */
+
+static size_t count_in_file(const char *dir, const char *name, const char *text)
+{
+	char path[256];
+	uint8_t *data = NULL, *p;
+	size_t n = 0, count = 0, len = strlen(text);
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (cmk_read_file(path, 64u << 20, (char **)&data, &n) != 0)
+		return 0;
+	for (p = data; (p = memmem(p, n - (size_t)(p - data), text, len)) != NULL; p += len)
+		count++;
+	free(data);
+	return count;
+}
+
+static void put_chain(struct cmk_store *st, uint64_t id, const char *chain)
+{
+	struct cmk_cert_record r;
+	struct cmk_txn *txn;
+	char tenant[16];
+
+	snprintf(tenant, sizeof(tenant), "c%" PRIu64, id);
+	assert_ok(cmk_store_begin(st, &txn));
+	make_rec(&r, id, tenant, "x", CMK_ST_PENDING, 0);
+	r.chain_pem = (char *)chain;
+	assert_ok(cmk_store_cert_put(txn, &r));
+	assert_ok(cmk_store_commit(txn));
+}
+
+static void expect_chain(struct cmk_store *st, uint64_t id, const char *chain)
+{
+	struct cmk_cert_record r;
+
+	assert_ok(cmk_store_cert_get(st, NULL, id, &r));
+	if (chain == NULL)
+		assert_null(r.chain_pem);
+	else
+		assert_string_equal(r.chain_pem, chain);
+	cmk_cert_record_clear(&r);
+}
+
+struct chain_check {
+	const char *a, *b;
+	size_t n;
+};
+
+static int check_chain(const struct cmk_cert_record *r, void *arg)
+{
+	struct chain_check *c = arg;
+
+	if (r->id == 103)
+		assert_null(r->chain_pem);
+	else if (r->id == 104)
+		assert_string_equal(r->chain_pem, "");
+	else
+		assert_string_equal(r->chain_pem, r->id % 50 == 0 ? c->b : c->a);
+	c->n++;
+	return 0;
+}
+
+/*
+ * A hundred records under one CA chain and two under another: each chain's
+ * text is stored once, every record reads its own back (by id and in walks),
+ * and a record without a chain (NULL) or with an empty one keeps that.
+ */
+static void test_chains_kept_once(void **state)
+{
+	struct fx *fx = *state;
+	const char *a = "-----BEGIN CERTIFICATE-----\nissuing CA A\n-----END CERTIFICATE-----\n"
+			"-----BEGIN CERTIFICATE-----\nroot A\n-----END CERTIFICATE-----\n";
+	const char *b = "-----BEGIN CERTIFICATE-----\nissuing CA B\n-----END CERTIFICATE-----\n";
+	struct cmk_cert_filter f = { .tenant = NULL, .type = NULL, .status = CMK_ST_PENDING };
+	struct chain_check c = { a, b, 0 };
+
+	for (uint64_t id = 1; id <= 102; id++)
+		put_chain(fx->st, id, id % 50 == 0 ? b : a);
+	put_chain(fx->st, 103, NULL);
+	put_chain(fx->st, 104, "");
+	reopen(fx);
+	assert_int_equal(count_in_file(fx->path, "chains.db", a), 1);
+	assert_int_equal(count_in_file(fx->path, "chains.db", b), 1);
+	assert_int_equal(count_in_file(fx->path, "certs.db", "issuing CA"), 0);
+	expect_chain(fx->st, 1, a);
+	expect_chain(fx->st, 50, b);
+	expect_chain(fx->st, 103, NULL);
+	expect_chain(fx->st, 104, "");
+	/* A walk by id and one through an index. */
+	assert_ok(cmk_store_cert_each(fx->st, NULL, NULL, check_chain, &c));
+	assert_ok(cmk_store_cert_each(fx->st, NULL, &f, check_chain, &c));
+	assert_int_equal(c.n, 2 * 104);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -580,6 +674,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_upgrade_builds_the_index, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_reads_no_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_slot_sizes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chains_kept_once, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -216,7 +216,10 @@ def main():
         print("  ls -l /certs, first            %s  again %s  same names and sizes on tmpfs %s  (%.1fx)"
               % (ms(ls_first), ms(ls_again), ms(ls_tmpfs), ls_first / ls_tmpfs))
     finally:
-        shutil.rmtree(w, ignore_errors=True)
+        if os.environ.get("CMKBENCH_KEEP"):
+            print("kept: %s" % w)
+        else:
+            shutil.rmtree(w, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1333,7 +1333,8 @@ int cmk_store_cert_each(struct cmk_store *st, struct cmk_txn *txn, const struct 
 
 	if ((w = calloc(1, sizeof(*w))) == NULL)
 		return CMK_ERR_NOMEM;
-	if ((rc = walk_plan(w, f)) == 0 && w->by == BY_IDS && (rc = in_read_txn(st, txn, collect_ids, w)) == 0)
+	if ((rc = walk_plan(w, f)) == 0 && w->by == BY_IDS && (rc = in_read_txn(st, txn, collect_ids, w)) == 0 &&
+	    w->n_ids > 0)
 		qsort(w->ids, w->n_ids, sizeof(*w->ids), cmp_id);
 	if (rc == 0)
 		rc = walk_run(st, txn, w, cb, arg);

@@ -5,7 +5,10 @@
  * DB_INIT_MPOOL, durable commits) that several processes (the daemon and CLI
  * runs) share.  Databases:
  *   meta       store id, next record id, format version
- *   certs      id -> certificate record (versioned encoding)
+ *   certs      id -> certificate record (versioned encoding); its sealed key
+ *              lives in a slot of its size (keys*.db), its CA chain in chains
+ *   chains     SHA-256 of a CA chain -> the chain, kept once for every record
+ *              that has it
  *   by_tts     secondary: (tenant, type, status) -> id
  *   by_renew   secondary: renew_at (big-endian) -> id, active records with renew_at > 0 only
  *   by_serial  secondary: serial -> id

@@ -164,11 +164,11 @@ static int take_free(struct store_gen *g, DB_TXN *t, unsigned c, uint32_t *slot)
 {
 	uint8_t kb[4];
 	DBT fk, fd;
-	DBC *c_;
+	DBC *cur;
 	int ret;
 
 	*slot = 0;
-	if ((ret = g->keyfree->cursor(g->keyfree, t, &c_, 0)) != 0)
+	if ((ret = g->keyfree->cursor(g->keyfree, t, &cur, 0)) != 0)
 		return db_fail(g, ret, "store: %s: reading free key slots", g->st->path);
 	cmk_be32_put(kb, (uint32_t)c << CLASS_SHIFT);
 	dbt_set(&fk, kb, sizeof(kb));
@@ -176,14 +176,14 @@ static int take_free(struct store_gen *g, DB_TXN *t, unsigned c, uint32_t *slot)
 	fk.flags = DB_DBT_USERMEM;
 	memset(&fd, 0, sizeof(fd));
 	fd.flags = DB_DBT_USERMEM | DB_DBT_PARTIAL;
-	ret = c_->get(c_, &fk, &fd, DB_SET_RANGE | DB_RMW);
+	ret = cur->get(cur, &fk, &fd, DB_SET_RANGE | DB_RMW);
 	if (ret == 0 && fk.size == sizeof(kb) && slot_class_of(cmk_be32_get(kb)) == c) {
 		*slot = cmk_be32_get(kb);
-		ret = c_->del(c_, 0);
+		ret = cur->del(cur, 0);
 	} else if (ret == 0) {
 		ret = DB_NOTFOUND;
 	}
-	c_->close(c_);
+	cur->close(cur);
 	if (ret != 0 && ret != DB_NOTFOUND)
 		return db_fail(g, ret, "store: %s: taking a free key slot", g->st->path);
 	return 0;

@@ -50,7 +50,7 @@ FUSE_OBJS := $(patsubst %,$(BUILD)/fusefs/%.o,main detach tree slot version ops 
 
 # Unit tests: tests/unit/test_<name>.c, linked with the objects they exercise.
 BASE := error log util crypto_mbedtls
-UNIT := error log util names config json crypto seal store pool mounts audit http openbao probe kmip lifecycle pins notify_sd
+UNIT := error log util names config json crypto seal store store_scale pool mounts audit http openbao probe kmip lifecycle pins notify_sd
 T_error := $(BASE)
 T_log := $(BASE)
 T_util := $(BASE)
@@ -60,6 +60,7 @@ T_json := $(BASE) json
 T_crypto := $(BASE) crypto_crl
 T_seal := $(BASE) names config seal
 T_store := $(BASE) names config store_env store_cond store_bdb store_keys store_pool store_token store_codec
+T_store_scale := $(T_store)
 T_pool := $(BASE) names config seal store_env store_cond store_bdb store_keys store_pool store_token store_codec pool
 T_mounts := $(BASE) mounts
 T_audit := $(BASE) names config json store_env store_cond store_bdb store_keys store_pool store_token store_codec audit audit_verify

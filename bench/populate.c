@@ -3,14 +3,18 @@
  *
  *   populate CONF PAIRS.pem CHAIN.pem [PREFIX]
  *
- * PAIRS.pem holds private key / certificate pairs (bench/gencerts.py).  Each
+ * PAIRS.pem holds private key / certificate pairs (bench/gencerts.py), read
+ * a block at a time.  Each
  * pair becomes one active record of tenant PREFIX<n> (default "bench"),
  * type aws_kms, with its key sealed exactly as the lifecycle seals keys
- * (bound to tenant, type, record id and serial).  Records are written 250
+ * (bound to tenant, type, record id and serial) and its renewal time set as
+ * activation sets it (none is due yet).  Records are written 250
  * per transaction through the ordinary store API, so the change log and
  * indexes are the ones the CLI would produce.  Prints the number stored.
  */
+#include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,28 +22,45 @@
 #include "cmkcert/config.h"
 #include "cmkcert/crypto.h"
 #include "cmkcert/error.h"
+#include "cmkcert/lifecycle.h"
 #include "cmkcert/seal.h"
 #include "cmkcert/store.h"
 #include "cmkcert/util.h"
 
 #define PER_TXN 250
-#define FILE_MAX (256u << 20)
+#define FILE_MAX (1u << 20)
 
-/* Next PEM block ("-----BEGIN" up to and including the "-----END ...-----" line) from *p. */
-static char *next_block(const char **p)
+/*
+ * Next PEM block ("-----BEGIN" up to and including its "-----END ...-----"
+ * line) read from f a line at a time: the pairs of a million certificates
+ * are far more than one read should hold.  NULL at the end of the file.
+ */
+static char *next_block(FILE *f)
 {
-	const char *b = strstr(*p, "-----BEGIN"), *e;
-	char *out;
+	char *line = NULL, *out = NULL;
+	size_t cap = 0, len = 0;
+	ssize_t n;
+	bool in = false;
 
-	if (b == NULL || (e = strstr(b, "-----END")) == NULL || (e = strstr(e + 8, "-----")) == NULL)
-		return NULL;
-	e += 5;
-	if (*e == '\n')
-		e++;
-	if ((out = strndup(b, (size_t)(e - b))) == NULL)
-		return NULL;
-	*p = e;
-	return out;
+	while ((n = getline(&line, &cap, f)) > 0) {
+		char *grown;
+
+		if (!in && strncmp(line, "-----BEGIN", 10) != 0)
+			continue;
+		in = true;
+		if ((grown = realloc(out, len + (size_t)n + 1)) == NULL)
+			break;
+		out = grown;
+		memcpy(out + len, line, (size_t)n + 1);
+		len += (size_t)n;
+		if (strncmp(line, "-----END", 8) == 0) {
+			cmk_strfreezero(line);
+			return out;
+		}
+	}
+	cmk_strfreezero(line);
+	cmk_strfreezero(out);
+	return NULL;
 }
 
 static int fail(const char *what, int rc)
@@ -48,8 +69,8 @@ static int fail(const char *what, int rc)
 	return 1;
 }
 
-static int store_one(struct cmk_txn *txn, struct cmk_sealer *sealer, const char *prefix, size_t n,
-		     char *key, char *cert, char *chain)
+static int store_one(struct cmk_txn *txn, const struct cmk_config *cfg, struct cmk_sealer *sealer,
+		     const char *prefix, size_t n, char *key, char *cert, char *chain)
 {
 	struct cmk_cert_record rec;
 	struct cmk_cert_info info;
@@ -67,6 +88,7 @@ static int store_one(struct cmk_txn *txn, struct cmk_sealer *sealer, const char 
 	rec.subject = info.subject;
 	rec.not_before = info.not_before;
 	rec.not_after = info.not_after;
+	rec.renew_at = cmk_renew_at(cfg, rec.not_before, rec.not_after, (double)(n % 1000) / 1000.0);
 	rec.created_at = rec.activated_at = rec.updated_at = cmk_now();
 	rec.cert_pem = cert;
 	rec.chain_pem = chain;
@@ -89,8 +111,9 @@ int main(int argc, char **argv)
 	struct cmk_store *st = NULL;
 	struct cmk_sealer *sealer = NULL;
 	struct cmk_txn *txn = NULL;
-	char *pairs = NULL, *chain = NULL, *key = NULL, *cert = NULL;
-	const char *p, *prefix = argc > 4 ? argv[4] : "bench";
+	char *chain = NULL, *key = NULL, *cert = NULL;
+	const char *prefix = argc > 4 ? argv[4] : "bench";
+	FILE *pairs = NULL;
 	size_t n = 0;
 	int rc, ret = 1;
 
@@ -100,9 +123,12 @@ int main(int argc, char **argv)
 	}
 	if ((rc = cmk_config_load(argv[1], &cfg)) != 0)
 		return fail("config", rc);
-	if ((rc = cmk_read_file(argv[2], FILE_MAX, &pairs, NULL)) != 0 ||
-	    (rc = cmk_read_file(argv[3], FILE_MAX, &chain, NULL)) != 0) {
+	if ((rc = cmk_read_file(argv[3], FILE_MAX, &chain, NULL)) != 0) {
 		ret = fail("reading", rc);
+		goto out;
+	}
+	if ((pairs = fopen(argv[2], "re")) == NULL) {
+		fprintf(stderr, "populate: %s: %s\n", argv[2], strerror(errno));
 		goto out;
 	}
 	if ((rc = cmk_store_open(cfg->store.path, &st)) != 0 ||
@@ -110,8 +136,8 @@ int main(int argc, char **argv)
 		ret = fail("store", rc);
 		goto out;
 	}
-	for (p = pairs; (key = next_block(&p)) != NULL; n++) {
-		if ((cert = next_block(&p)) == NULL) {
+	for (; (key = next_block(pairs)) != NULL; n++) {
+		if ((cert = next_block(pairs)) == NULL) {
 			fprintf(stderr, "populate: key without certificate after pair %zu\n", n);
 			goto out;
 		}
@@ -119,7 +145,7 @@ int main(int argc, char **argv)
 			ret = fail("begin", rc);
 			goto out;
 		}
-		if ((rc = store_one(txn, sealer, prefix, n, key, cert, chain)) != 0) {
+		if ((rc = store_one(txn, cfg, sealer, prefix, n, key, cert, chain)) != 0) {
 			ret = fail("store record", rc);
 			goto out;
 		}
@@ -149,7 +175,8 @@ out:
 	cmk_store_abort(txn);
 	cmk_strfreezero(key);
 	free(cert);
-	cmk_strfreezero(pairs);  /* test keys, but keys: wiped like any other */
+	if (pairs != NULL)
+		fclose(pairs);
 	free(chain);
 	cmk_sealer_free(sealer);
 	cmk_store_close(st);

@@ -5,7 +5,9 @@
 #     mount, against the same bytes on tmpfs, CMKBENCH_ITER rounds each in
 #     one process (bench/fsbench.c);
 #  2. `ls -l` of /certs holding CMKBENCH_CERTS certificates, first right
-#     after mounting (nothing cached) and again (kernel caches warm).
+#     after mounting (nothing cached) and again (kernel caches warm);
+#  3. the store and the CLI at scale: a store of CMKBENCH_SCALE certificates
+#     (default 100000; 0 skips it), bench/scale.py says what it measures.
 # The store is filled through the store and seal API (bench/populate.c) with
 # real certificates and keys (bench/gencerts.py).  Needs root and /dev/fuse.
 set -eu
@@ -84,8 +86,8 @@ $CC -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(pkg-config --cflags fuse3
 	"$ROOT/bench/nullfs.c" $(pkg-config --libs fuse3)
 # shellcheck disable=SC2046
 $CC -O2 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Wall -Wextra -Werror -I"$ROOT/include" \
-	$(pkg-config --cflags libcurl inih jansson) -o "$W/populate" "$ROOT/bench/populate.c" \
-	"$BUILD/libcmkcert.a" $(pkg-config --libs libcurl inih jansson) $MBED_LIBS -ldb -lpthread
+	$(pkg-config --cflags libcurl libssl libcrypto inih jansson) -o "$W/populate" "$ROOT/bench/populate.c" \
+	"$BUILD/libcmkcert.a" $(pkg-config --libs libcurl libssl libcrypto inih jansson) $MBED_LIBS -ldb -lpthread
 
 # ---- a store with N active certificates -------------------------------------------
 mkdir -m 700 "$W/etc"
@@ -208,6 +210,14 @@ if grep -v ': info: ' "$W/cmkcertfs.log" | grep -q .; then
 	echo
 	echo "cmkcertfs said:"
 	grep -v ': info: ' "$W/cmkcertfs.log"
+fi
+
+# ---- at scale ---------------------------------------------------------------------------
+SCALE=${CMKBENCH_SCALE:-100000}
+if [ "$SCALE" -gt 0 ]; then
+	echo
+	echo "at scale: a store of $SCALE active certificates (CMKBENCH_SCALE)"
+	"$PYTHON" "$ROOT/bench/scale.py" "$BUILD" "$W/populate" "$SCALE"
 fi
 
 # The project's other benchmarks (bench/*_bench.py BUILD), each with its own table.

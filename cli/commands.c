@@ -326,9 +326,13 @@ int cmd_keystore(struct cli *cli, int argc, char **argv)
 
 /* ---- list / show ------------------------------------------------------ */
 
+/*
+ * list prints each record as the walk delivers it, so the first line comes
+ * at once and memory stays flat however many there are; --json prints the
+ * array element by element, exactly as it would print it whole.
+ */
 struct list_arg {
 	const struct cli *cli;
-	json_t *arr;
 	size_t n;
 };
 
@@ -337,14 +341,23 @@ static int list_one(const struct cmk_cert_record *r, void *arg)
 	struct list_arg *a = arg;
 	char na[32];
 
-	a->n++;
 	if (a->cli->json) {
-		json_array_append_new(a->arr, cmk_json_record(r, false));
-		return 0;
+		json_t *o = cmk_json_record(r, false);
+		char *text = cmk_json_pretty_array_item(o, a->n == 0);
+
+		json_decref(o);
+		if (text == NULL)
+			return CMK_ERR_NOMEM;
+		fputs(text, stdout);
+		free(text);
+	} else {
+		fmt_time(r->not_after, na, sizeof(na));
+		cli_line(stdout, "%-6" PRIu64 " %-24s %-14s %-10s %-22s %s", r->id, r->tenant, r->type,
+			 cmk_status_name(r->status), na, r->serial);
 	}
-	fmt_time(r->not_after, na, sizeof(na));
-	cli_line(stdout, "%-6" PRIu64 " %-24s %-14s %-10s %-22s %s", r->id, r->tenant, r->type,
-		 cmk_status_name(r->status), na, r->serial);
+	/* The first one at once, whoever reads the pipe; the rest in full buffers. */
+	if (a->n++ == 0)
+		fflush(stdout);
 	return 0;
 }
 
@@ -384,17 +397,19 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 		return cli_fail(cli, rc, "list");
 	if ((rc = open_ctx(cli, &ctx)) != 0)
 		return rc;
-	a.arr = json_array();
-	if (!cli->json)
+	if (!cli->json) {
 		printf("%-6s %-24s %-14s %-10s %-22s %s\n", "ID", "TENANT", "TYPE", "STATUS", "NOT AFTER", "SERIAL");
+		fflush(stdout);
+	}
 	rc = cmk_cert_list(ctx, &f, list_one, &a);
-	if (rc != 0) {
-		json_decref(a.arr);
+	if (cli->json && (rc == 0 || a.n > 0))
+		fputs(cmk_json_pretty_array_end(a.n), stdout);
+	if (rc != 0 && cli->json && a.n > 0) {
+		/* Part of the array is out: it is closed, so stdout still holds one document; the error goes to stderr. */
+		cli_error(cli, "list: %s (the list is incomplete)", cmk_errdetail());
+		rc = cli_exit_code(rc);
+	} else if (rc != 0) {
 		rc = cli_fail(cli, rc, "list");
-	} else if (cli->json) {
-		cli_print_json(a.arr);
-	} else {
-		json_decref(a.arr);
 	}
 	cmk_ctx_free(ctx);
 	return rc;

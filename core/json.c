@@ -197,3 +197,36 @@ char *cmk_json_dump_pretty(const json_t *v)
 	grown[len + 1] = '\0';
 	return grown;
 }
+
+char *cmk_json_pretty_array_item(const json_t *v, bool first)
+{
+	char *s, *out, *o;
+	size_t lines = 0;
+
+	if ((s = json_dumps(v, JSON_INDENT(2) | JSON_ENCODE_ANY)) == NULL)
+		return NULL;
+	for (const char *p = s; *p != '\0'; p++)
+		lines += *p == '\n';
+	/* "[\n  " or ",\n  ", the text, two more spaces after each of its line breaks. */
+	if ((out = malloc(4 + strlen(s) + 2 * lines + 1)) != NULL) {
+		o = out;
+		*o++ = first ? '[' : ',';
+		memcpy(o, "\n  ", 3);
+		o += 3;
+		for (const char *p = s; *p != '\0'; p++) {
+			*o++ = *p;
+			if (*p == '\n') {
+				memcpy(o, "  ", 2);
+				o += 2;
+			}
+		}
+		*o = '\0';
+	}
+	free(s);
+	return out;
+}
+
+const char *cmk_json_pretty_array_end(size_t n)
+{
+	return n == 0 ? "[]\n" : "\n]\n";
+}

@@ -33,6 +33,13 @@
 #define WALK_SCAN 256          /* records looked at per chunk of a filtered id walk */
 #define TRIM_EVERY 128u        /* trim the change log when seq is a multiple of this */
 #define FIND_KEY_MAX CMK_SERIAL_MAX  /* longest secondary key looked up: a serial or a tts key */
+/*
+ * certs.db pages: a record (about 1 KB with an EC leaf, 2.5 KB with an
+ * RSA-4096 one, its chain kept apart) must stay on its page: Berkeley DB
+ * moves any item larger than about a quarter of a page to overflow pages of
+ * its own, a whole page for a record of a few hundred bytes more.
+ */
+#define CERTS_PAGE 16384
 
 _Static_assert(CMK_TTS_KEY_MAX <= FIND_KEY_MAX, "tts keys must fit the lookup buffer");
 
@@ -71,17 +78,39 @@ static bool is_name(const char *s, size_t cap)
 	return s != NULL && s[0] != '\0' && memchr(s, '\0', cap) != NULL;
 }
 
+/*
+ * Every certificate record read counts (cmk_store_records_read()): reads by
+ * id and by walks, and the index callbacks, which Berkeley DB calls with a
+ * record when it updates or builds an index.
+ */
+static void count_read_st(struct cmk_store *st)
+{
+	atomic_fetch_add_explicit(&st->records_read, 1, memory_order_relaxed);
+}
+
+static void count_read(struct store_gen *g)
+{
+	count_read_st(g->st);
+}
+
+uint64_t cmk_store_records_read(const struct cmk_store *st)
+{
+	return atomic_load(&((struct cmk_store *)st)->records_read);
+}
 
 /* ---- databases ---- */
 
-static int open_db(struct store_gen *g, DB_TXN *t, DB **out, const char *file, u_int32_t db_flags)
+/* `pagesize` 0: Berkeley DB's choice; a page size applies only when the file is created. */
+static int open_db_paged(struct store_gen *g, DB_TXN *t, DB **out, const char *file, u_int32_t db_flags,
+			 u_int32_t pagesize)
 {
 	DB *db;
 	int ret;
 
 	if ((ret = db_create(&db, g->env, 0)) != 0)
 		return db_fail(g, ret, "store_open: %s: creating a handle for %s", g->st->path, file);
-	if ((db_flags != 0 && (ret = db->set_flags(db, db_flags)) != 0) ||
+	if ((pagesize != 0 && (ret = db->set_pagesize(db, pagesize)) != 0) ||
+	    (db_flags != 0 && (ret = db->set_flags(db, db_flags)) != 0) ||
 	    (ret = db->open(db, t, file, NULL, DB_BTREE, DB_CREATE | DB_THREAD, 0600)) != 0) {
 		/* Nothing to flush; and a flush could wait on a log a dead process holds. */
 		db->close(db, DB_NOSYNC);
@@ -89,6 +118,11 @@ static int open_db(struct store_gen *g, DB_TXN *t, DB **out, const char *file, u
 	}
 	*out = db;
 	return 0;
+}
+
+static int open_db(struct store_gen *g, DB_TXN *t, DB **out, const char *file, u_int32_t db_flags)
+{
+	return open_db_paged(g, t, out, file, db_flags, 0);
 }
 
 /* A secondary key: BDB frees it once the index is updated. */
@@ -117,7 +151,7 @@ static int index_tts(DB *sdb, const DBT *key, const DBT *data, DBT *result)
 	uint8_t buf[CMK_TTS_KEY_MAX];
 	size_t n;
 
-	(void)sdb;
+	count_read_st(sdb->app_private);
 	(void)key;
 	if (cmk_codec_cert_keys(data->data, data->size, &k) != 0 ||
 	    (n = cmk_codec_tts_key(k.tenant, k.tenant_len, k.type, k.type_len, k.status, buf)) == 0)
@@ -131,7 +165,7 @@ static int index_renew(DB *sdb, const DBT *key, const DBT *data, DBT *result)
 	struct cmk_cert_keys k;
 	uint8_t buf[8];
 
-	(void)sdb;
+	count_read_st(sdb->app_private);
 	(void)key;
 	if (cmk_codec_cert_keys(data->data, data->size, &k) != 0 || k.status != CMK_ST_ACTIVE || k.renew_at <= 0)
 		return DB_DONOTINDEX;
@@ -143,37 +177,97 @@ static int index_serial(DB *sdb, const DBT *key, const DBT *data, DBT *result)
 {
 	struct cmk_cert_keys k;
 
-	(void)sdb;
+	count_read_st(sdb->app_private);
 	(void)key;
 	if (cmk_codec_cert_keys(data->data, data->size, &k) != 0 || k.serial_len == 0)
 		return DB_DONOTINDEX;
 	return index_result(result, k.serial, k.serial_len);
 }
 
-static int meta_init(struct store_gen *g, DB_TXN *t, uint8_t out[CMK_STORE_ID_LEN]);
+/*
+ * Every record under its status, and a record whose revocation is pending
+ * under CMK_STATUS_KEY_REVOKING as well: recovery and the scheduler's
+ * cleanup read only the records in the states they handle.
+ */
+static int index_status(DB *sdb, const DBT *key, const DBT *data, DBT *result)
+{
+	struct cmk_cert_keys k;
+	uint8_t keys[CMK_STATUS_KEYS_MAX];
+	size_t n;
+	DBT *many;
+	uint8_t *bytes;
 
-/* Open every database and read (or create) the store id, all in transaction t. */
+	count_read_st(sdb->app_private);
+	(void)key;
+	if (cmk_codec_cert_keys(data->data, data->size, &k) != 0 ||
+	    (n = cmk_codec_status_keys(k.status, k.flags, keys)) == 0)
+		return DB_DONOTINDEX;
+	if (n == 1)
+		return index_result(result, keys, 1);
+	/* Several keys: an array of DBTs, their bytes in the same allocation (BDB frees it whole). */
+	if ((many = calloc(1, n * sizeof(DBT) + n)) == NULL)
+		return ENOMEM;
+	bytes = (uint8_t *)(many + n);
+	for (size_t i = 0; i < n; i++) {
+		bytes[i] = keys[i];
+		many[i].data = bytes + i;
+		many[i].size = 1;
+	}
+	memset(result, 0, sizeof(*result));
+	result->data = many;
+	result->size = (u_int32_t)n;
+	result->flags = DB_DBT_MULTIPLE | DB_DBT_APPMALLOC;
+	return 0;
+}
+
+static int meta_init(struct store_gen *g, DB_TXN *t, uint8_t out[CMK_STORE_ID_LEN], uint32_t *format);
+static int meta_put(struct store_gen *g, DB_TXN *t, const char *name, const void *buf, size_t len);
+
+/*
+ * Open every database and read (or create) the store id, all in transaction
+ * t.  The indexes are built from certs (associate with DB_CREATE walks every
+ * record) only when the store's format is older than the current one: that
+ * is how a store gets an index added since.  Never on an ordinary open: an index
+ * that is empty because nothing belongs in it (by_renew without an active
+ * record) would be rebuilt by a walk over every record at each open.
+ */
 static int open_all(struct store_gen *g, DB_TXN *t, uint8_t id[CMK_STORE_ID_LEN])
 {
+	u_int32_t build;
+	uint32_t format;
+	uint8_t ver[4];
 	int ret, rc;
 
 	if ((rc = open_db(g, t, &g->meta, "meta.db", 0)) != 0 ||
-	    (rc = open_db(g, t, &g->certs, "certs.db", 0)) != 0 ||
+	    (rc = open_db_paged(g, t, &g->certs, "certs.db", 0, CERTS_PAGE)) != 0 ||
+	    (rc = open_db(g, t, &g->chains, "chains.db", 0)) != 0 ||
 	    (rc = open_db(g, t, &g->by_tts, "by_tts.db", DB_DUP | DB_DUPSORT)) != 0 ||
 	    (rc = open_db(g, t, &g->by_renew, "by_renew.db", DB_DUP | DB_DUPSORT)) != 0 ||
 	    (rc = open_db(g, t, &g->by_serial, "by_serial.db", DB_DUP | DB_DUPSORT)) != 0 ||
+	    (rc = open_db(g, t, &g->by_status, "by_status.db", DB_DUP | DB_DUPSORT)) != 0 ||
 	    (rc = open_db(g, t, &g->keystores, "keystores.db", 0)) != 0 ||
 	    (rc = open_db(g, t, &g->changes, "changes.db", 0)) != 0 ||
 	    (rc = open_db(g, t, &g->audit, "audit.db", 0)) != 0 ||
 	    (rc = store_keys_open(g, t)) != 0 || (rc = store_pool_open(g, t)) != 0 ||
-	    (rc = store_token_open(g, t)) != 0)
+	    (rc = store_token_open(g, t)) != 0 || (rc = meta_init(g, t, id, &format)) != 0)
 		return rc;
-	/* DB_CREATE: an index that is empty (new, or added by a later version) is built from certs. */
-	if ((ret = g->certs->associate(g->certs, t, g->by_tts, index_tts, DB_CREATE)) != 0 ||
-	    (ret = g->certs->associate(g->certs, t, g->by_renew, index_renew, DB_CREATE)) != 0 ||
-	    (ret = g->certs->associate(g->certs, t, g->by_serial, index_serial, DB_CREATE)) != 0)
+	build = format < CMK_STORE_FORMAT ? DB_CREATE : 0;
+	g->by_tts->app_private = g->by_renew->app_private = g->by_serial->app_private = g->by_status->app_private =
+		g->st;
+	if ((ret = g->certs->associate(g->certs, t, g->by_tts, index_tts, build)) != 0 ||
+	    (ret = g->certs->associate(g->certs, t, g->by_renew, index_renew, build)) != 0 ||
+	    (ret = g->certs->associate(g->certs, t, g->by_serial, index_serial, build)) != 0 ||
+	    (ret = g->certs->associate(g->certs, t, g->by_status, index_status, build)) != 0)
 		return db_fail(g, ret, "store_open: %s: attaching the indexes", g->st->path);
-	return meta_init(g, t, id);
+	if (format == CMK_STORE_FORMAT)
+		return 0;
+	/* Built in this transaction: from its commit on, only code that keeps them in step may write. */
+	cmk_be32_put(ver, CMK_STORE_FORMAT);
+	if ((rc = meta_put(g, t, "version", ver, sizeof(ver))) != 0)
+		return rc;
+	cmk_log(CMK_LOG_INFO, "store_open: %s: store format %" PRIu32 " upgraded to %u (indexes built)", g->st->path,
+		format, CMK_STORE_FORMAT);
+	return 0;
 }
 
 /*
@@ -242,13 +336,18 @@ static int meta_put(struct store_gen *g, DB_TXN *t, const char *name, const void
 	return 0;
 }
 
-/* The first open gives the store its random id; every later open reads it and checks the format. */
-static int meta_init(struct store_gen *g, DB_TXN *t, uint8_t out[CMK_STORE_ID_LEN])
+/*
+ * The first open gives the store its random id; every later open reads it
+ * and checks the format.  *format: the format the store has (a new store
+ * has the current one: its indexes are kept as it is filled).
+ */
+static int meta_init(struct store_gen *g, DB_TXN *t, uint8_t out[CMK_STORE_ID_LEN], uint32_t *format)
 {
 	uint8_t id[CMK_STORE_ID_LEN], ver[4], next[8];
 	uint32_t version;
 	int rc;
 
+	*format = CMK_STORE_FORMAT;
 	rc = meta_get(g, t, "store_id", id, sizeof(id), DB_RMW);
 	if (rc == CMK_ERR_NOTFOUND) {
 		cmk_be32_put(ver, CMK_STORE_FORMAT);
@@ -259,12 +358,14 @@ static int meta_init(struct store_gen *g, DB_TXN *t, uint8_t out[CMK_STORE_ID_LE
 		    (rc = meta_put(g, t, "store_id", id, sizeof(id))) != 0)
 			return rc;
 		cmk_log(CMK_LOG_INFO, "store_open: %s: created a new store", g->st->path);
+		memcpy(out, id, sizeof(id));
+		return 0;
 	} else if (rc != 0) {
 		return rc;
 	}
 	if ((rc = meta_get(g, t, "version", ver, sizeof(ver), 0)) != 0)
 		return rc;
-	version = cmk_be32_get(ver);
+	*format = version = cmk_be32_get(ver);
 	if (version == 0)
 		return cmk_fail(CMK_ERR_STORE, "store_open: %s: meta value \"version\" is damaged", g->st->path);
 	if (version > CMK_STORE_FORMAT)
@@ -293,7 +394,9 @@ void store_close_dbs(struct store_gen *g, bool sync)
 	close_db(g, &g->by_tts, flags);
 	close_db(g, &g->by_renew, flags);
 	close_db(g, &g->by_serial, flags);
+	close_db(g, &g->by_status, flags);
 	close_db(g, &g->certs, flags);
+	close_db(g, &g->chains, flags);
 	close_db(g, &g->keystores, flags);
 	close_db(g, &g->changes, flags);
 	close_db(g, &g->audit, flags);
@@ -569,16 +672,67 @@ int cmk_store_cert_next_id(struct cmk_txn *txn, uint64_t *id)
 	return rc;
 }
 
-/* Decode a certificate record read in t, with its sealed key from its key slot when it has one. */
+/* ---- CA chains, kept once ---- */
+
+/*
+ * Every record of a type carries the same CA chain (until the CA changes):
+ * chains.db keeps each distinct chain once, under the SHA-256 of its text,
+ * and a record names it.  Chains are public and never removed: there is one
+ * per CA generation.
+ */
+static int chain_keep(struct store_gen *g, DB_TXN *t, const char *pem, uint8_t id[CMK_CHAIN_ID_LEN])
+{
+	size_t len = strlen(pem);
+	DBT k, d;
+	int ret;
+
+	cmk_sha256(pem, len, id);
+	dbt_in(&k, id, CMK_CHAIN_ID_LEN);
+	dbt_none(&d);
+	/* Usually there already: a read lock only, so writers of different records do not queue here. */
+	ret = g->chains->get(g->chains, t, &k, &d, 0);
+	if (ret == DB_NOTFOUND) {
+		dbt_in(&d, pem, len);
+		ret = g->chains->put(g->chains, t, &k, &d, 0);
+	}
+	if (ret != 0)
+		return db_fail(g, ret, "store_cert_put: %s: keeping a CA chain", g->st->path);
+	return 0;
+}
+
+static int chain_read(struct store_gen *g, DB_TXN *t, const uint8_t id[CMK_CHAIN_ID_LEN], char **pem)
+{
+	DBT k, d;
+	int ret;
+
+	dbt_in(&k, id, CMK_CHAIN_ID_LEN);
+	dbt_malloc(&d);
+	if ((ret = g->chains->get(g->chains, t, &k, &d, 0)) == DB_NOTFOUND)
+		return cmk_fail(CMK_ERR_STORE, "store: %s: a record names a CA chain the store does not have",
+				g->st->path);
+	if (ret != 0)
+		return db_fail(g, ret, "store: %s: reading a CA chain", g->st->path);
+	/* As text: terminated here (the stored bytes have no NUL). */
+	if ((*pem = realloc(d.data, d.size + 1)) == NULL) {
+		free(d.data);
+		return CMK_ERR_NOMEM;
+	}
+	(*pem)[d.size] = '\0';
+	return 0;
+}
+
+/* Decode a certificate record read in t, with its sealed key and CA chain when it names them. */
 static int decode_record(struct store_gen *g, DB_TXN *t, u_int32_t rmw, uint64_t id, const void *data, size_t size,
 			 struct cmk_cert_record *out)
 {
-	uint32_t slot;
+	struct cmk_cert_refs refs;
 	int rc;
 
-	if ((rc = cmk_codec_cert_decode_slot(id, data, size, out, &slot)) != 0 || slot == 0)
+	if ((rc = cmk_codec_cert_decode_refs(id, data, size, out, &refs)) != 0)
 		return rc;
-	if ((rc = store_key_read(g, t, slot, rmw, &out->sealed_key, &out->sealed_key_len)) != 0)
+	if ((refs.has_chain_id && (rc = chain_read(g, t, refs.chain_id, &out->chain_pem)) != 0) ||
+	    (refs.key_slot != 0 &&
+	     (rc = store_key_read(g, t, refs.key_slot, rmw, &out->sealed_key, &out->sealed_key_len)) != 0))
 		cmk_cert_record_clear(out);
 	return rc;
 }
@@ -594,6 +748,7 @@ static int cert_read(struct store_gen *g, DB_TXN *t, uint64_t id, u_int32_t flag
 	dbt_malloc(&d);
 	if ((ret = g->certs->get(g->certs, t, &k, &d, flags)) != 0)
 		return db_fail(g, ret, "store: certificate record %" PRIu64, id);
+	count_read(g);
 	rc = decode_record(g, t, flags, id, d.data, d.size, out);
 	cmk_freezero(d.data, d.size);
 	return rc;
@@ -648,6 +803,7 @@ static int find_last(struct store_gen *g, DB_TXN *t, DB *sdb, const uint8_t *key
 	c->close(c);
 	if (ret != 0)
 		return db_fail(g, ret, "store: %s: index lookup", g->st->path);
+	count_read(g);
 	if (k.size != n || memcmp(kb, key, n) != 0 || p.size != 8)
 		rc = cmk_fail(CMK_ERR_NOTFOUND, "store: no matching certificate record");
 	else
@@ -788,19 +944,24 @@ static int put_key(struct store_gen *g, DB_TXN *t, const struct cmk_cert_record 
 
 static int cert_put(struct store_gen *g, struct cmk_txn *txn, const struct cmk_cert_record *rec)
 {
+	struct cmk_cert_refs refs = { 0 };
 	uint8_t kb[8], *buf = NULL;
-	uint32_t slot;
 	size_t len = 0;
 	DBT k, d;
 	int ret, rc;
 
 	if (rec->id == 0 || !is_name(rec->tenant, sizeof(rec->tenant)) || !is_name(rec->type, sizeof(rec->type)))
 		return cmk_fail(CMK_ERR_INVALID, "store_cert_put: record needs an id, a tenant and a type");
-	if ((rc = check_same_owner(g, txn->t, rec, &slot)) != 0 ||
+	if ((rc = check_same_owner(g, txn->t, rec, &refs.key_slot)) != 0 ||
 	    (rec->status == CMK_ST_ACTIVE && (rc = check_single_active(g, txn->t, rec)) != 0) ||
-	    (rc = put_key(g, txn->t, rec, &slot)) != 0)
+	    (rc = put_key(g, txn->t, rec, &refs.key_slot)) != 0)
 		return rc;
-	if ((rc = cmk_codec_cert_encode_slot(rec, slot, &buf, &len)) != 0)
+	if (rec->chain_pem != NULL && rec->chain_pem[0] != '\0') {
+		if ((rc = chain_keep(g, txn->t, rec->chain_pem, refs.chain_id)) != 0)
+			return rc;
+		refs.has_chain_id = true;
+	}
+	if ((rc = cmk_codec_cert_encode_refs(rec, &refs, &buf, &len)) != 0)
 		return rc;
 	if (len > UINT32_MAX) {
 		rc = cmk_fail(CMK_ERR_INVALID, "store_cert_put: record %" PRIu64 " is too large", rec->id);
@@ -834,16 +995,34 @@ int cmk_store_cert_put(struct cmk_txn *txn, const struct cmk_cert_record *rec)
 
 /* ---- certificate walks ---- */
 
-enum walk_by { BY_ID, BY_TTS, BY_RENEW };
+/*
+ * The orders a walk reads records in, all by increasing id (within one
+ * renewal time for BY_RENEW):
+ *   BY_ID     certs itself: every record.
+ *   BY_KEY    the duplicates of one secondary key, sorted by id: by_tts for
+ *             (tenant, type, status), by_status for a status or "revocation
+ *             pending".
+ *   BY_RENEW  by_renew up to a time.
+ *   BY_IDS    a tenant's records lie under several by_tts keys (one per
+ *             type and status): their ids are read from by_tts first,
+ *             sorted, and the records read by id.
+ * Only a walk with no tenant and no status reads every record.
+ */
+enum walk_by { BY_ID, BY_KEY, BY_RENEW, BY_IDS };
+enum walk_index { IX_TTS, IX_STATUS };
 
 struct cert_walk {
 	enum walk_by by;
+	enum walk_index ix;    /* BY_KEY, and BY_IDS (by_tts) */
 	const struct cmk_cert_filter *f;
-	uint8_t tts[CMK_TTS_KEY_MAX];
-	size_t tts_len;
+	bool revoking;         /* only records whose revocation is pending */
+	uint8_t key[CMK_TTS_KEY_MAX];  /* BY_KEY: the key; BY_IDS: the prefix of the keys */
+	size_t key_len;
 	int64_t now;
 	int64_t renew_pos;     /* BY_RENEW: index key of the resume point */
 	uint64_t next_id;      /* first id not yet looked at (within renew_pos for BY_RENEW) */
+	uint64_t *ids;         /* BY_IDS: the ids, sorted */
+	size_t n_ids, pos;
 	bool done;
 	struct cmk_cert_record recs[WALK_CHUNK];
 	size_t n;
@@ -854,10 +1033,13 @@ static bool name_is(const char *want, const char *have, size_t len)
 	return want == NULL || (strlen(want) == len && memcmp(want, have, len) == 0);
 }
 
+/* Records are checked against the whole filter whatever the index: a record may have changed since. */
 static bool walk_matches(const struct cert_walk *w, const struct cmk_cert_keys *k)
 {
 	const struct cmk_cert_filter *f = w->f;
 
+	if (w->revoking && !cmk_codec_is_revoking(k->status, k->flags))
+		return false;
 	return f == NULL || (name_is(f->tenant, k->tenant, k->tenant_len) && name_is(f->type, k->type, k->type_len) &&
 			     (f->status < 0 || f->status == (int)k->status));
 }
@@ -868,6 +1050,7 @@ static int walk_take(struct store_gen *g, DB_TXN *t, struct cert_walk *w, uint64
 	struct cmk_cert_keys k;
 	int rc;
 
+	count_read(g);
 	if (cmk_codec_cert_keys(d->data, d->size, &k) != 0) {
 		cmk_log(CMK_LOG_ERROR, "store: skipping corrupt certificate record %" PRIu64, id);
 		return 0;
@@ -893,7 +1076,7 @@ static int walk_position(struct cert_walk *w, DBC *c, DBT *k, DBT *p, DBT *d, ui
 	switch (w->by) {
 	case BY_ID:
 		return c->get(c, p, d, DB_SET_RANGE);
-	case BY_TTS:
+	case BY_KEY:
 		return c->pget(c, k, p, d, DB_GET_BOTH_RANGE);
 	case BY_RENEW:
 		cmk_be64_put(kb, (uint64_t)w->renew_pos);
@@ -904,6 +1087,8 @@ static int walk_position(struct cert_walk *w, DBC *c, DBT *k, DBT *p, DBT *d, ui
 		cmk_be64_put(kb, (uint64_t)w->renew_pos + 1);
 		k->size = 8;
 		return c->pget(c, k, p, d, DB_SET_RANGE);
+	case BY_IDS:
+		break;
 	}
 	return EINVAL;
 }
@@ -913,12 +1098,54 @@ static int walk_next(const struct cert_walk *w, DBC *c, DBT *k, DBT *p, DBT *d)
 	switch (w->by) {
 	case BY_ID:
 		return c->get(c, p, d, DB_NEXT);
-	case BY_TTS:
+	case BY_KEY:
 		return c->pget(c, k, p, d, DB_NEXT_DUP);
 	case BY_RENEW:
 		return c->pget(c, k, p, d, DB_NEXT);
+	case BY_IDS:
+		break;
 	}
 	return EINVAL;
+}
+
+static DB *walk_db(const struct cert_walk *w, struct store_gen *g)
+{
+	switch (w->by) {
+	case BY_KEY:
+		return w->ix == IX_TTS ? g->by_tts : g->by_status;
+	case BY_RENEW:
+		return g->by_renew;
+	default:
+		return g->certs;
+	}
+}
+
+/* Read the records of the next ids of a BY_IDS walk into w->recs. */
+static int walk_fill_ids(struct store_gen *g, DB_TXN *t, struct cert_walk *w)
+{
+	int ret = 0, rc = 0;
+
+	while (w->pos < w->n_ids && w->n < WALK_CHUNK) {
+		uint8_t kb[8];
+		DBT k, d;
+
+		cmk_be64_put(kb, w->ids[w->pos]);
+		dbt_in(&k, kb, sizeof(kb));
+		dbt_malloc(&d);
+		ret = g->certs->get(g->certs, t, &k, &d, 0);
+		/* Gone since its id was read: nothing to deliver. */
+		if (ret == 0)
+			rc = walk_take(g, t, w, w->ids[w->pos], &d);
+		cmk_freezero(d.data, d.size);
+		if (rc != 0)
+			return rc;
+		if (ret != 0 && ret != DB_NOTFOUND)
+			return db_fail(g, ret, "store: %s: reading certificate record %" PRIu64, g->st->path,
+				       w->ids[w->pos]);
+		w->pos++;
+	}
+	w->done = w->pos == w->n_ids;
+	return 0;
 }
 
 /* Read the next chunk of matching records into w->recs (at most WALK_CHUNK, looking at at most WALK_SCAN). */
@@ -927,7 +1154,8 @@ static int walk_fill(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg)
 	struct cert_walk *w = arg;
 	const int64_t start_renew = w->renew_pos;
 	const uint64_t start_id = w->next_id;
-	DB *db = w->by == BY_ID ? g->certs : w->by == BY_TTS ? g->by_tts : g->by_renew;
+	const size_t start_pos = w->pos;
+	DB *db = walk_db(w, g);
 	uint8_t kb[CMK_TTS_KEY_MAX], pb[8];
 	size_t scanned = 0;
 	DBT k, p, d;
@@ -936,10 +1164,15 @@ static int walk_fill(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg)
 
 	(void)rmw;
 	w->n = 0;
+	if (w->by == BY_IDS) {
+		if ((rc = walk_fill_ids(g, t, w)) != 0)
+			goto fail;
+		return 0;
+	}
 	if ((ret = db->cursor(db, t, &c, 0)) != 0)
 		return db_fail(g, ret, "store: %s: opening a cursor", g->st->path);
-	memcpy(kb, w->tts, w->tts_len);
-	dbt_user(&k, kb, w->by == BY_TTS ? w->tts_len : 8, sizeof(kb));
+	memcpy(kb, w->key, w->key_len);
+	dbt_user(&k, kb, w->by == BY_KEY ? w->key_len : 8, sizeof(kb));
 	dbt_user(&p, pb, 8, sizeof(pb));
 	dbt_malloc(&d);
 	for (ret = walk_position(w, c, &k, &p, &d, kb, pb); ret == 0; ret = walk_next(w, c, &k, &p, &d)) {
@@ -965,17 +1198,19 @@ static int walk_fill(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg)
 	c->close(c);
 	if (rc == 0 && ret != 0 && ret != DB_NOTFOUND)
 		rc = db_fail(g, ret, "store: %s: walking certificate records", g->st->path);
-	if (rc != 0) {
-		/* Forget the partial chunk; a retry starts again where this one did. */
-		for (size_t i = 0; i < w->n; i++)
-			cmk_cert_record_clear(&w->recs[i]);
-		w->n = 0;
-		w->renew_pos = start_renew;
-		w->next_id = start_id;
-		return rc;
-	}
+	if (rc != 0)
+		goto fail;
 	w->done = ret == DB_NOTFOUND;
 	return 0;
+fail:
+	/* Forget the partial chunk; a retry starts again where this one did. */
+	for (size_t i = 0; i < w->n; i++)
+		cmk_cert_record_clear(&w->recs[i]);
+	w->n = 0;
+	w->renew_pos = start_renew;
+	w->next_id = start_id;
+	w->pos = start_pos;
+	return rc;
 }
 
 static int walk_run(struct cmk_store *st, struct cmk_txn *txn, struct cert_walk *w, cmk_cert_cb cb, void *arg)
@@ -996,6 +1231,99 @@ static int walk_run(struct cmk_store *st, struct cmk_txn *txn, struct cert_walk 
 	return rc;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * BY_IDS: the ids under every by_tts key that starts with w->key (a tenant,
+ * or a tenant and a type) and, when the filter names one, ends with its
+ * status.  Secondary entries only: no record is read here.
+ */
+static int collect_ids(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg)
+{
+	struct cert_walk *w = arg;
+	uint8_t kb[CMK_TTS_KEY_MAX], pb[8];
+	size_t cap = 0;
+	DBT k, p, d;
+	DBC *c;
+	int ret, rc = 0;
+
+	(void)rmw;
+	w->n_ids = 0;
+	if ((ret = g->by_tts->cursor(g->by_tts, t, &c, 0)) != 0)
+		return db_fail(g, ret, "store: %s: opening an index cursor", g->st->path);
+	memcpy(kb, w->key, w->key_len);
+	dbt_user(&k, kb, w->key_len, sizeof(kb));
+	dbt_user(&p, pb, 0, sizeof(pb));
+	dbt_none(&d);
+	for (ret = c->pget(c, &k, &p, &d, DB_SET_RANGE); ret == 0; ret = c->pget(c, &k, &p, &d, DB_NEXT)) {
+		if (k.size <= w->key_len || memcmp(kb, w->key, w->key_len) != 0) {
+			ret = DB_NOTFOUND;
+			break;
+		}
+		if ((w->f->status >= 0 && kb[k.size - 1] != (uint8_t)w->f->status) || p.size != 8)
+			continue;
+		if (w->n_ids == cap) {
+			size_t ncap = cap ? 2 * cap : 64;
+			uint64_t *v = realloc(w->ids, ncap * sizeof(*v));
+
+			if (v == NULL) {
+				rc = CMK_ERR_NOMEM;
+				break;
+			}
+			w->ids = v;
+			cap = ncap;
+		}
+		w->ids[w->n_ids++] = cmk_be64_get(pb);
+	}
+	c->close(c);
+	if (rc == 0 && ret != DB_NOTFOUND)
+		rc = db_fail(g, ret, "store: %s: reading the tenant index", g->st->path);
+	if (rc != 0)
+		w->n_ids = 0;
+	return rc;
+}
+
+/* How a filter is walked (see enum walk_by); CMK_ERR_INVALID for a malformed one. */
+static int walk_plan(struct cert_walk *w, const struct cmk_cert_filter *f)
+{
+	w->by = BY_ID;
+	w->f = f;
+	if (f == NULL)
+		return 0;
+	if (f->status >= CMK_ST_COUNT)
+		return cmk_fail(CMK_ERR_INVALID, "store_cert_each: bad status %d in the filter", f->status);
+	if (f->tenant != NULL && f->type != NULL && f->status >= 0) {
+		w->key_len = cmk_codec_tts_key(f->tenant, strlen(f->tenant), f->type, strlen(f->type),
+					       (enum cmk_status)f->status, w->key);
+		w->by = BY_KEY;
+		w->ix = IX_TTS;
+	} else if (f->tenant != NULL) {
+		/* The prefix of the tenant's by_tts keys: tenant '\0', or tenant '\0' type '\0'. */
+		size_t tl = strlen(f->tenant);
+
+		if (f->type != NULL)
+			w->key_len = cmk_codec_ks_key(f->tenant, tl, f->type, strlen(f->type), w->key);
+		else if (tl > 0 && tl <= CMK_TENANT_MAX)
+			memcpy(w->key, f->tenant, w->key_len = tl);
+		if (w->key_len > 0)
+			w->key[w->key_len++] = '\0';
+		w->by = BY_IDS;
+		w->ix = IX_TTS;
+	} else if (f->status >= 0) {
+		w->key_len = cmk_codec_status_keys((enum cmk_status)f->status, 0, w->key);
+		w->by = BY_KEY;
+		w->ix = IX_STATUS;
+	}
+	if (w->by != BY_ID && w->key_len == 0)
+		return cmk_fail(CMK_ERR_INVALID, "store_cert_each: bad tenant, type or status in the filter");
+	return 0;
+}
+
 int cmk_store_cert_each(struct cmk_store *st, struct cmk_txn *txn, const struct cmk_cert_filter *f,
 			cmk_cert_cb cb, void *arg)
 {
@@ -1004,17 +1332,28 @@ int cmk_store_cert_each(struct cmk_store *st, struct cmk_txn *txn, const struct 
 
 	if ((w = calloc(1, sizeof(*w))) == NULL)
 		return CMK_ERR_NOMEM;
-	w->by = BY_ID;
-	w->f = f;
-	if (f != NULL && f->tenant != NULL && f->type != NULL && f->status >= 0) {
-		w->tts_len = cmk_codec_tts_key(f->tenant, strlen(f->tenant), f->type, strlen(f->type),
-					       (enum cmk_status)f->status, w->tts);
-		if (w->tts_len == 0) {
-			free(w);
-			return cmk_fail(CMK_ERR_INVALID, "store_cert_each: bad tenant, type or status in the filter");
-		}
-		w->by = BY_TTS;
-	}
+	if ((rc = walk_plan(w, f)) == 0 && w->by == BY_IDS && (rc = in_read_txn(st, txn, collect_ids, w)) == 0 &&
+	    w->n_ids > 0)
+		qsort(w->ids, w->n_ids, sizeof(*w->ids), cmp_id);
+	if (rc == 0)
+		rc = walk_run(st, txn, w, cb, arg);
+	free(w->ids);
+	free(w);
+	return rc;
+}
+
+int cmk_store_cert_revoking(struct cmk_store *st, struct cmk_txn *txn, cmk_cert_cb cb, void *arg)
+{
+	struct cert_walk *w;
+	int rc;
+
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return CMK_ERR_NOMEM;
+	w->by = BY_KEY;
+	w->ix = IX_STATUS;
+	w->revoking = true;
+	w->key[0] = CMK_STATUS_KEY_REVOKING;
+	w->key_len = 1;
 	rc = walk_run(st, txn, w, cb, arg);
 	free(w);
 	return rc;

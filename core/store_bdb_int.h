@@ -36,6 +36,9 @@
 #include "cmkcert/store.h"
 #include "store_int.h"
 
+/* Sizes of sealed key slots (store_keys.c). */
+#define CMK_KEY_CLASSES 3
+
 /* A mapping of one of the environment's region files, unmapped when its generation is freed. */
 struct region_map {
 	uintptr_t start, end;
@@ -46,9 +49,12 @@ struct store_gen {
 	uint64_t number;              /* 1 for the first environment of this handle, then +1 per reopen */
 	DB_ENV *env;
 	DB *meta, *certs, *by_tts, *by_renew, *by_serial, *keystores, *changes, *audit;
-	DB *keys, *keyfree;           /* sealed keys in slots of their own (store_keys.c) */
+	DB *keys[CMK_KEY_CLASSES];    /* sealed keys in slots of their own, one database per size (store_keys.c) */
+	DB *keyfree;                  /* free slots of every size */
 	DB *pool;                     /* the key pool's entries and counters (store_pool.c) */
 	DB *session;                  /* the OpenBao token shared by every process (store_token.c) */
+	DB *by_status;                /* secondary: status (and "revocation pending") -> id */
+	DB *chains;                   /* CA chains, each kept once: SHA-256 of the text -> text */
 	atomic_bool broken;           /* needs recovery: no new call enters it */
 	atomic_int inside;            /* threads inside a call */
 	atomic_int txns;              /* open transactions */
@@ -80,7 +86,8 @@ struct cmk_store {
 	struct store_gen *retired;    /* replaced generations that threads are still inside */
 	atomic_uint_fast64_t generations;
 	atomic_uint stuck;            /* threads found waiting in retired generations */
-	atomic_uint commits;          /* write commits by this handle (store_remove_old_logs() every few) */
+	atomic_uint log_file;         /* the log file the last write commit saw (old ones removed when it moves on) */
+	atomic_uint_fast64_t records_read;  /* certificate records read (cmk_store_records_read()) */
 
 	bool reopen_failed;           /* under mu: the last environment failed; the next open recovers it */
 	int64_t open_wedge_reported;  /* monitor thread only */
@@ -162,11 +169,11 @@ void store_token_close(struct store_gen *g, u_int32_t flags);
 /* Sizes of the environment that store_keys.c depends on. */
 #define CMK_LOG_FILE_BYTES (2u << 20)
 #define CMK_LOG_BUFFER_BYTES (64u << 10)
-/* One sealed key slot: a 4-byte length and the blob (an RSA-4096 PEM sealed is about 3.3 KB). */
+/* The largest sealed key slot: a 4-byte length and the blob (an RSA-4096 PEM sealed is about 3.3 KB). */
 #define CMK_KEY_SLOT_LEN 4000
 
 /*
- * Key slots (store_keys.c).  Open and close keys.db and keyfree.db; read a
+ * Key slots (store_keys.c).  Open and close the slot databases (keys*.db) and keyfree.db; read a
  * slot's sealed key (*blob malloc'd); write one (into *slot, or a free or
  * new slot when *slot is 0, set on return); destroy one (overwritten with
  * zeros in place, freed, and counted for cmk_store_shred()).

@@ -94,6 +94,23 @@ size_t cmk_codec_ks_key(const char *tenant, size_t tenant_len, const char *type,
 	return tenant_len + 1 + type_len;
 }
 
+bool cmk_codec_is_revoking(enum cmk_status status, uint32_t flags)
+{
+	return (flags & CMK_CERT_F_REVOKING) != 0 && status != CMK_ST_REVOKED && status != CMK_ST_CLEANED_UP;
+}
+
+size_t cmk_codec_status_keys(enum cmk_status status, uint32_t flags, uint8_t out[CMK_STATUS_KEYS_MAX])
+{
+	size_t n = 0;
+
+	if ((unsigned)status >= CMK_ST_COUNT)
+		return 0;
+	out[n++] = (uint8_t)status;
+	if (cmk_codec_is_revoking(status, flags))
+		out[n++] = CMK_STATUS_KEY_REVOKING;
+	return n;
+}
+
 /* ---- writing ---- */
 
 struct field {
@@ -149,6 +166,7 @@ enum { C_TENANT, C_TYPE, C_STATUS, C_SERIAL, C_RENEW_AT, C_FPR, C_SUBJECT, C_NOT
        C_CREATED, C_ACTIVATED, C_REVOKED, C_UPDATED, C_SUPERSEDES, C_ATTEMPTS, C_FLAGS, C_LAST_ERROR,
        C_CERT_PEM, C_CHAIN_PEM, C_SEALED_KEY,
        C_KEY_SLOT,             /* added later: where the sealed key lives when not in the record */
+       C_CHAIN_ID,             /* added later: the chain kept once for every record that has it */
        C_NFIELDS };
 
 int cmk_codec_cert_encode(const struct cmk_cert_record *rec, uint8_t **buf, size_t *len)
@@ -158,6 +176,15 @@ int cmk_codec_cert_encode(const struct cmk_cert_record *rec, uint8_t **buf, size
 
 int cmk_codec_cert_encode_slot(const struct cmk_cert_record *rec, uint32_t key_slot, uint8_t **buf, size_t *len)
 {
+	struct cmk_cert_refs refs = { .key_slot = key_slot };
+
+	return cmk_codec_cert_encode_refs(rec, &refs, buf, len);
+}
+
+int cmk_codec_cert_encode_refs(const struct cmk_cert_record *rec, const struct cmk_cert_refs *refs, uint8_t **buf,
+			       size_t *len)
+{
+	uint32_t key_slot = refs->key_slot;
 	uint8_t status = (uint8_t)rec->status;
 	uint8_t num[8][8], u32[3][4];
 	struct field f[C_NFIELDS];
@@ -197,16 +224,15 @@ int cmk_codec_cert_encode_slot(const struct cmk_cert_record *rec, uint32_t key_s
 	f[C_FLAGS] = f_bytes(u32[1], 4);
 	f[C_LAST_ERROR] = f_str(rec->last_error);
 	f[C_CERT_PEM] = f_str(rec->cert_pem);
-	f[C_CHAIN_PEM] = f_str(rec->chain_pem);
+	/* A chain kept apart is absent here and named by its id (the store reads it back). */
+	f[C_CHAIN_PEM] = refs->has_chain_id ? f_bytes(NULL, 0) : f_str(rec->chain_pem);
+	cmk_be32_put(u32[2], key_slot);
+	f[C_KEY_SLOT] = f_bytes(u32[2], 4);
+	f[C_CHAIN_ID] = f_bytes(refs->chain_id, CMK_CHAIN_ID_LEN);
 	/* With a slot the key is kept there, not in the record (store_keys.c). */
-	if (key_slot != 0) {
-		cmk_be32_put(u32[2], key_slot);
-		f[C_SEALED_KEY] = f_bytes(NULL, 0);
-		f[C_KEY_SLOT] = f_bytes(u32[2], 4);
-		return encode_fields(f, C_NFIELDS, buf, len);
-	}
-	f[C_SEALED_KEY] = f_bytes(rec->sealed_key, rec->sealed_key_len);
-	return encode_fields(f, C_KEY_SLOT, buf, len);
+	f[C_SEALED_KEY] = key_slot != 0 ? f_bytes(NULL, 0) : f_bytes(rec->sealed_key, rec->sealed_key_len);
+	/* Fields added later are written only when used, so records stay readable by the code before them. */
+	return encode_fields(f, refs->has_chain_id ? C_NFIELDS : key_slot != 0 ? C_CHAIN_ID : C_KEY_SLOT, buf, len);
 }
 
 /* ---- reading ---- */
@@ -377,6 +403,16 @@ int cmk_codec_cert_keys(const void *buf, size_t len, struct cmk_cert_keys *k)
 	    rd_name(&r, "serial", CMK_SERIAL_MAX - 1, &k->serial, &k->serial_len) != 0 ||
 	    rd_i64(&r, "renew_at", &k->renew_at) != 0)
 		return CMK_ERR_STORE;
+	/* The flags come after the fields in between (fingerprint .. attempts), read past unchecked. */
+	for (int i = C_FPR; i < C_FLAGS; i++) {
+		const uint8_t *f;
+		size_t n;
+
+		if (rd_field(&r, "field before flags", &f, &n) < 0)
+			return CMK_ERR_STORE;
+	}
+	if (rd_u32(&r, "flags", &k->flags) != 0)
+		return CMK_ERR_STORE;
 	return 0;
 }
 
@@ -390,12 +426,40 @@ int cmk_codec_cert_decode(uint64_t id, const void *buf, size_t len, struct cmk_c
 int cmk_codec_cert_decode_slot(uint64_t id, const void *buf, size_t len, struct cmk_cert_record *out,
 			       uint32_t *key_slot)
 {
+	struct cmk_cert_refs refs;
+	int rc = cmk_codec_cert_decode_refs(id, buf, len, out, &refs);
+
+	*key_slot = refs.key_slot;
+	/* A caller that cannot fetch a chain kept apart sees the record without it. */
+	return rc;
+}
+
+/* The optional chain id: absent, or exactly CMK_CHAIN_ID_LEN bytes. */
+static int rd_chain_id(struct rd *r, struct cmk_cert_refs *refs)
+{
+	const uint8_t *f;
+	size_t n;
+	int rc = rd_field(r, "chain_id", &f, &n);
+
+	if (rc == 1)
+		return 0;
+	if (rc != 0 || n != CMK_CHAIN_ID_LEN)
+		return CMK_ERR_STORE;
+	memcpy(refs->chain_id, f, n);
+	refs->has_chain_id = true;
+	return 0;
+}
+
+int cmk_codec_cert_decode_refs(uint64_t id, const void *buf, size_t len, struct cmk_cert_record *out,
+			       struct cmk_cert_refs *refs)
+{
+	uint32_t *key_slot = &refs->key_slot;
 	struct rd r;
 	int64_t supersedes;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	*key_slot = 0;
+	memset(refs, 0, sizeof(*refs));
 	if ((rc = rd_start(&r, buf, len)) != 0 ||
 	    (rc = rd_fixed(&r, "tenant", out->tenant, sizeof(out->tenant))) != 0 ||
 	    (rc = rd_fixed(&r, "type", out->type, sizeof(out->type))) != 0 ||
@@ -418,6 +482,7 @@ int cmk_codec_cert_decode_slot(uint64_t id, const void *buf, size_t len, struct 
 	    (rc = rd_str(&r, "chain_pem", &out->chain_pem)) != 0 ||
 	    (rc = rd_bytes(&r, "sealed_key", &out->sealed_key, &out->sealed_key_len)) != 0 ||
 	    (r.off < r.len && (rc = rd_u32(&r, "key_slot", key_slot)) != 0) ||
+	    (r.off < r.len && (rc = rd_chain_id(&r, refs)) != 0) ||
 	    (rc = rd_rest(&r)) != 0)
 		goto out;
 	out->supersedes = (uint64_t)supersedes;

@@ -61,7 +61,6 @@
 
 #define CACHE_BYTES (4u << 20)
 #define CHECKPOINT_KB 1024u
-#define REMOVE_LOGS_EVERY 32u         /* write commits between looks for log files to overwrite and remove */
 #define THREADS 256u                  /* thread slots per environment (BDB grows past it when needed) */
 #define MONITOR_MS 200                /* failure check period of every process */
 #define DRAIN_MS 500                  /* a failed generation waits this long for its callers to leave */
@@ -933,6 +932,8 @@ int cmk_store_open(const char *path, struct cmk_store **out)
 	pthread_condattr_destroy(&ca);
 	atomic_init(&st->generations, 0);
 	atomic_init(&st->stuck, 0);
+	atomic_init(&st->records_read, 0);
+	atomic_init(&st->log_file, 0);
 	if ((rc = check_dir(path)) != 0 || (rc = claim_store(st)) != 0)
 		goto fail;
 	claimed = true;
@@ -1086,6 +1087,25 @@ int cmk_store_begin(struct cmk_store *st, struct cmk_txn **txn)
 	return 0;
 }
 
+/*
+ * Whether the log went on to a new file since this handle last looked (and
+ * at its first write): then the files before the last checkpoint can go.
+ * Looking at every commit keeps the log to the two or three newest files,
+ * in a daemon and in a CLI run that commits once alike; the look itself is
+ * cheap, the removal (overwrite, sync, unlink) runs once per file.
+ */
+static bool log_moved_on(struct store_gen *g)
+{
+	DB_LOG_STAT *sp = NULL;
+	uint32_t file;
+
+	if (g->env->log_stat(g->env, &sp, 0) != 0)
+		return false;
+	file = sp->st_cur_file;
+	free(sp);
+	return atomic_exchange(&g->st->log_file, file) != file;
+}
+
 /* Enter the transaction's own generation; CMK_ERR_BUSY when it failed since (redo the transaction). */
 int gen_enter_txn(struct cmk_txn *txn)
 {
@@ -1138,7 +1158,7 @@ int cmk_store_commit(struct cmk_txn *txn)
 		else
 			cmk_log(CMK_LOG_WARN, "store: %s: checkpoint after a commit: %s", g->st->path, db_strerror(ret));
 	}
-	if (wrote && atomic_fetch_add(&g->st->commits, 1) % REMOVE_LOGS_EVERY == REMOVE_LOGS_EVERY - 1) {
+	if (wrote && log_moved_on(g)) {
 		unsigned removed;
 
 		if (store_remove_old_logs(g, &removed) != 0)

@@ -35,22 +35,73 @@
 #define PAD_BYTES 2000                 /* one debug record of the log padding (the limit is 2048) */
 #define ZERO_CHUNK 65536
 
+/*
+ * Slots come in three sizes, each a Queue database of its own: a key takes
+ * the smallest that holds it, so an EC key does not fill a slot made for
+ * RSA-4096.  A slot number carries its size class in its top two bits
+ * (class 0, keys.db, is the one every older store has: its numbers are
+ * unchanged); keyfree.db lists free slots by that number, so the free
+ * slots of one class are one range of its keys.  Sizes: 32 small slots
+ * (EC up to P-521 sealed, about 420 bytes) fill a page, 6 middle ones
+ * (RSA-3072 sealed, about 2.5 KB), 4 large ones (RSA-4096, about 3.3 KB).
+ */
+#define CLASS_SHIFT 30
+#define SLOT_MASK ((1u << CLASS_SHIFT) - 1)
+
+struct slot_class {
+	const char *file;
+	u_int32_t len;                 /* record length: a 4-byte length and the blob */
+};
+
+static const struct slot_class classes[CMK_KEY_CLASSES] = {
+	{ "keys.db", CMK_KEY_SLOT_LEN },
+	{ "keys_small.db", 507 },
+	{ "keys_mid.db", 2700 },
+};
+
 _Static_assert(CMK_KEY_SLOT_LEN + 64 < KEYS_PAGE, "a key slot must fit a page");
 
-int store_keys_open(struct store_gen *g, DB_TXN *t)
+static unsigned slot_class_of(uint32_t slot)
+{
+	return slot >> CLASS_SHIFT;
+}
+
+/* The smallest class whose slots hold a blob of `len` bytes (len fits the largest). */
+static unsigned class_for(size_t len)
+{
+	unsigned best = 0;
+
+	for (unsigned c = 1; c < CMK_KEY_CLASSES; c++)
+		if (len + 4 <= classes[c].len && classes[c].len < classes[best].len)
+			best = c;
+	return best;
+}
+
+static int open_class(struct store_gen *g, DB_TXN *t, unsigned c)
 {
 	DB *db = NULL;
 	int ret;
 
 	if ((ret = db_create(&db, g->env, 0)) != 0)
-		return db_fail(g, ret, "store_open: %s: creating a handle for keys.db", g->st->path);
-	if ((ret = db->set_pagesize(db, KEYS_PAGE)) != 0 || (ret = db->set_re_len(db, CMK_KEY_SLOT_LEN)) != 0 ||
+		return db_fail(g, ret, "store_open: %s: creating a handle for %s", g->st->path, classes[c].file);
+	if ((ret = db->set_pagesize(db, KEYS_PAGE)) != 0 || (ret = db->set_re_len(db, classes[c].len)) != 0 ||
 	    (ret = db->set_re_pad(db, 0)) != 0 ||
-	    (ret = db->open(db, t, "keys.db", NULL, DB_QUEUE, DB_CREATE | DB_THREAD, 0600)) != 0) {
+	    (ret = db->open(db, t, classes[c].file, NULL, DB_QUEUE, DB_CREATE | DB_THREAD, 0600)) != 0) {
 		db->close(db, DB_NOSYNC);
-		return db_fail(g, ret, "store_open: %s: opening keys.db", g->st->path);
+		return db_fail(g, ret, "store_open: %s: opening %s", g->st->path, classes[c].file);
 	}
-	g->keys = db;
+	g->keys[c] = db;
+	return 0;
+}
+
+int store_keys_open(struct store_gen *g, DB_TXN *t)
+{
+	DB *db = NULL;
+	int ret, rc;
+
+	for (unsigned c = 0; c < CMK_KEY_CLASSES; c++)
+		if ((rc = open_class(g, t, c)) != 0)
+			return rc;
 	if ((ret = db_create(&db, g->env, 0)) != 0)
 		return db_fail(g, ret, "store_open: %s: creating a handle for keyfree.db", g->st->path);
 	if ((ret = db->open(db, t, "keyfree.db", NULL, DB_BTREE, DB_CREATE | DB_THREAD, 0600)) != 0) {
@@ -70,27 +121,30 @@ static void dbt_set(DBT *d, void *p, size_t n)
 
 int store_key_read(struct store_gen *g, DB_TXN *t, uint32_t slot, u_int32_t rmw, uint8_t **blob, size_t *len)
 {
+	unsigned c = slot_class_of(slot);
+	db_recno_t recno = slot & SLOT_MASK;
 	uint8_t *buf;
-	db_recno_t recno = slot;
 	DBT k, d;
 	uint32_t n;
 	int ret, rc = 0;
 
 	*blob = NULL;
 	*len = 0;
-	if ((buf = malloc(CMK_KEY_SLOT_LEN)) == NULL)
+	if (c >= CMK_KEY_CLASSES || recno == 0)
+		return cmk_fail(CMK_ERR_STORE, "store: %s: key slot %#" PRIx32 " is damaged", g->st->path, slot);
+	if ((buf = malloc(classes[c].len)) == NULL)
 		return CMK_ERR_NOMEM;
 	dbt_set(&k, &recno, sizeof(recno));
 	dbt_set(&d, buf, 0);
-	d.ulen = CMK_KEY_SLOT_LEN;
+	d.ulen = classes[c].len;
 	d.flags = DB_DBT_USERMEM;
-	if ((ret = g->keys->get(g->keys, t, &k, &d, rmw)) != 0) {
-		rc = db_fail(g, ret, "store: %s: reading key slot %" PRIu32, g->st->path, slot);
+	if ((ret = g->keys[c]->get(g->keys[c], t, &k, &d, rmw)) != 0) {
+		rc = db_fail(g, ret, "store: %s: reading key slot %#" PRIx32, g->st->path, slot);
 		goto out;
 	}
 	n = cmk_be32_get(buf);
-	if (d.size != CMK_KEY_SLOT_LEN || n == 0 || n > CMK_KEY_SLOT_LEN - 4) {
-		rc = cmk_fail(CMK_ERR_STORE, "store: %s: key slot %" PRIu32 " is empty or damaged", g->st->path,
+	if (d.size != classes[c].len || n == 0 || n > classes[c].len - 4) {
+		rc = cmk_fail(CMK_ERR_STORE, "store: %s: key slot %#" PRIx32 " is empty or damaged", g->st->path,
 			      slot);
 		goto out;
 	}
@@ -101,72 +155,105 @@ int store_key_read(struct store_gen *g, DB_TXN *t, uint32_t slot, u_int32_t rmw,
 	memcpy(*blob, buf + 4, n);
 	*len = n;
 out:
-	cmk_freezero(buf, CMK_KEY_SLOT_LEN);
+	cmk_freezero(buf, classes[c].len);
 	return rc;
 }
 
-/* Write `len` bytes of blob (0: zeros) into slot *slot, taking a free slot or a new one when *slot is 0. */
-static int slot_write(struct store_gen *g, DB_TXN *t, uint32_t *slot, const uint8_t *blob, size_t len)
+/* The lowest free slot of class c, taken off the free list; 0 when there is none. */
+static int take_free(struct store_gen *g, DB_TXN *t, unsigned c, uint32_t *slot)
 {
-	uint8_t *buf, kb[4];
-	db_recno_t recno = *slot;
-	DBT k, d, fk, fd;
-	DBC *c;
+	uint8_t kb[4];
+	DBT fk, fd;
+	DBC *cur;
+	int ret;
+
+	*slot = 0;
+	if ((ret = g->keyfree->cursor(g->keyfree, t, &cur, 0)) != 0)
+		return db_fail(g, ret, "store: %s: reading free key slots", g->st->path);
+	cmk_be32_put(kb, (uint32_t)c << CLASS_SHIFT);
+	dbt_set(&fk, kb, sizeof(kb));
+	fk.ulen = sizeof(kb);
+	fk.flags = DB_DBT_USERMEM;
+	memset(&fd, 0, sizeof(fd));
+	fd.flags = DB_DBT_USERMEM | DB_DBT_PARTIAL;
+	ret = cur->get(cur, &fk, &fd, DB_SET_RANGE | DB_RMW);
+	if (ret == 0 && fk.size == sizeof(kb) && slot_class_of(cmk_be32_get(kb)) == c) {
+		*slot = cmk_be32_get(kb);
+		ret = cur->del(cur, 0);
+	} else if (ret == 0) {
+		ret = DB_NOTFOUND;
+	}
+	cur->close(cur);
+	if (ret != 0 && ret != DB_NOTFOUND)
+		return db_fail(g, ret, "store: %s: taking a free key slot", g->st->path);
+	return 0;
+}
+
+/*
+ * Write `len` bytes of blob into slot *slot (0: zeros over the whole slot),
+ * or, when *slot is 0, into a free or new slot of class c.
+ */
+static int slot_write(struct store_gen *g, DB_TXN *t, unsigned c, uint32_t *slot, const uint8_t *blob, size_t len)
+{
+	uint8_t *buf;
+	db_recno_t recno;
+	uint32_t taken = *slot;
+	DBT k, d;
 	int ret, rc = 0;
 
-	if ((buf = calloc(1, CMK_KEY_SLOT_LEN)) == NULL)
+	if (taken != 0)
+		c = slot_class_of(taken);
+	if (c >= CMK_KEY_CLASSES || len + 4 > classes[c].len)
+		return cmk_fail(CMK_ERR_STORE, "store: %s: key slot %#" PRIx32 " is damaged", g->st->path, taken);
+	if ((buf = calloc(1, classes[c].len)) == NULL)
 		return CMK_ERR_NOMEM;
 	if (len > 0) {
 		cmk_be32_put(buf, (uint32_t)len);
 		memcpy(buf + 4, blob, len);
 	}
-	dbt_set(&d, buf, CMK_KEY_SLOT_LEN);
-	if (recno == 0) {
-		/* The lowest free slot, if any: it holds zeros since its key was destroyed. */
-		if ((ret = g->keyfree->cursor(g->keyfree, t, &c, 0)) != 0) {
-			rc = db_fail(g, ret, "store: %s: reading free key slots", g->st->path);
-			goto out;
-		}
-		dbt_set(&fk, kb, 0);
-		fk.ulen = sizeof(kb);
-		fk.flags = DB_DBT_USERMEM;
-		memset(&fd, 0, sizeof(fd));
-		fd.flags = DB_DBT_USERMEM | DB_DBT_PARTIAL;
-		ret = c->get(c, &fk, &fd, DB_FIRST | DB_RMW);
-		if (ret == 0 && fk.size == sizeof(kb)) {
-			recno = cmk_be32_get(kb);
-			ret = c->del(c, 0);
-		}
-		c->close(c);
-		if (ret != 0 && ret != DB_NOTFOUND) {
-			rc = db_fail(g, ret, "store: %s: taking a free key slot", g->st->path);
-			goto out;
-		}
-	}
+	dbt_set(&d, buf, classes[c].len);
+	/* The lowest free slot, if any: it holds zeros since its key was destroyed. */
+	if (taken == 0 && (rc = take_free(g, t, c, &taken)) != 0)
+		goto out;
+	recno = taken & SLOT_MASK;
 	dbt_set(&k, &recno, sizeof(recno));
 	if (recno == 0) {
 		k.ulen = sizeof(recno);
 		k.flags = DB_DBT_USERMEM;
-		ret = g->keys->put(g->keys, t, &k, &d, DB_APPEND);
+		ret = g->keys[c]->put(g->keys[c], t, &k, &d, DB_APPEND);
 	} else {
-		ret = g->keys->put(g->keys, t, &k, &d, 0);
+		ret = g->keys[c]->put(g->keys[c], t, &k, &d, 0);
 	}
 	if (ret != 0) {
-		rc = db_fail(g, ret, "store: %s: writing key slot %" PRIu32, g->st->path, (uint32_t)recno);
+		rc = db_fail(g, ret, "store: %s: writing key slot %" PRIu32 " of %s", g->st->path, (uint32_t)recno,
+			     classes[c].file);
 		goto out;
 	}
-	*slot = recno;
+	if (recno > SLOT_MASK) {
+		rc = cmk_fail(CMK_ERR_STORE, "store: %s: %s has no slot numbers left", g->st->path, classes[c].file);
+		goto out;
+	}
+	*slot = (uint32_t)c << CLASS_SHIFT | recno;
 out:
-	cmk_freezero(buf, CMK_KEY_SLOT_LEN);
+	cmk_freezero(buf, classes[c].len);
 	return rc;
 }
 
 int store_key_write(struct store_gen *g, DB_TXN *t, uint32_t *slot, const uint8_t *blob, size_t len)
 {
+	unsigned c = class_for(len);
+	int rc;
+
 	if (len == 0 || len > CMK_KEY_SLOT_LEN - 4)
 		return cmk_fail(CMK_ERR_INVALID, "store: a sealed key of %zu bytes does not fit a key slot (at most "
 				"%d)", len, CMK_KEY_SLOT_LEN - 4);
-	return slot_write(g, t, slot, blob, len);
+	/* A key that needs another size than the slot it replaces moves: the old slot is destroyed. */
+	if (*slot != 0 && slot_class_of(*slot) != c) {
+		if ((rc = store_key_destroy(g, t, *slot)) != 0)
+			return rc;
+		*slot = 0;
+	}
+	return slot_write(g, t, c, slot, blob, len);
 }
 
 int store_key_wipe(struct store_gen *g, DB_TXN *t, uint32_t slot)
@@ -176,13 +263,13 @@ int store_key_wipe(struct store_gen *g, DB_TXN *t, uint32_t slot)
 	int ret, rc;
 
 	/* In place: the page keeps the zeros where the key was. */
-	if ((rc = slot_write(g, t, &slot, NULL, 0)) != 0)
+	if ((rc = slot_write(g, t, 0, &slot, NULL, 0)) != 0)
 		return rc;
 	cmk_be32_put(kb, slot);
 	dbt_set(&k, kb, sizeof(kb));
 	dbt_set(&d, &one, 0);
 	if ((ret = g->keyfree->put(g->keyfree, t, &k, &d, 0)) != 0)
-		return db_fail(g, ret, "store: %s: freeing key slot %" PRIu32, g->st->path, slot);
+		return db_fail(g, ret, "store: %s: freeing key slot %#" PRIx32, g->st->path, slot);
 	return 0;
 }
 
@@ -199,9 +286,12 @@ void store_keys_close(struct store_gen *g, u_int32_t flags)
 {
 	if (g->keyfree != NULL)
 		g->keyfree->close(g->keyfree, flags);
-	if (g->keys != NULL)
-		g->keys->close(g->keys, flags);
-	g->keyfree = g->keys = NULL;
+	g->keyfree = NULL;
+	for (unsigned c = 0; c < CMK_KEY_CLASSES; c++) {
+		if (g->keys[c] != NULL)
+			g->keys[c]->close(g->keys[c], flags);
+		g->keys[c] = NULL;
+	}
 }
 
 /* ---- log files -------------------------------------------------------- */

@@ -51,4 +51,15 @@ char *cmk_json_dump_sorted(const json_t *v);
 /* Pretty (indent 2) for people, malloc'd, ending in "\n". */
 char *cmk_json_dump_pretty(const json_t *v);
 
+/*
+ * An array printed element by element as its elements arrive, byte for byte
+ * what cmk_json_dump_pretty() prints for the whole array: each element's
+ * text (malloc'd, free() it; NULL on OOM) starts with "[" or "," and the
+ * line break and indent before the element, and holds the element indented
+ * one level; after the last, print cmk_json_pretty_array_end(n), n being how
+ * many were printed.
+ */
+char *cmk_json_pretty_array_item(const json_t *v, bool first);
+const char *cmk_json_pretty_array_end(size_t n);
+
 #endif

@@ -5,10 +5,15 @@
  * DB_INIT_MPOOL, durable commits) that several processes (the daemon and CLI
  * runs) share.  Databases:
  *   meta       store id, next record id, format version
- *   certs      id -> certificate record (versioned encoding)
+ *   certs      id -> certificate record (versioned encoding); its sealed key
+ *              lives in a slot of its size (keys*.db), its CA chain in chains
+ *   chains     SHA-256 of a CA chain -> the chain, kept once for every record
+ *              that has it
  *   by_tts     secondary: (tenant, type, status) -> id
  *   by_renew   secondary: renew_at (big-endian) -> id, active records with renew_at > 0 only
  *   by_serial  secondary: serial -> id
+ *   by_status  secondary: status -> id, and "revocation pending" -> id
+ *              (format 2: built when an older store is first opened)
  *   keystores  (tenant, type) -> keystore connection config
  *   changes    sequence -> (tenant, type, time), appended in the same
  *              transaction as every mutation of certs or keystores
@@ -231,11 +236,28 @@ struct cmk_cert_filter {
 	int status;           /* -1 = any */
 };
 
-/* Walk records in id order (using the by_tts index when tenant+type+status are all set). */
+/*
+ * Walk records in id order.  Only a walk without tenant and status reads
+ * every record: a tenant is found through by_tts (its ids read and sorted
+ * first), a status through by_status, tenant + type + status through one
+ * by_tts key.  CMK_ERR_INVALID for a malformed name or status.
+ */
 int cmk_store_cert_each(struct cmk_store *st, struct cmk_txn *txn, const struct cmk_cert_filter *f,
 			cmk_cert_cb cb, void *arg);
+/*
+ * Records whose revocation is pending (CMK_CERT_F_REVOKING, not yet revoked
+ * or cleaned up), in id order, through by_status: what recovery must finish.
+ */
+int cmk_store_cert_revoking(struct cmk_store *st, struct cmk_txn *txn, cmk_cert_cb cb, void *arg);
 /* Active records with 0 < renew_at <= now, earliest first, via the by_renew index. */
 int cmk_store_cert_due(struct cmk_store *st, struct cmk_txn *txn, int64_t now, cmk_cert_cb cb, void *arg);
+
+/*
+ * How many certificate records this handle has read (by id, through an
+ * index, or looked at by a walk) since it was opened: what an operation
+ * touched, for tests and metrics.
+ */
+uint64_t cmk_store_records_read(const struct cmk_store *st);
 
 /* Keystores. */
 int cmk_store_keystore_put(struct cmk_txn *txn, const struct cmk_keystore_record *rec);

@@ -268,6 +268,41 @@ static void test_dump_forms(void **state)
 	json_decref(v);
 }
 
+/* Printed element by element, an array reads exactly as printed whole. */
+static void test_pretty_array_streamed(void **state)
+{
+	const char *docs[] = {
+		"[]",
+		"[1]",
+		"[{\"id\": 1, \"a\": null, \"s\": \"x\\ny\\t\\\"q\\\"\"}]",
+		"[{\"id\": 1, \"nested\": {\"list\": [1, [2, {}], []], \"o\": {\"k\": true}}}, {\"id\": 2}, \"str\", 3]",
+	};
+
+	(void)state;
+	for (size_t d = 0; d < sizeof(docs) / sizeof(docs[0]); d++) {
+		json_t *arr, *el;
+		char *whole, *part, *streamed = calloc(1, 1);
+		size_t i, len = 0;
+
+		assert_int_equal(cmk_json_parse("doc", docs[d], strlen(docs[d]), &arr), 0);
+		json_array_foreach(arr, i, el) {
+			part = cmk_json_pretty_array_item(el, i == 0);
+			assert_non_null(part);
+			streamed = realloc(streamed, len + strlen(part) + 1);
+			memcpy(streamed + len, part, strlen(part) + 1);
+			len += strlen(part);
+			free(part);
+		}
+		streamed = realloc(streamed, len + 8);
+		strcpy(streamed + len, cmk_json_pretty_array_end(json_array_size(arr)));
+		whole = cmk_json_dump_pretty(arr);
+		assert_string_equal(streamed, whole);
+		free(whole);
+		free(streamed);
+		json_decref(arr);
+	}
+}
+
 static void test_dump_round_trip(void **state)
 {
 	const char *text = "{\"z\":\"gr\xc3\xbc\xc3\x9f\",\"a\":[true,null,-1]}";
@@ -376,6 +411,7 @@ int main(void)
 		cmocka_unit_test(test_getters_need_object),
 		cmocka_unit_test(test_dump_forms),
 		cmocka_unit_test(test_dump_round_trip),
+		cmocka_unit_test(test_pretty_array_streamed),
 		cmocka_unit_test_setup_teardown(test_load_file, dir_setup, dir_teardown),
 	};
 

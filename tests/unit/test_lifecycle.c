@@ -1,7 +1,8 @@
 /*
  * test_lifecycle.c - the state machine's transition table, renewal timing,
- * parsing of the use case's keystore request JSON, and the JSON documents
- * the CLI and the control socket answer with (opjson.h).
+ * parsing of the use case's keystore request JSON, the JSON documents the
+ * CLI and the control socket answer with (opjson.h), and start-up recovery
+ * and the scheduler pass reading only the records they handle.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,10 +11,16 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
 #include "cmkcert/error.h"
 #include "cmkcert/lifecycle.h"
 #include "cmkcert/opjson.h"
+#include "cmkcert/util.h"
 #include "lifecycle_int.h"
+#include "testutil.h"
 
 static void test_transitions(void **state)
 {
@@ -196,6 +203,124 @@ static void test_json_documents(void **state)
 	json_decref(o);
 }
 
+/* ---- recovery and the scheduler pass at scale ------------------------- */
+
+static void write_text(const char *path, const char *text, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+/* A context on a new store; OpenBao is never reached (its CA file does not exist). */
+static struct cmk_ctx *open_ctx(const char *dir)
+{
+	char conf[256], key[256], *text;
+	uint8_t master[32];
+	struct cmk_ctx *ctx = NULL;
+	int fd;
+
+	snprintf(key, sizeof(key), "%s/master.key", dir);
+	assert_ok(cmk_random(master, sizeof(master)));
+	fd = open(key, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, master, sizeof(master)), (ssize_t)sizeof(master));
+	close(fd);
+	text = cmk_asprintf("[openbao]\naddress = https://127.0.0.1:1\nca_cert = %s/no-ca.pem\n"
+			    "pki_mount = pki\nrole = r\n[auth]\nmethod = token\ntoken_path = %s/no-token\n"
+			    "[store]\npath = %s/store\n[keys]\nprovider = local\nmaster_key = %s\n"
+			    "[audit]\npath = %s/audit.log\n[template:aws_kms]\ncommon_name = {tenant_id}.example\n"
+			    "key_type = ec\nkey_bits = 256\nttl = 720h\n", dir, dir, dir, key, dir);
+	assert_non_null(text);
+	snprintf(conf, sizeof(conf), "%s/cmkcert.conf", dir);
+	write_text(conf, text, 0600);
+	free(text);
+	assert_ok(cmk_ctx_open(conf, "test", &ctx));
+	return ctx;
+}
+
+static void put_rec(struct cmk_txn *txn, const char *tenant, enum cmk_status status, uint32_t flags,
+		    int64_t renew_at, int64_t updated_at)
+{
+	struct cmk_cert_record r;
+
+	memset(&r, 0, sizeof(r));
+	assert_ok(cmk_store_cert_next_id(txn, &r.id));
+	snprintf(r.tenant, sizeof(r.tenant), "%s", tenant);
+	snprintf(r.type, sizeof(r.type), "aws_kms");
+	r.status = status;
+	r.flags = flags;
+	r.renew_at = renew_at;
+	r.updated_at = updated_at;
+	r.not_after = cmk_now() + 86400 * 30;
+	snprintf(r.serial, sizeof(r.serial), "aa:%06llx", (unsigned long long)r.id);
+	snprintf(r.fingerprint, sizeof(r.fingerprint), "%064llx", (unsigned long long)r.id);
+	assert_ok(cmk_store_cert_put(txn, &r));
+}
+
+#define SETTLED 2000
+
+/*
+ * Thousands of settled records (active and not due, cleaned up, revoked)
+ * and a few unsettled ones: recovery reads the unsettled ones only, and a
+ * scheduler pass with nothing due reads almost nothing.  Counted through
+ * cmk_store_records_read(), never timed.
+ */
+static void test_recovery_reads_only_unsettled(void **state)
+{
+	char dir[64], tenant[32];
+	struct cmk_ctx *ctx;
+	struct cmk_txn *txn;
+	struct cmk_pass_stats stats;
+	struct cmk_cert_record r;
+	uint64_t before, read;
+	int64_t now = cmk_now();
+	unsigned reset = 0;
+
+	(void)state;
+	assert_int_equal(tu_mkdtemp(dir, sizeof(dir), "recover"), 0);
+	ctx = open_ctx(dir);
+	assert_ok(cmk_store_begin(ctx->store, &txn));
+	for (unsigned i = 0; i < SETTLED; i++) {
+		snprintf(tenant, sizeof(tenant), "settled%u", i);
+		put_rec(txn, tenant, i % 10 == 0 ? CMK_ST_CLEANED_UP : i % 10 == 1 ? CMK_ST_REVOKED : CMK_ST_ACTIVE,
+			/* A revoked record may keep its mark: it has nothing left to finish. */
+			i % 10 == 1 ? CMK_CERT_F_REVOKING : 0, i % 10 > 1 ? now + 86400 : 0, now);
+	}
+	put_rec(txn, "interrupted0", CMK_ST_PENDING, 0, 0, now);
+	put_rec(txn, "interrupted1", CMK_ST_PENDING, 0, 0, now);
+	put_rec(txn, "interrupted2", CMK_ST_PENDING, 0, 0, now);
+	put_rec(txn, "revoking0", CMK_ST_ACTIVE, CMK_CERT_F_REVOKING, 0, now);
+	assert_ok(cmk_store_commit(txn));
+
+	before = cmk_store_records_read(ctx->store);
+	assert_ok(cmk_recover(ctx, &reset));
+	read = cmk_store_records_read(ctx->store) - before;
+	/* The three interrupted ones are failed now; the revocation waits for OpenBao. */
+	assert_int_equal(reset, 3);
+	assert_ok(cmk_store_cert_find(ctx->store, NULL, "interrupted1", "aws_kms", CMK_ST_FAILED, &r));
+	cmk_cert_record_clear(&r);
+	assert_ok(cmk_store_cert_find(ctx->store, NULL, "revoking0", "aws_kms", CMK_ST_ACTIVE, &r));
+	assert_true(r.flags & CMK_CERT_F_REVOKING);
+	cmk_cert_record_clear(&r);
+	/* Each unsettled record costs a few reads (found, read, changed with its indexes): nowhere near SETTLED. */
+	if (read > 60)
+		fail_msg("recovery read %llu records for 4 unsettled ones among %u", (unsigned long long)read,
+			 SETTLED);
+
+	before = cmk_store_records_read(ctx->store);
+	assert_ok(cmk_run_due(ctx, now, 0, &stats));
+	read = cmk_store_records_read(ctx->store) - before;
+	assert_int_equal(stats.renewed + stats.failed + stats.expired + stats.cleaned, 0);
+	/* Only the three failed ones are looked at (their grace period is not over). */
+	if (read > 10)
+		fail_msg("a pass with nothing due read %llu records", (unsigned long long)read);
+	cmk_ctx_free(ctx);
+	tu_rmtree(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -206,6 +331,7 @@ int main(void)
 		cmocka_unit_test(test_request_json_server_ca_and_verify),
 		cmocka_unit_test(test_revoke_reason_and_verify_words),
 		cmocka_unit_test(test_json_documents),
+		cmocka_unit_test(test_recovery_reads_only_unsettled),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1170,7 +1170,7 @@ static void test_destroyed_key_is_shredded(void **state)
 	struct cmk_shred_stats ss;
 	struct cmk_cert_record r;
 	struct cmk_txn *txn;
-	uint8_t a[3300], b[900], big[4000];
+	uint8_t a[3300], b[3000], big[4000];
 
 	assert_int_equal(cmk_random(a, sizeof(a)), 0);
 	assert_int_equal(cmk_random(b, sizeof(b)), 0);
@@ -1656,25 +1656,28 @@ static void test_codec_refuses_bad_values(void **state)
 static void test_codec_skips_fields_added_later(void **state)
 {
 	struct cmk_cert_record in, out;
+	struct cmk_cert_refs refs = { .key_slot = 7, .has_chain_id = true }, got;
 	uint8_t *buf, *longer;
 	size_t len;
 
-	uint32_t slot;
-
 	(void)state;
 	full_record(&in);
-	/* The key in slot 7: the record ends with the key_slot field, the newest this code knows. */
-	assert_int_equal(cmk_codec_cert_encode_slot(&in, 7, &buf, &len), 0);
+	memset(refs.chain_id, 0xc4, sizeof(refs.chain_id));
+	/* The key in slot 7, the chain kept apart: the record ends with chain_id, the newest field this code knows. */
+	assert_int_equal(cmk_codec_cert_encode_refs(&in, &refs, &buf, &len), 0);
 	assert_non_null(longer = malloc(len + 4 + 3 + 4));
 	memcpy(longer, buf, len);
 	/* A field a later version appended, then an absent one. */
 	cmk_be32_put(longer + len, 3);
 	memcpy(longer + len + 4, "new", 3);
 	cmk_be32_put(longer + len + 7, CMK_FIELD_ABSENT);
-	assert_int_equal(cmk_codec_cert_decode_slot(42, longer, len + 11, &out, &slot), 0);
+	assert_int_equal(cmk_codec_cert_decode_refs(42, longer, len + 11, &out, &got), 0);
 	assert_string_equal(out.tenant, "tenant");
 	assert_null(out.sealed_key);
-	assert_int_equal(slot, 7);
+	assert_null(out.chain_pem);
+	assert_int_equal(got.key_slot, 7);
+	assert_true(got.has_chain_id);
+	assert_memory_equal(got.chain_id, refs.chain_id, sizeof(refs.chain_id));
 	cmk_cert_record_clear(&out);
 	/* But a broken trailing field is still damage. */
 	assert_int_equal(cmk_codec_cert_decode(42, longer, len + 9, &out), CMK_ERR_STORE);

@@ -40,6 +40,7 @@
  * its own, a whole page for a record of a few hundred bytes more.
  */
 #define CERTS_PAGE 16384
+#define UPGRADE_CHUNK 2000     /* records indexed per transaction when a store is upgraded */
 
 _Static_assert(CMK_TTS_KEY_MAX <= FIND_KEY_MAX, "tts keys must fit the lookup buffer");
 
@@ -225,17 +226,17 @@ static int meta_put(struct store_gen *g, DB_TXN *t, const char *name, const void
 
 /*
  * Open every database and read (or create) the store id, all in transaction
- * t.  The indexes are built from certs (associate with DB_CREATE walks every
- * record) only when the store's format is older than the current one: that
- * is how a store gets an index added since.  Never on an ordinary open: an index
- * that is empty because nothing belongs in it (by_renew without an active
- * record) would be rebuilt by a walk over every record at each open.
+ * t.  Associating never builds an index here (no DB_CREATE): Berkeley DB
+ * would build every empty one by walking every record, at every open of a
+ * store whose by_renew is empty because no active record has a renewal
+ * time, and would build an added one in this one transaction, which at a
+ * million records needs more locks than the environment has.  by_status
+ * arrived with format 2: a store of format 1 is opened without it and
+ * written as format 1 (records keep their chain, keys the large slots), as
+ * the older code that may share it expects, until store_upgrade() builds it.
  */
 static int open_all(struct store_gen *g, DB_TXN *t, uint8_t id[CMK_STORE_ID_LEN])
 {
-	u_int32_t build;
-	uint32_t format;
-	uint8_t ver[4];
 	int ret, rc;
 
 	if ((rc = open_db(g, t, &g->meta, "meta.db", 0)) != 0 ||
@@ -244,29 +245,25 @@ static int open_all(struct store_gen *g, DB_TXN *t, uint8_t id[CMK_STORE_ID_LEN]
 	    (rc = open_db(g, t, &g->by_tts, "by_tts.db", DB_DUP | DB_DUPSORT)) != 0 ||
 	    (rc = open_db(g, t, &g->by_renew, "by_renew.db", DB_DUP | DB_DUPSORT)) != 0 ||
 	    (rc = open_db(g, t, &g->by_serial, "by_serial.db", DB_DUP | DB_DUPSORT)) != 0 ||
-	    (rc = open_db(g, t, &g->by_status, "by_status.db", DB_DUP | DB_DUPSORT)) != 0 ||
 	    (rc = open_db(g, t, &g->keystores, "keystores.db", 0)) != 0 ||
 	    (rc = open_db(g, t, &g->changes, "changes.db", 0)) != 0 ||
 	    (rc = open_db(g, t, &g->audit, "audit.db", 0)) != 0 ||
 	    (rc = store_keys_open(g, t)) != 0 || (rc = store_pool_open(g, t)) != 0 ||
-	    (rc = store_token_open(g, t)) != 0 || (rc = meta_init(g, t, id, &format)) != 0)
+	    (rc = store_token_open(g, t)) != 0 || (rc = meta_init(g, t, id, &g->format)) != 0)
 		return rc;
-	build = format < CMK_STORE_FORMAT ? DB_CREATE : 0;
-	g->by_tts->app_private = g->by_renew->app_private = g->by_serial->app_private = g->by_status->app_private =
-		g->st;
-	if ((ret = g->certs->associate(g->certs, t, g->by_tts, index_tts, build)) != 0 ||
-	    (ret = g->certs->associate(g->certs, t, g->by_renew, index_renew, build)) != 0 ||
-	    (ret = g->certs->associate(g->certs, t, g->by_serial, index_serial, build)) != 0 ||
-	    (ret = g->certs->associate(g->certs, t, g->by_status, index_status, build)) != 0)
+	if (g->format == CMK_STORE_FORMAT &&
+	    (rc = open_db(g, t, &g->by_status, "by_status.db", DB_DUP | DB_DUPSORT)) != 0)
+		return rc;
+	g->by_tts->app_private = g->by_renew->app_private = g->by_serial->app_private = g->st;
+	if ((ret = g->certs->associate(g->certs, t, g->by_tts, index_tts, 0)) != 0 ||
+	    (ret = g->certs->associate(g->certs, t, g->by_renew, index_renew, 0)) != 0 ||
+	    (ret = g->certs->associate(g->certs, t, g->by_serial, index_serial, 0)) != 0)
 		return db_fail(g, ret, "store_open: %s: attaching the indexes", g->st->path);
-	if (format == CMK_STORE_FORMAT)
-		return 0;
-	/* Built in this transaction: from its commit on, only code that keeps them in step may write. */
-	cmk_be32_put(ver, CMK_STORE_FORMAT);
-	if ((rc = meta_put(g, t, "version", ver, sizeof(ver))) != 0)
-		return rc;
-	cmk_log(CMK_LOG_INFO, "store_open: %s: store format %" PRIu32 " upgraded to %u (indexes built)", g->st->path,
-		format, CMK_STORE_FORMAT);
+	if (g->by_status != NULL) {
+		g->by_status->app_private = g->st;
+		if ((ret = g->certs->associate(g->certs, t, g->by_status, index_status, 0)) != 0)
+			return db_fail(g, ret, "store_open: %s: attaching the indexes", g->st->path);
+	}
 	return 0;
 }
 
@@ -307,6 +304,126 @@ int store_open_dbs(struct store_gen *g, uint8_t id[CMK_STORE_ID_LEN])
 		cmk_bdb_msg[0] = '\0';
 		store_backoff(attempt < 10 ? attempt : 10);
 	}
+}
+
+/* One transaction of the upgrade: index the records from *next on, UPGRADE_CHUNK of them. */
+static int upgrade_chunk(struct store_gen *g, DB *ix, uint64_t *next, uint64_t *n, bool *done)
+{
+	uint8_t kb[8], keys[CMK_STATUS_KEYS_MAX];
+	struct cmk_cert_keys ck;
+	size_t i = 0, nk;
+	DB_TXN *t;
+	DBT k, d, sk;
+	DBC *c = NULL;
+	int ret, rc = 0;
+
+	if ((ret = g->env->txn_begin(g->env, NULL, &t, 0)) != 0)
+		return db_fail(g, ret, "store_open: %s: upgrading", g->st->path);
+	if ((ret = g->certs->cursor(g->certs, t, &c, 0)) != 0)
+		goto fail;
+	cmk_be64_put(kb, *next);
+	dbt_user(&k, kb, sizeof(kb), sizeof(kb));
+	dbt_malloc(&d);
+	for (ret = c->get(c, &k, &d, DB_SET_RANGE); ret == 0 && i < UPGRADE_CHUNK; ret = c->get(c, &k, &d, DB_NEXT)) {
+		/* A damaged record is left out of every index (as the index callbacks do). */
+		if (k.size == 8 && cmk_codec_cert_keys(d.data, d.size, &ck) == 0 &&
+		    (nk = cmk_codec_status_keys(ck.status, ck.flags, keys)) > 0) {
+			for (size_t j = 0; j < nk && ret == 0; j++) {
+				dbt_in(&sk, &keys[j], 1);
+				if ((ret = ix->put(ix, t, &sk, &k, DB_NODUPDATA)) == DB_KEYEXIST)
+					ret = 0;
+			}
+		}
+		cmk_freezero(d.data, d.size);
+		dbt_malloc(&d);
+		if (ret != 0)
+			break;
+		*next = cmk_be64_get(kb) + 1;
+		i++;
+	}
+	cmk_freezero(d.data, d.size);
+	*done = ret == DB_NOTFOUND;
+	if (ret == DB_NOTFOUND || (ret == 0 && i == UPGRADE_CHUNK))
+		ret = 0;
+	if (ret != 0)
+		goto fail;
+	c->close(c);
+	if ((ret = t->commit(t, 0)) != 0)
+		return db_fail(g, ret, "store_open: %s: upgrading", g->st->path);
+	*n += i;
+	return 0;
+fail:
+	rc = db_fail(g, ret, "store_open: %s: upgrading (indexing records from %" PRIu64 ")", g->st->path, *next);
+	if (c != NULL)
+		c->close(c);
+	t->abort(t);
+	return rc;
+}
+
+/*
+ * Bring a store of format 1 to the current format; the caller has it alone
+ * (no other process has it open, store_env.c).  by_status is built in
+ * transactions of UPGRADE_CHUNK records, written through a handle of its
+ * own (Berkeley DB takes no direct writes to an attached index), then the
+ * format is recorded and the databases are opened again, by_status
+ * attached.  Interrupted, the store keeps format 1 and the next process to
+ * open it alone starts again from an empty index.
+ */
+int store_upgrade(struct store_gen *g, uint8_t id[CMK_STORE_ID_LEN])
+{
+	uint64_t next = 1, n = 0;
+	uint32_t count;
+	uint8_t ver[4];
+	bool done = false;
+	DB *ix = NULL;
+	DB_TXN *t;
+	int ret, rc;
+
+	cmk_log(CMK_LOG_INFO, "store_open: %s: store format %" PRIu32 " upgrading to %u: indexing the records by status",
+		g->st->path, g->format, CMK_STORE_FORMAT);
+	if ((ret = g->env->txn_begin(g->env, NULL, &t, 0)) != 0)
+		return db_fail(g, ret, "store_open: %s: upgrading", g->st->path);
+	if ((rc = open_db(g, t, &ix, "by_status.db", DB_DUP | DB_DUPSORT)) != 0) {
+		t->abort(t);
+		return rc;
+	}
+	/* What an interrupted upgrade left goes first. */
+	if ((ret = ix->truncate(ix, t, &count, 0)) != 0 || (ret = t->commit(t, 0)) != 0) {
+		if (ret != 0 && t != NULL)
+			t->abort(t);
+		ix->close(ix, 0);
+		return db_fail(g, ret, "store_open: %s: upgrading", g->st->path);
+	}
+	/* The log is checkpointed and trimmed as it goes: indexing a million records writes hundreds of MB of it. */
+	for (unsigned chunks = 1; !done && rc == 0; chunks++) {
+		unsigned removed;
+
+		if ((rc = upgrade_chunk(g, ix, &next, &n, &done)) == 0 && (chunks % 16 == 0 || done) &&
+		    (ret = g->env->txn_checkpoint(g->env, 0, 0, done ? DB_FORCE : 0)) != 0)
+			rc = db_fail(g, ret, "store_open: %s: upgrading: checkpoint", g->st->path);
+		if (rc == 0 && (chunks % 16 == 0 || done))
+			rc = store_remove_old_logs(g, &removed);
+	}
+	if ((ret = ix->close(ix, 0)) != 0 && rc == 0)
+		rc = db_fail(g, ret, "store_open: %s: upgrading", g->st->path);
+	if (rc != 0)
+		return rc;
+	/* From this commit on, only code that keeps by_status in step may write: older code refuses format 2. */
+	cmk_be32_put(ver, CMK_STORE_FORMAT);
+	if ((ret = g->env->txn_begin(g->env, NULL, &t, 0)) != 0)
+		return db_fail(g, ret, "store_open: %s: upgrading", g->st->path);
+	if ((rc = meta_put(g, t, "version", ver, sizeof(ver))) != 0) {
+		t->abort(t);
+		return rc;
+	}
+	if ((ret = t->commit(t, 0)) != 0)
+		return db_fail(g, ret, "store_open: %s: upgrading", g->st->path);
+	store_close_dbs(g, true);
+	if ((rc = store_open_dbs(g, id)) != 0)
+		return rc;
+	cmk_log(CMK_LOG_INFO, "store_open: %s: store format upgraded to %u (%" PRIu64 " records indexed)", g->st->path,
+		CMK_STORE_FORMAT, n);
+	return 0;
 }
 
 static int meta_get(struct store_gen *g, DB_TXN *t, const char *name, void *buf, size_t len, u_int32_t flags)
@@ -956,7 +1073,8 @@ static int cert_put(struct store_gen *g, struct cmk_txn *txn, const struct cmk_c
 	    (rec->status == CMK_ST_ACTIVE && (rc = check_single_active(g, txn->t, rec)) != 0) ||
 	    (rc = put_key(g, txn->t, rec, &refs.key_slot)) != 0)
 		return rc;
-	if (rec->chain_pem != NULL && rec->chain_pem[0] != '\0') {
+	/* A store still shared with older code (format 1) gets records those can read: the chain inside. */
+	if (rec->chain_pem != NULL && rec->chain_pem[0] != '\0' && g->format == CMK_STORE_FORMAT) {
 		if ((rc = chain_keep(g, txn->t, rec->chain_pem, refs.chain_id)) != 0)
 			return rc;
 		refs.has_chain_id = true;
@@ -1013,6 +1131,7 @@ enum walk_index { IX_TTS, IX_STATUS };
 
 struct cert_walk {
 	enum walk_by by;
+	enum walk_by cur;      /* how this chunk reads: BY_ID in a store without by_status (format 1) */
 	enum walk_index ix;    /* BY_KEY, and BY_IDS (by_tts) */
 	const struct cmk_cert_filter *f;
 	bool revoking;         /* only records whose revocation is pending */
@@ -1073,7 +1192,7 @@ static int walk_position(struct cert_walk *w, DBC *c, DBT *k, DBT *p, DBT *d, ui
 	int ret;
 
 	cmk_be64_put(pb, w->next_id);
-	switch (w->by) {
+	switch (w->cur) {
 	case BY_ID:
 		return c->get(c, p, d, DB_SET_RANGE);
 	case BY_KEY:
@@ -1095,7 +1214,7 @@ static int walk_position(struct cert_walk *w, DBC *c, DBT *k, DBT *p, DBT *d, ui
 
 static int walk_next(const struct cert_walk *w, DBC *c, DBT *k, DBT *p, DBT *d)
 {
-	switch (w->by) {
+	switch (w->cur) {
 	case BY_ID:
 		return c->get(c, p, d, DB_NEXT);
 	case BY_KEY:
@@ -1110,7 +1229,7 @@ static int walk_next(const struct cert_walk *w, DBC *c, DBT *k, DBT *p, DBT *d)
 
 static DB *walk_db(const struct cert_walk *w, struct store_gen *g)
 {
-	switch (w->by) {
+	switch (w->cur) {
 	case BY_KEY:
 		return w->ix == IX_TTS ? g->by_tts : g->by_status;
 	case BY_RENEW:
@@ -1155,7 +1274,7 @@ static int walk_fill(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg)
 	const int64_t start_renew = w->renew_pos;
 	const uint64_t start_id = w->next_id;
 	const size_t start_pos = w->pos;
-	DB *db = walk_db(w, g);
+	DB *db;
 	uint8_t kb[CMK_TTS_KEY_MAX], pb[8];
 	size_t scanned = 0;
 	DBT k, p, d;
@@ -1164,6 +1283,9 @@ static int walk_fill(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg)
 
 	(void)rmw;
 	w->n = 0;
+	/* Both resume at next_id: a walk may change from one to the other when the store is upgraded. */
+	w->cur = w->by == BY_KEY && w->ix == IX_STATUS && g->by_status == NULL ? BY_ID : w->by;
+	db = walk_db(w, g);
 	if (w->by == BY_IDS) {
 		if ((rc = walk_fill_ids(g, t, w)) != 0)
 			goto fail;
@@ -1172,13 +1294,13 @@ static int walk_fill(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg)
 	if ((ret = db->cursor(db, t, &c, 0)) != 0)
 		return db_fail(g, ret, "store: %s: opening a cursor", g->st->path);
 	memcpy(kb, w->key, w->key_len);
-	dbt_user(&k, kb, w->by == BY_KEY ? w->key_len : 8, sizeof(kb));
+	dbt_user(&k, kb, w->cur == BY_KEY ? w->key_len : 8, sizeof(kb));
 	dbt_user(&p, pb, 8, sizeof(pb));
 	dbt_malloc(&d);
 	for (ret = walk_position(w, c, &k, &p, &d, kb, pb); ret == 0; ret = walk_next(w, c, &k, &p, &d)) {
 		uint64_t id = p.size == 8 ? cmk_be64_get(pb) : 0;
 
-		if (w->by == BY_RENEW && (k.size != 8 || (int64_t)cmk_be64_get(kb) > w->now)) {
+		if (w->cur == BY_RENEW && (k.size != 8 || (int64_t)cmk_be64_get(kb) > w->now)) {
 			ret = DB_NOTFOUND;
 			break;
 		}
@@ -1188,7 +1310,7 @@ static int walk_fill(struct store_gen *g, DB_TXN *t, u_int32_t rmw, void *arg)
 		if (rc != 0)
 			break;
 		w->next_id = id + 1;
-		if (w->by == BY_RENEW)
+		if (w->cur == BY_RENEW)
 			w->renew_pos = (int64_t)cmk_be64_get(kb);
 		if (w->n == WALK_CHUNK || ++scanned == WALK_SCAN)
 			break;

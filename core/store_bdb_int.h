@@ -55,6 +55,9 @@ struct store_gen {
 	DB *session;                  /* the OpenBao token shared by every process (store_token.c) */
 	DB *by_status;                /* secondary: status (and "revocation pending") -> id */
 	DB *chains;                   /* CA chains, each kept once: SHA-256 of the text -> text */
+	uint32_t format;              /* the store's format when opened; below CMK_STORE_FORMAT it is shared
+					 with older code: no by_status, records written as that code reads
+					 them (store_upgrade() brings it up to date) */
 	atomic_bool broken;           /* needs recovery: no new call enters it */
 	atomic_int inside;            /* threads inside a call */
 	atomic_int txns;              /* open transactions */
@@ -141,6 +144,13 @@ extern _Thread_local char cmk_bdb_msg[256];
  */
 int store_open_dbs(struct store_gen *g, uint8_t id[CMK_STORE_ID_LEN]);
 void store_close_dbs(struct store_gen *g, bool sync);
+
+/*
+ * Bring a store of an older format to the current one: the caller has the
+ * store alone (no other process has it open).  The databases are open again
+ * afterwards, in the current format.
+ */
+int store_upgrade(struct store_gen *g, uint8_t id[CMK_STORE_ID_LEN]);
 
 /* Pause before a retry: attempt * 2 ms. */
 void store_backoff(int attempt);

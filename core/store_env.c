@@ -543,6 +543,22 @@ static int open_locked_gen(struct cmk_store *st, bool failed, uint8_t id[CMK_STO
 		*out = NULL;
 		goto fail;
 	}
+	/*
+	 * A store of an older format is upgraded by a process that has it alone,
+	 * before anyone else gets in; otherwise an older process may be using
+	 * it, and it is used in its own format until then.
+	 */
+	if ((*out)->format < CMK_STORE_FORMAT) {
+		if (alone && (rc = store_upgrade(*out, id)) != 0) {
+			close_gen_env(*out);
+			free(*out);
+			*out = NULL;
+			goto fail;
+		}
+		if (!alone)
+			cmk_log(CMK_LOG_INFO, "store: %s: format %" PRIu32 " is in use by another process; the store "
+				"is upgraded when a process opens it alone", st->path, (*out)->format);
+	}
 	st->epoch = epoch;
 	/* Let the others in: the write lock turns into a read lock atomically. */
 	if (alone && (err = ofd_lock(st->lock_fd, 0, F_RDLCK, false)) != 0)

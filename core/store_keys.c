@@ -241,7 +241,8 @@ out:
 
 int store_key_write(struct store_gen *g, DB_TXN *t, uint32_t *slot, const uint8_t *blob, size_t len)
 {
-	unsigned c = class_for(len);
+	/* A store still shared with older code (format 1) keeps every key where that code looks: keys.db. */
+	unsigned c = g->format == CMK_STORE_FORMAT ? class_for(len) : 0;
 	int rc;
 
 	if (len == 0 || len > CMK_KEY_SLOT_LEN - 4)

@@ -90,18 +90,33 @@ static int set_readonly(int fd, bool ro)
 	return mount_setattr(fd, "", AT_EMPTY_PATH, &attr, sizeof(attr));
 }
 
-/* A private, writable clone of the mount; -1 when it cannot be made. */
+/* A private, writable clone of the mount; -1 with errno set when it cannot be made (ENODEV: not our mount). */
 static int open_clone(struct announcer *a)
 {
-	int fd = open_tree(AT_FDCWD, a->fs->mountpoint, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+	int fd = open_tree(AT_FDCWD, a->fs->mountpoint, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC), err;
 
 	if (fd < 0)
 		return -1;
-	if (!is_our_root(a, fd) || set_readonly(fd, false) != 0) {
+	if (!is_our_root(a, fd)) {
 		close(fd);
+		errno = ENODEV;
+		return -1;
+	}
+	if (set_readonly(fd, false) != 0) {
+		err = errno;
+		close(fd);
+		errno = err;
 		return -1;
 	}
 	return fd;
+}
+
+/* Is our file system no longer mounted at the mount point (being unmounted)? */
+static bool mount_gone(const struct announcer *a)
+{
+	struct statfs sfs;
+
+	return statfs(a->fs->mountpoint, &sfs) != 0 || sfs.f_type != FUSE_SUPER_MAGIC;
 }
 
 bool announce_protect_mount(const char *mountpoint)
@@ -123,7 +138,6 @@ static void choose_mode(struct announcer *a)
 	int fd;
 
 	if (a->fs->mount_readonly) {
-		errno = 0;
 		if ((fd = open_clone(a)) >= 0) {
 			close(fd);
 			a->mode = VIEW_CLONE;
@@ -145,7 +159,7 @@ static void choose_mode(struct announcer *a)
 			cmk_log(CMK_LOG_DEBUG, "announce: %s is not mounted any more", a->fs->mountpoint);
 		else if (!stopping)
 			cmk_log(CMK_LOG_WARN, "announce: cannot clone the mount (%s); changes are served without "
-				"inotify events", err != 0 ? strerror(err) : "another file system is mounted over it");
+				"inotify events", err == ENODEV ? "another file system is mounted over it" : strerror(err));
 		a->mode = VIEW_NONE;
 		return;
 	}
@@ -170,6 +184,7 @@ static int open_view(struct announcer *a)
 	if (a->mode == VIEW_DIRECT) {
 		if ((fd = open(a->fs->mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC)) >= 0 && !is_our_root(a, fd)) {
 			close(fd);
+			errno = ENODEV;
 			return -1;
 		}
 		return fd;
@@ -193,7 +208,12 @@ static void run_batch(struct announcer *a, struct ann_list *batch, struct notes 
 	static struct cmk_log_limit lim = CMK_LOG_LIMIT_INIT;
 	struct tree *t = a->fs->tree;
 	char from[TREE_NAME_MAX * 3], to[TREE_NAME_MAX * 3];
-	int root = batch->n > 0 ? open_view(a) : -1;
+	int root = -1, view_err = 0;
+
+	if (batch->n > 0 && a->mode != VIEW_NONE && (root = open_view(a)) < 0) {
+		/* Unmounted under us (the daemon is being stopped): force the changes without a word. */
+		view_err = mount_gone(a) ? 0 : errno;
+	}
 
 	for (size_t i = 0; i < batch->n; i++) {
 		const struct ann *an = &batch->v[i];
@@ -206,7 +226,7 @@ static void run_batch(struct announcer *a, struct ann_list *batch, struct notes 
 		if (!wanted)
 			continue;
 		if (root < 0)
-			err = a->mode == VIEW_NONE ? 0 : EBADF;
+			err = view_err;
 		else if (perform(root, an, from, to) != 0)
 			err = errno;
 		if (root < 0 || err != 0) {

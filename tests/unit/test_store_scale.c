@@ -14,11 +14,14 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cmkcert/error.h"
@@ -35,6 +38,7 @@ struct fx {
 	char dir[64];
 	char path[128];
 	struct cmk_store *st;
+	pid_t holder;          /* a process holding the store's lock, killed at teardown */
 };
 
 static int setup(void **state)
@@ -54,6 +58,11 @@ static int teardown(void **state)
 	struct fx *fx = *state;
 
 	alarm(0);
+	if (fx->holder > 0) {
+		kill(fx->holder, SIGKILL);
+		waitpid(fx->holder, NULL, 0);
+	}
+	cmk_set_log(NULL, NULL, CMK_LOG_INFO);
 	cmk_store_close(fx->st);
 	tu_rmtree(fx->dir);
 	free(fx);
@@ -341,7 +350,7 @@ static void count_upgrades(enum cmk_log_level level, const char *msg, void *arg)
 {
 	(void)level;
 	(void)arg;
-	if (strstr(msg, "upgraded") != NULL)
+	if (strstr(msg, "upgrading to") != NULL)
 		upgrades++;
 }
 
@@ -665,6 +674,114 @@ static void test_chains_kept_once(void **state)
 	assert_int_equal(c.n, 2 * 104);
 }
 
+/* ---- a store of format 1 still in use by older code ---- */
+
+/* A process of older code holding the store open: its read lock on the first byte of cmkcert.lock. */
+static pid_t hold_store(const char *path)
+{
+	char lock[200];
+	int ready[2];
+	pid_t pid;
+
+	snprintf(lock, sizeof(lock), "%s/cmkcert.lock", path);
+	assert_int_equal(pipe(ready), 0);
+	if ((pid = fork()) == 0) {
+		struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+		int fd = open(lock, O_RDWR);
+
+		if (fd < 0 || fcntl(fd, F_OFD_SETLK, &fl) != 0)
+			_exit(1);
+		if (write(ready[1], "x", 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	assert_true(pid > 0);
+	close(ready[1]);
+	{
+		char c;
+		assert_int_equal(read(ready[0], &c, 1), 1);
+	}
+	close(ready[0]);
+	return pid;
+}
+
+/*
+ * A store of format 1 that another process has open (older code, as far as
+ * this process can tell) is used as it is: not upgraded, records written
+ * with their chain inside and keys in the large slots, as that code reads
+ * them; walks by status read every record instead.  Once the other process
+ * is gone, the next open upgrades it, the records written meanwhile
+ * included.
+ */
+static void test_format_1_shared_with_older_code(void **state)
+{
+	struct fx *fx = *state;
+	struct cmk_cert_filter f = { .tenant = NULL, .type = NULL, .status = CMK_ST_PENDING };
+	const char *chain = "-----BEGIN CERTIFICATE-----\nshared-era chain\n-----END CERTIFICATE-----\n";
+	struct cmk_cert_record r;
+	struct cmk_txn *txn;
+	struct ids got = { NULL, 0, 0 };
+	uint8_t key[300];
+	char tenant[16];
+	uint64_t id, before;
+	for (unsigned i = 0; i < 40; i++) {
+		tenant_name(tenant, sizeof(tenant), i);
+		put_new(fx->st, tenant, "x", i % 10 == 3 ? CMK_ST_PENDING : CMK_ST_ACTIVE,
+			i % 10 == 5 ? CMK_CERT_F_REVOKING : 0);
+	}
+	cmk_store_close(fx->st);
+	fx->st = NULL;
+	make_format_1(fx->path);
+	fx->holder = hold_store(fx->path);
+
+	upgrades = 0;
+	cmk_set_log(count_upgrades, NULL, CMK_LOG_DEBUG);
+	assert_ok(cmk_store_open(fx->path, &fx->st));
+	assert_ok(cmk_random(key, sizeof(key)));
+	assert_ok(cmk_store_begin(fx->st, &txn));
+	assert_ok(cmk_store_cert_next_id(txn, &id));
+	make_rec(&r, id, "shared", "x", CMK_ST_PENDING, 0);
+	r.chain_pem = (char *)chain;
+	r.sealed_key = key;
+	r.sealed_key_len = sizeof(key);
+	assert_ok(cmk_store_cert_put(txn, &r));
+	assert_ok(cmk_store_commit(txn));
+	expect_key(fx->st, id, key, sizeof(key));
+	expect_chain(fx->st, id, chain);
+	/* Walks by status and of pending revocations still answer, reading every record. */
+	before = cmk_store_records_read(fx->st);
+	assert_ok(cmk_store_cert_each(fx->st, NULL, &f, collect, &got));
+	assert_int_equal(got.n, 5);
+	assert_int_equal(got.v[4], id);
+	assert_int_equal(cmk_store_records_read(fx->st) - before, 41);
+	expect_all_filters(fx->st);
+	/* The last process to close checkpoints: the pages reach the files, where they are looked for. */
+	kill(fx->holder, SIGKILL);
+	assert_int_equal(waitpid(fx->holder, NULL, 0), fx->holder);
+	fx->holder = 0;
+	cmk_store_close(fx->st);
+	fx->st = NULL;
+	assert_int_equal(upgrades, 0);
+	/* Written as format 1: the chain in the record, the key in keys.db; by_status not made. */
+	assert_true(file_holds(fx->path, "certs.db", (const uint8_t *)"shared-era chain", 16));
+	assert_true(file_holds(fx->path, "keys.db", key, sizeof(key)));
+	assert_false(file_holds(fx->path, "keys_small.db", key, sizeof(key)));
+
+	assert_ok(cmk_store_open(fx->path, &fx->st));
+	cmk_set_log(NULL, NULL, CMK_LOG_INFO);
+	assert_int_equal(upgrades, 1);
+	got.n = 0;
+	before = cmk_store_records_read(fx->st);
+	assert_ok(cmk_store_cert_each(fx->st, NULL, &f, collect, &got));
+	assert_int_equal(got.n, 5);
+	assert_int_equal(cmk_store_records_read(fx->st) - before, 5);
+	expect_key(fx->st, id, key, sizeof(key));
+	expect_chain(fx->st, id, chain);
+	expect_all_filters(fx->st);
+	free(got.v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -672,6 +789,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_walks_read_only_what_they_deliver, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_filters_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upgrade_builds_the_index, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_format_1_shared_with_older_code, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_reads_no_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_slot_sizes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chains_kept_once, setup, teardown),

@@ -63,6 +63,7 @@ struct store_gen {
 	atomic_int txns;              /* open transactions */
 	/* Under st->mu: */
 	bool retired;
+	bool env_closed;              /* retired, and its environment handle closed (no thread was inside) */
 	bool wedge_reported;
 	int64_t retired_ms;
 	struct region_map *maps;

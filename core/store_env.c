@@ -591,11 +591,31 @@ static void gen_free(struct store_gen *g)
 	pthread_mutex_unlock(&open_lock);
 }
 
+/*
+ * Close a retired generation's environment handle once no thread of ours is
+ * inside it (none can enter: it is broken).  Closing drops its file
+ * handles; a thread still inside could go on to use one of those numbers,
+ * which by then may be another file's (a FUSE channel, a socket): closing
+ * or writing it would hit that file.  A thread that never comes back (it
+ * waits on what a dead process held) keeps its generation's descriptors
+ * open for good.
+ */
+static void close_retired_env(struct store_gen *g)
+{
+	if (g->env_closed || atomic_load(&g->inside) != 0)
+		return;
+	/* BDB lists every file handle it drops as an error: expected here, not worth a warning each. */
+	g->env->set_errcall(g->env, NULL);
+	g->env->close(g->env, 0);
+	g->env_closed = true;
+}
+
 static void reap_retired(struct cmk_store *st)
 {
 	for (struct store_gen **p = &st->retired; *p != NULL;) {
 		struct store_gen *g = *p;
-		if (atomic_load(&g->inside) == 0 && atomic_load(&g->txns) == 0) {
+		close_retired_env(g);
+		if (g->env_closed && atomic_load(&g->txns) == 0) {
 			*p = g->next;
 			gen_free(g);
 		} else {
@@ -608,10 +628,10 @@ static void reap_retired(struct cmk_store *st)
  * Take a failed generation out of service and let go of the environment.
  * Called under st->mu with no thread of ours entering it any more (it is
  * broken).  The environment is panicked first, so every other process stops
- * using it too; then BDB's panic close drops its file handles and keeps its
- * memory, so a thread still inside (waiting on a mutex a dead process held)
- * never touches freed memory; then the read lock goes, so that recovery can
- * run.
+ * using it too, and the threads merely running in it leave at their next
+ * step; once none is inside, BDB's panic close drops its file handles and
+ * keeps its memory (close_retired_env); then the read lock goes, so that
+ * recovery can run (it does not need our handles closed).
  */
 static void retire_locked(struct cmk_store *st, struct store_gen *g)
 {
@@ -622,9 +642,7 @@ static void retire_locked(struct cmk_store *st, struct store_gen *g)
 	/* Callers that are merely running see the panic at their next step and leave. */
 	while (atomic_load(&g->inside) > 0 && cmk_monotonic_ms() < deadline)
 		usleep(2000);
-	/* BDB lists every file handle it drops as an error: expected here, not worth a warning each. */
-	g->env->set_errcall(g->env, NULL);
-	g->env->close(g->env, 0);
+	close_retired_env(g);
 	ofd_lock(st->lock_fd, 0, F_UNLCK, false);
 	g->retired = true;
 	g->retired_ms = cmk_monotonic_ms();
